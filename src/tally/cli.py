@@ -1,0 +1,155 @@
+"""The `tally` command: the only place that wires settings, storage and the server together."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from tally.config import DEFAULT_DATABASE_URL
+from tally.domain import Scope
+from tally.ports import Store
+from tally.service import bootstrap, create_key, sweep_now, system_clock, verify
+
+
+def _store(url: str) -> Store:
+    from tally.storage import open_store
+
+    try:
+        return open_store(url)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--database") from None
+
+
+database_option = click.option(
+    "--database",
+    "database_url",
+    envvar="TALLY_DATABASE_URL",
+    default=DEFAULT_DATABASE_URL,
+    show_default=True,
+    help="sqlite:///path.db or postgresql://user:password@host:port/dbname",
+)
+
+
+@click.group()
+def main() -> None:
+    """Tally, a loyalty points ledger."""
+
+
+@main.command()
+@database_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+def serve(database_url: str, host: str, port: int, workers: int) -> None:
+    """Apply pending migrations and serve the API."""
+    import uvicorn
+
+    store = _store(database_url)
+    store.migrate()
+    created = bootstrap(store, now=system_clock())
+    store.close()
+    if created is not None:
+        click.echo(f"Created program '{created.program}' and a write key ({created.key_id}).")
+        click.echo("It is shown only this once; keep it somewhere safe:")
+        click.echo(created.secret)
+    os.environ["TALLY_DATABASE_URL"] = database_url
+    uvicorn.run(
+        "tally.http.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@main.command()
+@database_option
+def migrate(database_url: str) -> None:
+    """Apply pending migrations and exit."""
+    store = _store(database_url)
+    applied = store.migrate()
+    store.close()
+    click.echo(f"Applied {len(applied)} migration(s)." if applied else "Already up to date.")
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command("create")
+@database_option
+@click.option("--program", required=True, help="The program's name; created if new.")
+@click.option("--scope", type=click.Choice(["read", "write"]), default="write", show_default=True)
+def keys_create(database_url: str, program: str, scope: str) -> None:
+    """Create a key; its plaintext is the last line printed (and is never shown again)."""
+    store = _store(database_url)
+    store.migrate()
+    created = create_key(store, program=program, scope=Scope(scope), now=system_clock())
+    store.close()
+    click.echo(
+        f"Created {created.scope.value} key {created.key_id} for program '{created.program}'."
+    )
+    click.echo(created.secret)
+
+
+@keys.command("list")
+@database_option
+def keys_list(database_url: str) -> None:
+    """List keys (never their secrets)."""
+    store = _store(database_url)
+    store.migrate()
+    rows = store.transact(lambda tx: tx.list_keys())
+    store.close()
+    for key in rows:
+        state = "revoked " + key.revoked_at.isoformat() if key.revoked_at else "active"
+        click.echo(f"{key.id}  {key.program_name}  {key.scope.value}  {key.prefix}…  {state}")
+
+
+@keys.command("revoke")
+@database_option
+@click.argument("key_id")
+def keys_revoke(database_url: str, key_id: str) -> None:
+    """Revoke a key; every server refuses it within a second."""
+    store = _store(database_url)
+    store.migrate()
+    done = store.transact(lambda tx: tx.revoke_key(key_id, now=system_clock()))
+    store.close()
+    if not done:
+        click.echo(f"No active key {key_id}.", err=True)
+        sys.exit(1)
+    click.echo(f"Revoked {key_id}.")
+
+
+@main.command("verify")
+@database_option
+def verify_command(database_url: str) -> None:
+    """Recompute every balance and counter from the ledger; exit 1 on any difference."""
+    store = _store(database_url)
+    store.migrate()
+    problems = verify(store)
+    store.close()
+    for problem in problems:
+        click.echo(f"MISMATCH {problem.member}: {problem.problem}")
+    if problems:
+        click.echo(f"{len(problems)} mismatch(es) found.")
+        sys.exit(1)
+    click.echo("Ledger verified: every counter matches its rows.")
+
+
+@main.command()
+@database_option
+def sweep(database_url: str) -> None:
+    """Post pending points and expire lots that are due, then exit."""
+    store = _store(database_url)
+    store.migrate()
+    report = sweep_now(store)
+    store.close()
+    click.echo(
+        f"Swept {report.members} member(s); dropped {report.purged_replies} old idempotency "
+        "replies."
+    )

@@ -1,0 +1,301 @@
+"""The ledger's values and rules: pure, standard library only, time always passed in.
+
+A member's points live in *lots*: every posted award (and every refund) is a lot with a remaining
+amount and an optional expiry. Spends draw from lots soonest-expiring first, never-expiring last,
+oldest first among equals; what is left of a lot when it expires leaves as one `expire` entry.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+
+class EntryType(enum.StrEnum):
+    """The kinds of ledger entry; the sign of `points` follows the kind."""
+
+    AWARD = "award"
+    DEDUCT = "deduct"
+    REDEEM = "redeem"
+    REFUND = "refund"
+    EXPIRE = "expire"
+
+
+class EntryStatus(enum.StrEnum):
+    """Only awards are ever `pending` or `cancelled`; every other entry is born `posted`."""
+
+    PENDING = "pending"
+    POSTED = "posted"
+    CANCELLED = "cancelled"
+
+
+class Scope(enum.StrEnum):
+    """`read` may call GET routes only; `write` may call everything."""
+
+    READ = "read"
+    WRITE = "write"
+
+
+class RedemptionStatus(enum.StrEnum):
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+MAX_POINTS = 1_000_000_000
+MAX_BALANCE = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A member's counters. Invariant: balance == earned - redeemed - deducted - expired >= 0."""
+
+    balance: int = 0
+    pending: int = 0
+    lifetime_earned: int = 0
+    lifetime_redeemed: int = 0
+    lifetime_deducted: int = 0
+    lifetime_expired: int = 0
+    last_seq: int = 0
+    entry_count: int = 0
+
+    def post(self, kind: EntryType, points: int) -> Account:
+        """The account after an entry of `kind` and signed `points` takes effect."""
+        balance = self.balance + points
+        if balance < 0:
+            raise ValueError(f"balance would fall to {balance}")
+        changed = replace(self, balance=balance, last_seq=self.last_seq + 1)
+        if kind is EntryType.AWARD:
+            return replace(changed, lifetime_earned=self.lifetime_earned + points)
+        if kind is EntryType.DEDUCT:
+            return replace(changed, lifetime_deducted=self.lifetime_deducted - points)
+        if kind is EntryType.EXPIRE:
+            return replace(changed, lifetime_expired=self.lifetime_expired - points)
+        # A redemption counts in lifetime_redeemed; its refund takes it back out.
+        return replace(changed, lifetime_redeemed=self.lifetime_redeemed - points)
+
+    def hold(self, points: int) -> Account:
+        """The account after a pending award of `points` is recorded (or, negative, released)."""
+        return replace(self, pending=self.pending + points)
+
+    def numbered(self) -> Account:
+        """The account after an entry that does not touch the balance takes a ledger position."""
+        return replace(self, last_seq=self.last_seq + 1)
+
+    def counted(self, entries: int = 1) -> Account:
+        return replace(self, entry_count=self.entry_count + entries)
+
+
+@dataclass(frozen=True, slots=True)
+class Lot:
+    """Points from one posted award or refund that are still there to spend or expire."""
+
+    entry_id: str
+    remaining: int
+    expires_at: datetime | None
+    seq: int
+
+    @property
+    def spend_order(self) -> tuple[bool, datetime, int]:
+        """Soonest expiry first, never-expiring last, oldest (lowest ledger position) first."""
+        never = self.expires_at is None
+        return (never, self.expires_at or datetime.min.replace(tzinfo=UTC), self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Draw:
+    """`points` taken from the lot of entry `lot_id` by one spend or expiry."""
+
+    lot_id: str
+    points: int
+
+
+def plan_spend(lots: list[Lot], points: int) -> list[Draw]:
+    """The draws that take `points` from `lots` in spend order; the lots must hold enough."""
+    draws: list[Draw] = []
+    left = points
+    for lot in sorted(lots, key=lambda lot: lot.spend_order):
+        if left == 0:
+            break
+        take = min(lot.remaining, left)
+        if take > 0:
+            draws.append(Draw(lot.entry_id, take))
+            left -= take
+    if left:
+        raise ValueError(f"lots hold {points - left} points, spend needs {points}")
+    return draws
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAward:
+    entry_id: str
+    points: int
+    available_at: datetime
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Maturity:
+    """A pending award posts at `at`."""
+
+    award: PendingAward
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """What is left of a lot leaves the balance at `at`."""
+
+    lot: Lot
+    at: datetime
+
+
+def due_events(
+    pending: list[PendingAward], lots: list[Lot], *, now: datetime
+) -> list[Maturity | Expiry]:
+    """Everything due by `now`, in the order it happened.
+
+    A pending award that matures becomes a lot, which may itself be due to expire by `now`; at
+    the same instant maturities come first. Lots with nothing left never expire.
+    """
+    events: list[tuple[datetime, int, int, Maturity | Expiry]] = []
+    for award in pending:
+        if award.available_at <= now:
+            events.append((award.available_at, 0, 0, Maturity(award, award.available_at)))
+            if award.expires_at is not None and award.expires_at <= now:
+                lot = Lot(award.entry_id, award.points, award.expires_at, seq=-1)
+                events.append((award.expires_at, 1, 0, Expiry(lot, award.expires_at)))
+    for lot in lots:
+        if lot.remaining > 0 and lot.expires_at is not None and lot.expires_at <= now:
+            events.append((lot.expires_at, 1, lot.seq, Expiry(lot, lot.expires_at)))
+    events.sort(key=lambda e: e[:3])
+    return [event for *_, event in events]
+
+
+def default_expiry(*, effective_at: datetime, expire_after_days: int | None) -> datetime | None:
+    """When a new lot expires under the program's policy (None: never)."""
+    if expire_after_days is None:
+        return None
+    return effective_at + timedelta(days=expire_after_days)
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    id: int
+    name: str
+    points_expire_after_days: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored key: only the hash of its secret is kept."""
+
+    id: str
+    program_id: int
+    program_name: str
+    scope: Scope
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What a client says about a member; `metadata` is the JSON text exactly as stored."""
+
+    member_id: str
+    email: str | None = None
+    name: str | None = None
+    metadata: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    pk: int
+    program_id: int
+    profile: Profile
+    account: Account
+    created_at: datetime
+
+    @property
+    def member_id(self) -> str:
+        return self.profile.member_id
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One immutable ledger row; only a pending award later changes status (and position)."""
+
+    id: str
+    program_id: int
+    member_pk: int
+    member_id: str
+    seq: int
+    type: EntryType
+    status: EntryStatus
+    points: int
+    reason: str
+    reference: str | None
+    metadata: str | None
+    balance_after: int | None
+    created_at: datetime
+    available_at: datetime | None
+    expires_at: datetime | None
+    posted_at: datetime | None
+
+    @property
+    def effective_at(self) -> datetime:
+        """When the entry took effect on the balance (or, without effect, when it was made)."""
+        return self.posted_at or self.created_at
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """Filters of a member's history; `start` and `end` are both inclusive."""
+
+    type: EntryType | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @property
+    def filtered(self) -> bool:
+        return self.type is not None or self.start is not None or self.end is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    number: int
+    size: int
+
+    @property
+    def offset(self) -> int:
+        return (self.number - 1) * self.size
+
+
+@dataclass(frozen=True, slots=True)
+class Reward:
+    id: str
+    program_id: int
+    name: str
+    points_cost: int
+    stock: int | None
+    active: bool
+    metadata: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Redemption:
+    id: str
+    program_id: int
+    member_pk: int
+    member_id: str
+    reward_id: str
+    quantity: int
+    points: int
+    status: RedemptionStatus
+    transaction_id: str
+    refund_transaction_id: str | None
+    created_at: datetime
+    cancelled_at: datetime | None

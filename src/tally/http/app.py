@@ -1,0 +1,139 @@
+"""`create_app`: the ASGI application. The one place that maps error codes to HTTP statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from tally.config import Settings
+from tally.errors import MethodNotAllowed, NotFound, TallyError
+from tally.http import schemas
+from tally.http.openapi import DOCS_HTML, openapi_document
+from tally.http.routes import ROUTES, encode, error_body, json_response
+from tally.keys import KeyCache
+from tally.ports import Store
+from tally.service import Clock, Ledger, system_clock
+
+log = logging.getLogger("tally")
+
+STATUS_OF_CODE: dict[str, int] = {
+    "invalid_json": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "member_not_found": 404,
+    "transaction_not_found": 404,
+    "reward_not_found": 404,
+    "redemption_not_found": 404,
+    "method_not_allowed": 405,
+    "member_exists": 409,
+    "idempotency_in_progress": 409,
+    "not_cancellable": 409,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "validation_error": 422,
+    "insufficient_points": 422,
+    "idempotency_key_reused": 422,
+    "out_of_stock": 422,
+    "reward_inactive": 422,
+    "rate_limited": 429,
+    "internal_error": 500,
+    "unavailable": 503,
+}
+
+
+def error_response(error: TallyError) -> Response:
+    body = encode(schemas.ErrorOut(success=False, error=error_body(error)))
+    response = json_response(body, STATUS_OF_CODE.get(error.code, 500))
+    if error.code == "unavailable":
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+async def _tally_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TallyError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(MethodNotAllowed(f"{request.method} is not allowed here."))
+    return error_response(NotFound(f"There is no route {request.method} {request.url.path}."))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(TallyError("Something went wrong on our side; nothing was changed."))
+
+
+def create_app(
+    store: Store, *, settings: Settings | None = None, clock: Clock = system_clock
+) -> Starlette:
+    """The Tally API over `store`; with `settings.sweep_interval > 0` it also sweeps on its own."""
+    settings = settings or Settings()
+    ledger = Ledger(store, clock=clock, key_cache=KeyCache(ttl=settings.key_cache_seconds))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        sweeper = None
+        if settings.sweep_interval > 0:
+            sweeper = asyncio.create_task(_sweep_forever(ledger, settings.sweep_interval))
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            store.close()
+
+    document: dict[str, Any] = openapi_document(ROUTES)
+
+    async def openapi(request: Request) -> Response:
+        return json_response(encode(document))
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(DOCS_HTML)
+
+    routes = [Route(r.path, r.handler, methods=[r.method]) for r in ROUTES]
+    routes += [Route("/openapi.json", openapi, methods=["GET"]), Route("/docs", docs)]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            TallyError: _tally_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )
+    app.state.ledger = ledger
+    app.state.settings = settings
+    return app
+
+
+async def _sweep_forever(ledger: Ledger, interval: float) -> None:
+    """Mature and expire on time even when nobody reads the member."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await ledger.sweep()
+        except Exception:
+            log.exception("background sweep failed; will try again")
+
+
+def app_from_env() -> Starlette:
+    """The factory `tally serve` hands to uvicorn (one call per worker process)."""
+    from tally.storage import open_store
+
+    settings = Settings.from_env()
+    return create_app(open_store(settings.database_url), settings=settings)

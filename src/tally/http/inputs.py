@@ -1,0 +1,161 @@
+"""Reading a request: the key, the JSON body, the query and the Idempotency-Key, all checked.
+
+Every problem becomes a `TallyError` naming the field, raised before anything is changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TypeVar
+
+import msgspec
+from starlette.requests import Request
+
+from tally.domain import EntryType, HistoryQuery, Page
+from tally.errors import (
+    Detail,
+    InvalidJson,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    invalid,
+)
+from tally.service import Idempotency
+
+S = TypeVar("S")
+
+MAX_METADATA_BYTES = 16 * 1024
+_PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]{1,255}$")
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_NAMED = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<name>[^`]+)`")
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    return secret.strip() if scheme.lower() == "bearer" else None
+
+
+async def body_bytes(request: Request, *, limit: int) -> bytes:
+    """The raw body, refused when it is not JSON or larger than `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The body is larger than the limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body is larger than the limit of {limit} bytes.")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if body and media_type != "application/json":
+        raise UnsupportedMediaType("Send the body as JSON with Content-Type: application/json.")
+    return body
+
+
+def decode(body: bytes, kind: type[S], *, prefix: str = "") -> S:
+    """`body` decoded into `kind`, or the error that names the offending field."""
+    if not body.strip():
+        raise InvalidJson("The body is empty; send a JSON object.")
+    try:
+        value = msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as error:
+        raise validation_error(str(error), prefix=prefix) from None
+    except msgspec.DecodeError as error:
+        raise InvalidJson(f"The body is not valid JSON: {error}.") from None
+    check_text_fields(value, prefix=prefix)
+    return value
+
+
+def validation_error(text: str, *, prefix: str = "") -> ValidationFailed | InvalidJson:
+    """msgspec's message, turned into our error with the field's path (`awards[3].points`)."""
+    at = _AT.search(text)
+    path = at.group("path") if at else ""
+    message = text[: at.start()] if at else text
+    if not path and message.startswith("Expected `object`") and not prefix:
+        return InvalidJson("The body must be a JSON object.")
+    named = _NAMED.match(message)
+    if named:
+        path = f"{path}.{named.group('name')}"
+    field = (prefix + path.lstrip(".")).rstrip(".") or None
+    sentence = f"{field}: {message}." if field else f"{message}."
+    return ValidationFailed(sentence, details=[Detail(f"{message}.", field)])
+
+
+def check_text_fields(value: object, *, prefix: str = "") -> None:
+    """Rules msgspec cannot say: reasons and names are not blank, metadata fits 16 KiB."""
+    for name in ("reason", "name"):
+        text = getattr(value, name, None)
+        if isinstance(text, str) and not text.strip():
+            raise invalid(prefix + name, f"{prefix + name} must not be blank.")
+    metadata = getattr(value, "metadata", None)
+    if isinstance(metadata, dict) and len(msgspec.json.encode(metadata)) > MAX_METADATA_BYTES:
+        raise invalid(prefix + "metadata", "metadata must be at most 16 KiB once serialised.")
+
+
+def idempotency(request: Request, body: bytes) -> Idempotency | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not _PRINTABLE_ASCII.match(key):
+        raise invalid(
+            "Idempotency-Key", "Idempotency-Key must be 1 to 255 printable ASCII characters."
+        )
+    digest = hashlib.sha256()
+    for part in (request.method.encode(), request.url.path.encode(), body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return Idempotency(key, digest.hexdigest())
+
+
+def page(request: Request) -> Page:
+    number = _int_param(request, "page", default=1, low=1, high=10**9)
+    size = _int_param(request, "per_page", default=20, low=1, high=100)
+    return Page(number, size)
+
+
+def history_query(request: Request) -> HistoryQuery:
+    params = request.query_params
+    kind = params.get("type")
+    if kind is not None and kind not in EntryType.__members__.values():
+        allowed = ", ".join(t.value for t in EntryType)
+        raise invalid("type", f"type must be one of {allowed}.")
+    start = _moment(params.get("from"), "from", end_of_day=False)
+    end = _moment(params.get("to"), "to", end_of_day=True)
+    if start is not None and end is not None and start > end:
+        raise invalid("from", "from must not be later than to.")
+    return HistoryQuery(EntryType(kind) if kind else None, start, end)
+
+
+def _int_param(request: Request, name: str, *, default: int, low: int, high: int) -> int:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,12}", text) or not low <= int(text) <= high:
+        raise invalid(name, f"{name} must be a whole number from {low} to {high}.")
+    return int(text)
+
+
+def _moment(text: str | None, name: str, *, end_of_day: bool) -> datetime | None:
+    """An RFC 3339 time with a zone, or a date (a `to` date covers that whole day)."""
+    if text is None:
+        return None
+    problem = f"{name} must be an RFC 3339 time with a zone (2024-06-15T14:30:00Z) or a date."
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        try:
+            day = date.fromisoformat(text)
+        except ValueError:
+            raise invalid(name, problem) from None
+        start = datetime.combine(day, time(), tzinfo=UTC)
+        return start + timedelta(days=1) - timedelta(microseconds=1) if end_of_day else start
+    try:
+        moment = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise invalid(name, problem) from None
+    if "T" not in text.upper() or moment.tzinfo is None:
+        raise invalid(name, problem)
+    return moment.astimezone(UTC)

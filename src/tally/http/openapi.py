@@ -1,0 +1,141 @@
+"""The OpenAPI 3.1 document, built from the route table and the msgspec schemas."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from tally import __version__
+
+if TYPE_CHECKING:
+    from tally.http.routes import RouteSpec
+
+_REF = "#/components/schemas/{name}"
+
+_QUERY: dict[str, dict[str, Any]] = {
+    "page": {"type": "integer", "minimum": 1, "default": 1},
+    "per_page": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+    "type": {"type": "string", "enum": ["award", "redeem", "deduct", "expire", "refund"]},
+    "from": {"type": "string", "description": "RFC 3339 time with a zone, or YYYY-MM-DD."},
+    "to": {"type": "string", "description": "RFC 3339 time, or YYYY-MM-DD (the whole day)."},
+}
+
+_STATUS = {
+    "invalid_json": "400",
+    "unauthorized": "401",
+    "forbidden": "403",
+    "member_not_found": "404",
+    "transaction_not_found": "404",
+    "reward_not_found": "404",
+    "redemption_not_found": "404",
+    "member_exists": "409",
+    "not_cancellable": "409",
+    "idempotency_in_progress": "409",
+    "payload_too_large": "413",
+    "unsupported_media_type": "415",
+    "validation_error": "422",
+    "insufficient_points": "422",
+    "idempotency_key_reused": "422",
+    "out_of_stock": "422",
+    "reward_inactive": "422",
+}
+
+
+def _envelope(schema: dict[str, Any], *, listing: bool) -> dict[str, Any]:
+    data = {"type": "array", "items": schema} if listing else schema
+    properties: dict[str, Any] = {"success": {"const": True}, "data": data}
+    if listing:
+        properties["meta"] = {"$ref": _REF.format(name="ListMeta")}
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+def openapi_document(routes: tuple[RouteSpec, ...]) -> dict[str, Any]:
+    from tally.http import schemas
+
+    types: list[Any] = [schemas.ErrorOut, schemas.ListMeta]
+    for route in routes:
+        types += [t for t in (route.body, route.response) if t is not None]
+    refs, components = msgspec.json.schema_components(types, ref_template=_REF)
+    ref_of = dict(zip(types, refs, strict=True))
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        operation: dict[str, Any] = {
+            "summary": route.summary,
+            "tags": [route.tag],
+            "security": [{"bearer": []}],
+            "parameters": [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in _path_names(route.path)
+            ]
+            + [
+                {"name": name, "in": "query", "required": False, "schema": _QUERY[name]}
+                for name in route.query
+            ],
+            "responses": {},
+        }
+        if route.method == "POST":
+            operation["parameters"].append(
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                    "description": "Retries with the same key and body have exactly one effect.",
+                }
+            )
+        if route.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref_of[route.body]}},
+            }
+        if route.response is not None:
+            operation["responses"][str(route.status)] = {
+                "description": "Success",
+                "content": {
+                    "application/json": {
+                        "schema": _envelope(ref_of[route.response], listing=route.listing)
+                    }
+                },
+            }
+        codes = ("unauthorized", "forbidden", *route.errors)
+        for status in sorted({_STATUS[c] for c in codes}):
+            named = sorted(c for c in codes if _STATUS[c] == status)
+            operation["responses"][status] = {
+                "description": "Error: " + ", ".join(named),
+                "content": {"application/json": {"schema": ref_of[schemas.ErrorOut]}},
+            }
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tally",
+            "version": __version__,
+            "description": "A loyalty points ledger. Every change is an immutable transaction.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _path_names(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]
+
+
+DOCS_HTML = """<!doctype html>
+<html>
+<head>
+<title>Tally API</title>
+<meta charset="utf-8">
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+</head>
+<body>
+<div id="ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+</body>
+</html>
+"""

@@ -1,0 +1,234 @@
+"""Request and response bodies. Requests reject unknown fields; validation happens in msgspec.
+
+Response structs mirror `../shared/spec/api.md`; `metadata` travels as the JSON text it was
+stored as (`msgspec.Raw`), so it is returned byte for byte and never re-encoded.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import UNSET, Meta, Raw, Struct, UnsetType
+
+from tally.domain import MAX_POINTS
+
+MemberId = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-Za-z0-9_\-.:@]{1,64}$",
+        description="1 to 64 characters of A-Z a-z 0-9 _ - . : @",
+        examples=["mem_abc123"],
+    ),
+]
+Points = Annotated[int, Meta(ge=1, le=MAX_POINTS, description="A whole number of points.")]
+Reason = Annotated[str, Meta(min_length=1, max_length=500)]
+Reference = Annotated[str, Meta(max_length=200)]
+Timestamp = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a zone.")]
+Metadata = Annotated[
+    dict[str, Any], Meta(description="Any JSON object up to 16 KiB, returned unchanged.")
+]
+StoredJson = Annotated[Raw, Meta(extra_json_schema={"type": "object"})]
+
+
+class _In(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of request bodies: a field the API does not know is an error, not ignored."""
+
+
+class AwardIn(_In):
+    member_id: MemberId
+    points: Points
+    reason: Reason
+    reference: Reference | None = None
+    metadata: Metadata | None = None
+    available_at: Timestamp | None = None
+    expires_at: Timestamp | None = None
+
+
+class BulkAwardIn(_In):
+    awards: Annotated[list[Raw], Meta(min_length=1, max_length=10_000)]
+    atomic: bool = False
+
+
+class BulkAwardSchema(_In):
+    """What `BulkAwardIn` accepts, for the API document (items are validated one by one)."""
+
+    awards: Annotated[list[AwardIn], Meta(min_length=1, max_length=10_000)]
+    atomic: bool = False
+
+
+class DeductIn(_In):
+    member_id: MemberId
+    points: Points
+    reason: Reason
+    reference: Reference | None = None
+    metadata: Metadata | None = None
+
+
+class MemberIn(_In):
+    member_id: MemberId | None = None
+    email: Annotated[str, Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    name: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    metadata: Metadata | None = None
+
+
+class ProgramPatch(_In):
+    points_expire_after_days: Annotated[int, Meta(ge=1, le=36_500)] | None | UnsetType = UNSET
+
+
+class RewardIn(_In):
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    points_cost: Points
+    stock: Annotated[int, Meta(ge=0, le=MAX_POINTS)] | None = None
+    active: bool = True
+    metadata: Metadata | None = None
+
+
+class RewardPatch(_In):
+    name: Annotated[str, Meta(min_length=1, max_length=200)] | UnsetType = UNSET
+    points_cost: Points | UnsetType = UNSET
+    stock: Annotated[int, Meta(ge=0, le=MAX_POINTS)] | None | UnsetType = UNSET
+    active: bool | UnsetType = UNSET
+    metadata: Metadata | None | UnsetType = UNSET
+
+
+class RedemptionIn(_In):
+    member_id: MemberId
+    reward_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    quantity: Annotated[int, Meta(ge=1, le=1_000)] = 1
+    metadata: Metadata | None = None
+
+
+# Responses
+
+
+class NextExpiration(Struct):
+    points: int
+    expires_at: datetime
+
+
+class BalanceOut(Struct):
+    member_id: str
+    balance: int
+    lifetime_earned: int
+    lifetime_redeemed: int
+    pending: int
+    lifetime_deducted: int
+    lifetime_expired: int
+    next_expiration: NextExpiration | None
+
+
+class TransactionCreatedOut(Struct):
+    transaction_id: str
+    member_id: str
+    points: int
+    type: str
+    status: str
+    reason: str
+    reference: str | None
+    metadata: StoredJson | None
+    new_balance: int
+    available_at: datetime | None
+    expires_at: datetime | None
+    created_at: datetime
+
+
+class TransactionOut(Struct):
+    transaction_id: str
+    member_id: str
+    type: str
+    status: str
+    points: int
+    reason: str
+    reference: str | None
+    metadata: StoredJson | None
+    balance_after: int | None
+    created_at: datetime
+    posted_at: datetime | None
+    available_at: datetime | None
+    expires_at: datetime | None
+
+
+class BulkPostingOut(Struct):
+    index: int
+    member_id: str
+    transaction_id: str
+    new_balance: int
+
+
+class ErrorBody(Struct, omit_defaults=True):
+    code: str
+    message: str
+    details: list[dict[str, Any]] = []
+
+
+class BulkErrorOut(Struct):
+    index: int
+    member_id: str | None
+    error: ErrorBody
+
+
+class BulkOut(Struct):
+    processed: int
+    failed: int
+    transactions: list[BulkPostingOut]
+    errors: list[BulkErrorOut]
+
+
+class MemberOut(Struct):
+    member_id: str
+    email: str | None
+    name: str | None
+    metadata: StoredJson | None
+    created_at: datetime
+
+
+class ProgramOut(Struct):
+    name: str
+    points_expire_after_days: int | None
+    created_at: datetime
+
+
+class RewardOut(Struct):
+    reward_id: str
+    name: str
+    points_cost: int
+    stock: int | None
+    active: bool
+    metadata: StoredJson | None
+    created_at: datetime
+
+
+class RedemptionOut(Struct):
+    redemption_id: str
+    member_id: str
+    reward_id: str
+    quantity: int
+    points: int
+    status: str
+    transaction_id: str
+    refund_transaction_id: str | None
+    created_at: datetime
+    cancelled_at: datetime | None
+
+
+class ListMeta(Struct):
+    page: int
+    per_page: int
+    total: int
+    total_pages: int
+
+
+class ErrorOut(Struct):
+    success: bool
+    error: ErrorBody
+
+
+def stored_json(value: dict[str, Any] | None) -> str | None:
+    """The text a metadata object is stored (and later returned) as."""
+    return None if value is None else msgspec.json.encode(value).decode()
+
+
+def raw(text: str | None) -> Raw | None:
+    return None if text is None else Raw(text.encode())

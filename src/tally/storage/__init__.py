@@ -1,0 +1,36 @@
+"""Storage backends, chosen by the scheme of the database URL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tally.ports import Store
+
+
+def _sqlite(url: str) -> Store:
+    from tally.storage.sqlite import SqliteStore
+
+    return SqliteStore(url)
+
+
+def _postgres(url: str) -> Store:
+    from tally.storage.postgres import PostgresStore
+
+    return PostgresStore(url)
+
+
+BACKENDS: dict[str, Callable[[str], Store]] = {
+    "sqlite": _sqlite,
+    "postgresql": _postgres,
+    "postgres": _postgres,
+}
+
+
+def open_store(url: str) -> Store:
+    """The store for `url` (`sqlite:///path.db` or `postgresql://user@host/db`)."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in BACKENDS:
+        raise ValueError(
+            f"unsupported database URL {url!r}: use sqlite:///path.db or postgresql://..."
+        )
+    return BACKENDS[scheme](url)

@@ -1,0 +1,21 @@
+"""Versioned schema migrations, applied with yoyo under its lock (safe from several processes)."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from yoyo import get_backend, read_migrations
+
+
+def apply_migrations(*, yoyo_url: str, backend_name: str) -> list[str]:
+    """Apply the migrations in `migrations/<backend_name>` not yet applied; return their ids."""
+    folder = resources.files("tally.storage") / "migrations" / backend_name
+    migrations = read_migrations(str(folder))
+    backend = get_backend(yoyo_url)
+    try:
+        with backend.lock():
+            pending = backend.to_apply(migrations)
+            backend.apply_migrations(pending)
+            return [m.id for m in pending]
+    finally:
+        backend.connection.close()

@@ -1,0 +1,95 @@
+"""Fixtures: every test gets its own database, on SQLite and (when asked) on PostgreSQL.
+
+With TALLY_TEST_POSTGRES_URL set, each backend-parametrised test also runs on PostgreSQL, in a
+database of its own copied from a migrated template. If that server cannot be reached the run
+fails: CI asked for PostgreSQL, so skipping would hide the backend.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from tally.domain import Scope
+from tally.ports import Store
+from tally.service import create_key
+from tally.storage import open_store
+from tests.support import Api, FakeClock, serve_app
+
+warnings.filterwarnings("ignore", message=".*httpx.*", category=DeprecationWarning)
+
+POSTGRES_URL = os.environ.get("TALLY_TEST_POSTGRES_URL")
+BACKENDS = ["sqlite", "postgres"]
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A migrated database that each test's database is copied from."""
+    assert POSTGRES_URL is not None
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        pytest.fail(f"TALLY_TEST_POSTGRES_URL is set but PostgreSQL is unreachable: {error}")
+    name = f"tally_template_{uuid.uuid4().hex[:10]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    store = open_store(with_database(POSTGRES_URL, name))
+    store.migrate()
+    store.close()
+    try:
+        yield name
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db')}/tally.db"
+        return
+    if POSTGRES_URL is None:
+        pytest.skip("TALLY_TEST_POSTGRES_URL is not set")
+    template = request.getfixturevalue("postgres_template")
+    name = f"tally_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield with_database(POSTGRES_URL, name)
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    opened = open_store(database_url)
+    opened.migrate()
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime(2026, 1, 1, 12, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def api(store: Store, clock: FakeClock) -> Iterator[Api]:
+    """The API of one program (`acme`), served in-process over HTTP with a movable clock."""
+    key = create_key(store, program="acme", scope=Scope.WRITE, now=clock()).secret
+    with serve_app(store, clock=clock) as client:
+        yield Api(client, key, store=store, clock=clock)

@@ -1,0 +1,175 @@
+"""Test helpers: a movable clock, an API client with a key, and real server processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from starlette.testclient import TestClient
+
+from tally.config import Settings
+from tally.domain import Scope
+from tally.http.app import create_app
+from tally.ports import Store
+from tally.service import create_key
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@contextlib.contextmanager
+def serve_app(store: Store, *, clock: FakeClock, **settings: Any) -> Iterator[TestClient]:
+    app = create_app(store, settings=Settings(sweep_interval=0, **settings), clock=clock)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@dataclass
+class Api:
+    """A client of one program, holding its write key."""
+
+    client: TestClient | httpx.Client
+    key: str
+    store: Store
+    clock: FakeClock | None = None
+    _keys: dict[str, str] = field(default_factory=dict)
+
+    def headers(self, key: str | None = None, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.key}", **extra}
+
+    def get(self, path: str, *, key: str | None = None, **params: Any) -> httpx.Response:
+        return self.client.get(path, headers=self.headers(key), params=params or None)
+
+    def post(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        key: str | None = None,
+        idem: str | None = None,
+    ) -> httpx.Response:
+        extra = {"Idempotency-Key": idem} if idem is not None else {}
+        return self.client.post(path, json=body, headers=self.headers(key, **extra))
+
+    def patch(self, path: str, body: Any, *, key: str | None = None) -> httpx.Response:
+        return self.client.patch(path, json=body, headers=self.headers(key))
+
+    def key_for(self, program: str, scope: Scope = Scope.WRITE) -> str:
+        """A key of another program (or another scope), made on first use."""
+        name = f"{program}:{scope.value}"
+        if name not in self._keys:
+            now = self.clock() if self.clock else datetime.now().astimezone()
+            self._keys[name] = create_key(self.store, program=program, scope=scope, now=now).secret
+        return self._keys[name]
+
+    # shortcuts that assert success
+
+    def member(self, member_id: str, **fields: Any) -> dict[str, Any]:
+        response = self.post("/v1/members", {"member_id": member_id, **fields})
+        assert response.status_code == 201, response.text
+        return dict(response.json()["data"])
+
+    def award(self, member_id: str, points: int, **fields: Any) -> dict[str, Any]:
+        body = {"member_id": member_id, "points": points, "reason": "test award", **fields}
+        response = self.post("/v1/points/award", body)
+        assert response.status_code == 201, response.text
+        return dict(response.json()["data"])
+
+    def deduct(self, member_id: str, points: int, **fields: Any) -> httpx.Response:
+        body = {"member_id": member_id, "points": points, "reason": "test deduct", **fields}
+        return self.post("/v1/points/deduct", body)
+
+    def balance(self, member_id: str) -> dict[str, Any]:
+        response = self.get(f"/v1/members/{member_id}/balance")
+        assert response.status_code == 200, response.text
+        return dict(response.json()["data"])
+
+    def history(self, member_id: str, **params: Any) -> list[dict[str, Any]]:
+        response = self.get(f"/v1/members/{member_id}/transactions", per_page=100, **params)
+        assert response.status_code == 200, response.text
+        return list(response.json()["data"])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tally_command() -> list[str]:
+    found = shutil.which("tally", path=os.path.dirname(sys.executable))
+    return [found] if found else [sys.executable, "-m", "tally"]
+
+
+@dataclass
+class Server:
+    """A real `tally serve` process on 127.0.0.1."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=15)
+
+
+def start_server(database_url: str, *, workers: int = 1, **env: str) -> Server:
+    """Start `tally serve` and return once it answers; it is stopped by the caller."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *tally_command(),
+            "serve",
+            "--database",
+            database_url,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        env={**os.environ, "TALLY_SWEEP_INTERVAL": "0", **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    server = Server(process, f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"tally serve exited: {process.stderr.read().decode() if process.stderr else ''}"
+            )
+        try:
+            if httpx.get(server.url + "/openapi.json", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            time.sleep(0.05)  # waiting for a port to open, not synchronising test steps
+    server.stop(signal.SIGKILL)
+    raise RuntimeError("tally serve did not start within 30 s")
