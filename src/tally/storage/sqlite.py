@@ -89,6 +89,8 @@ class SqliteStore:
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
         self._opened: list[sqlite3.Connection] = []
+        self.commits = 0  # group commits made by the writer, and the units of work they carried
+        self.committed_jobs = 0
 
     # the contract
 
@@ -200,6 +202,8 @@ class SqliteStore:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
             conn.execute("COMMIT")
+            self.commits += 1
+            self.committed_jobs += len(batch)
         except sqlite3.Error as error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -1,0 +1,184 @@
+"""The storage contract (`tally.ports.Tx` and `Store`), run against every backend."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tally.domain import Account, Lot, Profile, Scope
+from tally.errors import InsufficientPoints, MemberNotFound
+from tally.ports import Store, StoredReply, Tx
+from tally.service import AwardCommand, DeductCommand, Idempotency, Ledger, Posting
+from tally.storage.sqlite import SqliteStore
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def _program(store: Store, name: str = "p") -> int:
+    return store.transact(lambda tx: tx.ensure_program(name, now=NOW)).id
+
+
+def _member(store: Store, program_id: int, member_id: str = "m") -> int:
+    def work(tx: Tx) -> int:
+        tx.insert_member(program_id, Profile(member_id), now=NOW)
+        found = tx.get_member(program_id, member_id)
+        assert found is not None
+        return found.pk
+
+    return store.transact(work)
+
+
+def test_a_member_id_is_unique_within_a_program_only(store: Store) -> None:
+    first, second = _program(store, "a"), _program(store, "b")
+    assert store.transact(lambda tx: tx.insert_member(first, Profile("m"), now=NOW))
+    assert not store.transact(lambda tx: tx.insert_member(first, Profile("m"), now=NOW))
+    assert store.transact(lambda tx: tx.insert_member(second, Profile("m"), now=NOW))
+    assert store.transact(lambda tx: tx.get_member(second, "zz")) is None
+
+
+def test_ensure_program_returns_the_same_program_twice(store: Store) -> None:
+    assert _program(store, "x") == _program(store, "x")
+
+
+def test_work_that_raises_leaves_nothing_behind(store: Store) -> None:
+    program_id = _program(store)
+
+    def work(tx: Tx) -> None:
+        tx.insert_member(program_id, Profile("ghost"), now=NOW)
+        raise MemberNotFound("changed my mind")
+
+    with pytest.raises(MemberNotFound):
+        store.transact(work)
+    assert store.transact(lambda tx: tx.get_member(program_id, "ghost")) is None
+
+
+def test_the_database_itself_refuses_a_negative_balance(store: Store) -> None:
+    program_id = _program(store)
+    pk = _member(store, program_id)
+    with pytest.raises(Exception):  # noqa: B017 - each driver raises its own integrity error
+        store.transact(lambda tx: tx.save_account(pk, Account(balance=-1)))
+
+
+def test_open_lots_come_in_spend_order(store: Store) -> None:
+    program_id = _program(store)
+    pk = _member(store, program_id)
+    lots = [
+        Lot("never-old", 5, None, 1),
+        Lot("late", 5, NOW + timedelta(days=30), 2),
+        Lot("soon", 5, NOW + timedelta(days=1), 3),
+        Lot("never-new", 5, None, 4),
+        Lot("soon-too", 5, NOW + timedelta(days=1), 5),
+    ]
+
+    def work(tx: Tx) -> list[str]:
+        for lot in lots:
+            _entry_for_lot(tx, program_id, pk, lot)
+            tx.insert_lot(lot, member_pk=pk)
+        tx.set_remaining("late", 0)
+        return [lot.entry_id for lot in tx.open_lots(pk)]
+
+    assert store.transact(work) == ["soon", "soon-too", "never-old", "never-new"]
+    due = store.transact(lambda tx: tx.open_lots(pk, expiring_by=NOW + timedelta(days=1)))
+    assert [lot.entry_id for lot in due] == ["soon", "soon-too"]
+    assert store.transact(lambda tx: tx.next_expiration(pk)) == (10, NOW + timedelta(days=1))
+
+
+def _entry_for_lot(tx: Tx, program_id: int, pk: int, lot: Lot) -> None:
+    from tally.domain import Entry, EntryStatus, EntryType
+
+    tx.insert_entry(
+        Entry(
+            id=lot.entry_id,
+            program_id=program_id,
+            member_pk=pk,
+            member_id="m",
+            seq=lot.seq,
+            type=EntryType.AWARD,
+            status=EntryStatus.POSTED,
+            points=lot.remaining,
+            reason="r",
+            reference=None,
+            metadata=None,
+            balance_after=None,
+            created_at=NOW,
+            available_at=None,
+            expires_at=lot.expires_at,
+            posted_at=None,
+        )
+    )
+
+
+def test_replies_are_kept_per_program_and_purged_by_age(store: Store) -> None:
+    first, second = _program(store, "a"), _program(store, "b")
+    reply = StoredReply("f1", 201, b'{"ok":true}')
+    store.transact(lambda tx: tx.put_reply(first, "k", reply, now=NOW))
+    assert store.transact(lambda tx: tx.claim_idempotency_key(first, "k"))
+    assert store.transact(lambda tx: tx.get_reply(first, "k")) == reply
+    assert store.transact(lambda tx: tx.get_reply(second, "k")) is None
+    assert store.transact(lambda tx: tx.purge_replies(before=NOW)) == 0
+    assert store.transact(lambda tx: tx.purge_replies(before=NOW + timedelta(seconds=1))) == 1
+    assert store.transact(lambda tx: tx.get_reply(first, "k")) is None
+
+
+def test_a_key_is_revoked_once(store: Store) -> None:
+    program_id = _program(store)
+    store.transact(
+        lambda tx: tx.insert_key(
+            key_id="key_1",
+            program_id=program_id,
+            scope=Scope.READ.value,
+            secret_hash="h",
+            prefix="tally_x",
+            now=NOW,
+        )
+    )
+    found = store.transact(lambda tx: tx.find_key("h"))
+    assert found is not None and (found.scope, found.revoked) == ("read", False)
+    assert store.transact(lambda tx: tx.revoke_key("key_1", now=NOW))
+    assert not store.transact(lambda tx: tx.revoke_key("key_1", now=NOW))
+    revoked = store.transact(lambda tx: tx.find_key("h"))
+    assert revoked is not None and revoked.revoked
+
+
+def _render(posting: Posting) -> tuple[int, bytes]:
+    return 201, f"{posting.entry.id}:{posting.balance}".encode()
+
+
+def test_concurrent_writes_with_failures_mixed_in_each_get_their_own_outcome(
+    store: Store,
+) -> None:
+    """Many requests at once (one group commit on SQLite): failures undo only themselves."""
+    program_id = _program(store)
+    for member_id in ("a", "b"):
+        _member(store, program_id, member_id)
+    ledger = Ledger(store, clock=lambda: NOW)
+
+    async def award(member_id: str, points: int, key: str | None = None) -> object:
+        command = AwardCommand(member_id, points, "r")
+        idem = None if key is None else Idempotency(key, "fp-" + key)
+        return await ledger.award(program_id, command, idempotency=idem, render=_render)
+
+    async def deduct(member_id: str, points: int) -> object:
+        command = DeductCommand(member_id, points, "r")
+        return await ledger.deduct(program_id, command, idempotency=None, render=_render)
+
+    async def everything() -> list[object]:
+        calls = []
+        for i in range(60):
+            calls += [award("a", 10), award("ghost", 1), deduct("b", 1), award("b", 1, f"k{i}")]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    outcomes = asyncio.run(everything())
+    kinds = [type(o).__name__ for o in outcomes]
+    assert kinds.count("MemberNotFound") == 60
+    assert kinds.count("Reply") + kinds.count("InsufficientPoints") == 180
+    balances = store.transact(
+        lambda tx: [tx.get_member(program_id, m).account for m in ("a", "b")]  # type: ignore[union-attr]
+    )
+    assert balances[0].balance == 600
+    deducted = sum(1 for o in outcomes[2::4] if not isinstance(o, InsufficientPoints))
+    assert balances[1].balance == 60 - deducted and balances[1].lifetime_deducted == deducted
+    if isinstance(store, SqliteStore):
+        assert store.commits < store.committed_jobs, "writes were not grouped into commits"
