@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import Server, start_server
 from tally.domain import Scope
 from tally.service import create_key, verify
 from tally.storage import open_store
+from tests.support import Server, start_server
 
 TOPOLOGIES = {
     "one-process": (1, 1),
