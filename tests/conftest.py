@@ -19,7 +19,7 @@ import pytest
 
 from tally.domain import Scope
 from tally.ports import Store
-from tally.service import create_key
+from tally.service import create_key, verify
 from tally.storage import open_store
 from tests.support import Api, FakeClock, serve_app
 
@@ -93,3 +93,5 @@ def api(store: Store, clock: FakeClock) -> Iterator[Api]:
     key = create_key(store, program="acme", scope=Scope.WRITE, now=clock()).secret
     with serve_app(store, clock=clock) as client:
         yield Api(client, key, store=store, clock=clock)
+    # Whatever a test did through the API, the ledger must still add up (`tally verify`).
+    assert verify(store) == []
