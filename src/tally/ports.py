@@ -54,9 +54,11 @@ class LedgerCheck:
     """Figures recomputed from a member's rows, to compare with the stored counters."""
 
     member: Member
-    entries: list[Entry]
-    open_lot_total: int
+    posted_sums: dict[str, int]  # points of posted entries, by type
     pending_total: int
+    entry_count: int
+    open_lot_total: int
+    chain_breaks: list[tuple[str, int | None, int]]  # (entry, its balance_after, running sum)
 
 
 class Tx(Protocol):

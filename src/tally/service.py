@@ -977,36 +977,24 @@ _COUNTER_OF = {
 
 
 def _recount(check: LedgerCheck) -> list[Mismatch]:
-    """Rebuild one member's counters and balance_after chain from its rows."""
+    """Compare one member's stored counters with what its rows add up to."""
     member = check.member
     name = f"{member.program_id}/{member.member_id}"
-    found: list[Mismatch] = []
+    found = [
+        Mismatch(name, f"{entry_id} has balance_after {stored}, the chain gives {running}")
+        for entry_id, stored, running in check.chain_breaks
+    ]
     counters = dict.fromkeys(_COUNTER_OF.values(), 0)
-    balance = 0
-    for entry in check.entries:
-        if entry.status != EntryStatus.POSTED:
-            continue
-        balance += entry.points
+    for kind, points in check.posted_sums.items():
         # Awards count up by their points; spends by their size; a refund takes a redemption back.
-        counters[_COUNTER_OF[entry.type]] += (
-            entry.points if entry.type is EntryType.AWARD else -entry.points
-        )
-        if entry.balance_after != balance:
-            found.append(
-                Mismatch(
-                    name,
-                    f"{entry.id} has balance_after {entry.balance_after}, "
-                    f"the chain gives {balance}",
-                )
-            )
-            balance = entry.balance_after or 0
-    stored = member.account
+        counters[_COUNTER_OF[EntryType(kind)]] += points if kind == EntryType.AWARD else -points
     expected = {
         **counters,
-        "balance": balance,
+        "balance": sum(check.posted_sums.values()),
         "pending": check.pending_total,
-        "entry_count": len(check.entries),
+        "entry_count": check.entry_count,
     }
+    stored = member.account
     for label, want in expected.items():
         have = getattr(stored, label)
         if want != have:

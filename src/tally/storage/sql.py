@@ -579,18 +579,30 @@ class SqlTx:
             _member(r) for r in self._all(f"SELECT {_MEMBER_COLUMNS} FROM members ORDER BY pk")
         ]
         for member in members:
-            rows = self._all(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries e WHERE e.member_pk = ? ORDER BY e.seq",
+            groups = self._all(
+                "SELECT type, status, COUNT(*), SUM(points) FROM entries WHERE member_pk = ? "
+                "GROUP BY type, status",
+                (member.pk,),
+            )
+            # The balance_after chain, checked in the database so no history is held in memory.
+            breaks = self._all(
+                "SELECT id, balance_after, running FROM (SELECT id, balance_after, seq, "
+                "SUM(points) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS running "
+                "FROM entries WHERE member_pk = ? AND status = 'posted') chain "
+                "WHERE balance_after IS NULL OR balance_after <> running ORDER BY seq LIMIT 20",
                 (member.pk,),
             )
             lots = self._one(
                 "SELECT COALESCE(SUM(remaining), 0) FROM lots WHERE member_pk = ?", (member.pk,)
             )
+            posted = EntryStatus.POSTED.value
             yield LedgerCheck(
                 member=member,
-                entries=[_entry(r, member.member_id) for r in rows],
+                posted_sums={g[0]: int(g[3]) for g in groups if g[1] == posted},
+                pending_total=sum(int(g[3]) for g in groups if g[1] == EntryStatus.PENDING.value),
+                entry_count=sum(int(g[2]) for g in groups),
                 open_lot_total=int(lots[0]),
-                pending_total=sum(int(r[6]) for r in rows if r[5] == EntryStatus.PENDING.value),
+                chain_breaks=[(b[0], b[1], int(b[2])) for b in breaks],
             )
 
     def unbalanced_spends(self) -> list[tuple[str, int, int]]:
