@@ -61,6 +61,15 @@ class LedgerCheck:
     chain_breaks: list[tuple[str, int | None, int]]  # (entry, its balance_after, running sum)
 
 
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    """A member, its program's expiry policy, and whether work is due for it."""
+
+    member: Member
+    expire_after_days: int | None
+    due: bool
+
+
 class Tx(Protocol):
     """The operations available inside one transaction."""
 
@@ -98,6 +107,9 @@ class Tx(Protocol):
     ) -> Member | None: ...
     def list_members(self, program_id: int, *, offset: int, limit: int) -> list[Member]: ...
     def count_members(self, program_id: int) -> int: ...
+    def member_state(
+        self, program_id: int, member_id: str, *, now: datetime, lock: bool
+    ) -> MemberState | None: ...
     def save_account(self, member_pk: int, account: Account) -> None: ...
 
     # ledger entries

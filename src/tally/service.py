@@ -58,7 +58,7 @@ from tally.errors import (
     invalid,
 )
 from tally.keys import KeyCache, Principal, generate_key, hash_secret, well_formed
-from tally.ports import LedgerCheck, Store, StoredReply, Tx
+from tally.ports import LedgerCheck, MemberState, Store, StoredReply, Tx
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -228,17 +228,18 @@ class _Due(Exception):
 # The rules applied to one member inside one transaction.
 
 
-def _locked_member(tx: Tx, program_id: int, member_id: str, now: datetime) -> Member:
-    member = tx.get_member(program_id, member_id, lock=True)
-    if member is None:
+def _locked_member(tx: Tx, program_id: int, member_id: str, now: datetime) -> MemberState:
+    """The member, locked for a change and brought up to date with everything due by `now`."""
+    locked = tx.member_state(program_id, member_id, now=now, lock=True)
+    if locked is None:
         raise MemberNotFound(f"Member {member_id} does not exist.")
-    return _catch_up(tx, member, now)
+    if locked.due:
+        return replace(locked, member=_catch_up(tx, locked.member, now), due=False)
+    return locked
 
 
 def _catch_up(tx: Tx, member: Member, now: datetime) -> Member:
     """Post pending awards and expire lots that are due by `now`, in the order they fell due."""
-    if not tx.has_due(member.pk, now=now):
-        return member
     pending = [
         PendingAward(e.id, e.points, e.available_at or e.created_at, e.expires_at)
         for e in tx.pending_awards(member.pk, due_by=now)
@@ -315,14 +316,14 @@ def _new_entry(
     )
 
 
-def _award(tx: Tx, program: Program, member: Member, cmd: AwardCommand, now: datetime) -> Posting:
+def _award(
+    tx: Tx, member: Member, cmd: AwardCommand, *, expire_after_days: int | None, now: datetime
+) -> Posting:
     pending = cmd.available_at is not None and cmd.available_at > now
     effective = cmd.available_at if pending and cmd.available_at else now
     expires_at = cmd.expires_at
     if expires_at is None:
-        expires_at = default_expiry(
-            effective_at=effective, expire_after_days=program.points_expire_after_days
-        )
+        expires_at = default_expiry(effective_at=effective, expire_after_days=expire_after_days)
     elif expires_at <= effective:
         raise invalid(
             "expires_at",
@@ -398,13 +399,10 @@ def _spend(
     return Posting(entry, account)
 
 
-def _refund(
-    tx: Tx, program: Program, member: Member, points: int, *, reason: str, now: datetime
-) -> Posting:
+def _refund(tx: Tx, locked: MemberState, points: int, *, reason: str, now: datetime) -> Posting:
     """Give `points` back as a new lot that expires under the program's current policy."""
-    expires_at = default_expiry(
-        effective_at=now, expire_after_days=program.points_expire_after_days
-    )
+    expires_at = default_expiry(effective_at=now, expire_after_days=locked.expire_after_days)
+    member = locked.member
     account = member.account.post(EntryType.REFUND, points).counted()
     entry = _new_entry(
         member, account, EntryType.REFUND, points, reason=reason, now=now, expires_at=expires_at
@@ -521,8 +519,10 @@ class Ledger:
         render: Callable[[Posting], tuple[int, bytes]],
     ) -> Reply:
         def effect(tx: Tx, now: datetime) -> Posting:
-            program = tx.get_program(program_id)
-            return _award(tx, program, _locked_member(tx, program_id, cmd.member_id, now), cmd, now)
+            locked = _locked_member(tx, program_id, cmd.member_id, now)
+            return _award(
+                tx, locked.member, cmd, expire_after_days=locked.expire_after_days, now=now
+            )
 
         return await self._change(program_id, idempotency, effect, render)
 
@@ -535,8 +535,7 @@ class Ledger:
         render: Callable[[BulkOutcome], tuple[int, bytes]],
     ) -> Reply:
         def effect(tx: Tx, now: datetime) -> BulkOutcome:
-            program = tx.get_program(program_id)
-            members: dict[str, Member | None] = {}
+            members: dict[str, MemberState | None] = {}
             postings: list[tuple[int, Posting]] = []
             failures: list[BulkFailure] = []
             for index, item in enumerate(cmd.items):
@@ -548,10 +547,16 @@ class Ledger:
                         members[item.member_id] = _locked_member(
                             tx, program_id, item.member_id, now
                         )
-                    member = members[item.member_id]
-                    if member is None:
+                    locked = members[item.member_id]
+                    if locked is None:
                         raise MemberNotFound(f"Member {item.member_id} does not exist.")
-                    posting = _award(tx, program, member, item, now)
+                    posting = _award(
+                        tx,
+                        locked.member,
+                        item,
+                        expire_after_days=locked.expire_after_days,
+                        now=now,
+                    )
                 except MemberNotFound as error:
                     members[item.member_id] = None
                     failures.append(BulkFailure(index, item.member_id, error))
@@ -559,7 +564,9 @@ class Ledger:
                 except TallyError as error:
                     failures.append(BulkFailure(index, item.member_id, error))
                     continue
-                members[item.member_id] = replace(member, account=posting.account)
+                members[item.member_id] = replace(
+                    locked, member=replace(locked.member, account=posting.account)
+                )
                 postings.append((index, posting))
             if cmd.atomic and failures:
                 raise _bulk_rejected(failures, len(cmd.items))
@@ -576,7 +583,7 @@ class Ledger:
         render: Callable[[Posting], tuple[int, bytes]],
     ) -> Reply:
         def effect(tx: Tx, now: datetime) -> Posting:
-            member = _locked_member(tx, program_id, cmd.member_id, now)
+            member = _locked_member(tx, program_id, cmd.member_id, now).member
             return _spend(
                 tx,
                 member,
@@ -602,7 +609,7 @@ class Ledger:
             entry = tx.get_entry(program_id, transaction_id)
             if entry is None:
                 raise TransactionNotFound(f"Transaction {transaction_id} does not exist.")
-            member = _locked_member(tx, program_id, entry.member_id, now)
+            member = _locked_member(tx, program_id, entry.member_id, now).member
             entry = tx.get_entry(program_id, transaction_id) or entry
             if entry.status != EntryStatus.PENDING:
                 raise NotCancellable(
@@ -761,7 +768,7 @@ class Ledger:
         render: Callable[[RedemptionResult], tuple[int, bytes]],
     ) -> Reply:
         def effect(tx: Tx, now: datetime) -> RedemptionResult:
-            member = _locked_member(tx, program_id, cmd.member_id, now)
+            member = _locked_member(tx, program_id, cmd.member_id, now).member
             reward = _reward_or_raise(tx, program_id, cmd.reward_id, lock=True)
             if not reward.active:
                 raise RewardInactive(f"Reward {reward.id} is not active.")
@@ -810,15 +817,14 @@ class Ledger:
     ) -> Reply:
         def effect(tx: Tx, now: datetime) -> RedemptionResult:
             found = _redemption_or_raise(tx, program_id, redemption_id)
-            member = _locked_member(tx, program_id, found.member_id, now)
+            locked = _locked_member(tx, program_id, found.member_id, now)
             redemption = _redemption_or_raise(tx, program_id, redemption_id, lock=True)
             if redemption.status != RedemptionStatus.COMPLETED:
                 raise NotCancellable(f"Redemption {redemption_id} is already cancelled.")
             reward = _reward_or_raise(tx, program_id, redemption.reward_id, lock=True)
             posting = _refund(
                 tx,
-                tx.get_program(program_id),
-                member,
+                locked,
                 redemption.points,
                 reason=f"Refund: {reward.name} ({redemption.id})",
                 now=now,
@@ -887,13 +893,13 @@ def _current_member(
     write, where the member is locked and brought up to date.
     """
     if writable:
-        return _locked_member(tx, program_id, member_id, now)
-    member = tx.get_member(program_id, member_id)
-    if member is None:
+        return _locked_member(tx, program_id, member_id, now).member
+    state = tx.member_state(program_id, member_id, now=now, lock=False)
+    if state is None:
         raise MemberNotFound(f"Member {member_id} does not exist.")
-    if tx.has_due(member.pk, now=now):
+    if state.due:
         raise _Due()
-    return member
+    return state.member
 
 
 def _reward_or_raise(tx: Tx, program_id: int, reward_id: str, *, lock: bool = False) -> Reward:

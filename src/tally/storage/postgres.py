@@ -16,6 +16,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tally.errors import Unavailable
+from tally.ports import Tx
 from tally.storage.migrate import apply_migrations
 from tally.storage.sql import Connection, Dialect, SqlTx
 
@@ -33,7 +34,11 @@ def _claim_advisory(conn: Connection, program_id: int, key: str) -> bool:
 
 
 DIALECT = Dialect(
-    name="postgres", placeholder="%s", for_update=" FOR UPDATE", claim_key=_claim_advisory
+    name="postgres",
+    placeholder="%s",
+    for_update=" FOR UPDATE",
+    for_update_of_member=" FOR UPDATE OF m",
+    claim_key=_claim_advisory,
 )
 
 
@@ -50,13 +55,13 @@ class PostgresStore:
         yoyo_url = "postgresql+psycopg://" + self.url.split("://", 1)[1]
         return apply_migrations(yoyo_url=yoyo_url, backend_name="postgres")
 
-    def transact(self, work: Callable[[SqlTx], T]) -> T:
+    def transact(self, work: Callable[[Tx], T]) -> T:
         return self._run(work, begin="BEGIN")
 
-    async def write(self, work: Callable[[SqlTx], T]) -> T:
+    async def write(self, work: Callable[[Tx], T]) -> T:
         return await anyio.to_thread.run_sync(self.transact, work, limiter=self._limiter)
 
-    async def read(self, work: Callable[[SqlTx], T]) -> T:
+    async def read(self, work: Callable[[Tx], T]) -> T:
         return await anyio.to_thread.run_sync(
             self._run,
             work,
@@ -81,14 +86,17 @@ class PostgresStore:
             )
         return self._pool
 
-    def _run(self, work: Callable[[SqlTx], T], begin: str) -> T:
+    def _run(self, work: Callable[[Tx], T], begin: str) -> T:
         for attempt in range(RETRIES):
             try:
                 with self._pool_().connection() as conn:
-                    conn.execute(begin)
                     try:
-                        result = work(SqlTx(conn, DIALECT))
-                        conn.execute("COMMIT")
+                        # Pipeline mode: statements whose results are not read (BEGIN, the
+                        # writes, COMMIT) travel together; a read waits only for itself.
+                        with conn.pipeline():
+                            conn.execute(begin)
+                            result = work(SqlTx(conn, DIALECT))
+                            conn.execute("COMMIT")
                         return result
                     except BaseException:
                         if not conn.closed:

@@ -28,7 +28,7 @@ from tally.domain import (
     Reward,
     Scope,
 )
-from tally.ports import KeyRecord, LedgerCheck, StoredReply
+from tally.ports import KeyRecord, LedgerCheck, MemberState, StoredReply
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NEVER = 2**63 - 1
@@ -67,6 +67,7 @@ class Dialect:
     name: str
     placeholder: str
     for_update: str
+    for_update_of_member: str  # locks the member row only, not the rows joined to it
     claim_key: Callable[[Connection, int, str], bool]
 
 
@@ -75,6 +76,7 @@ _MEMBER_COLUMNS = (
     "lifetime_earned, lifetime_redeemed, lifetime_deducted, lifetime_expired, last_seq, "
     "entry_count"
 )
+_LOCKED_MEMBER_COLUMNS = ", ".join("m." + c for c in _MEMBER_COLUMNS.split(", "))
 _ENTRY_COLUMNS = (
     "e.id, e.program_id, e.member_pk, e.seq, e.type, e.status, e.points, e.reason, e.reference, "
     "e.metadata, e.balance_after, e.created_at, e.available_at, e.expires_at, e.posted_at"
@@ -315,6 +317,25 @@ class SqlTx:
 
     def count_members(self, program_id: int) -> int:
         return int(self._one("SELECT COUNT(*) FROM members WHERE program_id = ?", (program_id,))[0])
+
+    def member_state(
+        self, program_id: int, member_id: str, *, now: datetime, lock: bool
+    ) -> MemberState | None:
+        # One round trip: the member (locked if asked), its program's policy, whether work is due.
+        suffix = self._dialect.for_update_of_member if lock else ""
+        at = to_micros(now)
+        row = self._one(
+            f"SELECT {_LOCKED_MEMBER_COLUMNS}, p.points_expire_after_days, "
+            "(EXISTS (SELECT 1 FROM entries e WHERE e.member_pk = m.pk AND e.status = 'pending' "
+            "AND e.available_at <= ?) OR EXISTS (SELECT 1 FROM lots l WHERE l.member_pk = m.pk "
+            "AND l.remaining > 0 AND l.expires_at <= ?)) "
+            "FROM members m JOIN programs p ON p.id = m.program_id "
+            f"WHERE m.program_id = ? AND m.member_id = ?{suffix}",
+            (at, at, program_id, member_id),
+        )
+        if row is None:
+            return None
+        return MemberState(_member(row), row[15], bool(row[16]))
 
     def save_account(self, member_pk: int, account: Account) -> None:
         self._run(

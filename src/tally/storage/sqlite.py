@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tally.errors import Unavailable
+from tally.ports import Tx
 from tally.storage.migrate import apply_migrations
 from tally.storage.sql import Connection, Dialect, SqlTx
 
@@ -32,7 +33,13 @@ def _always_claimed(conn: Connection, program_id: int, key: str) -> bool:
     return True
 
 
-DIALECT = Dialect(name="sqlite", placeholder="?", for_update="", claim_key=_always_claimed)
+DIALECT = Dialect(
+    name="sqlite",
+    placeholder="?",
+    for_update="",
+    for_update_of_member="",
+    claim_key=_always_claimed,
+)
 
 
 def path_from_url(url: str) -> Path:
@@ -55,7 +62,7 @@ def connect(path: Path) -> sqlite3.Connection:
 
 @dataclass
 class _Job:
-    work: Callable[[SqlTx], Any]
+    work: Callable[[Tx], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     outcome: Any = None
@@ -100,7 +107,7 @@ class SqliteStore:
         connect(self.path).close()  # leaves the file in WAL mode
         return applied
 
-    def transact(self, work: Callable[[SqlTx], T]) -> T:
+    def transact(self, work: Callable[[Tx], T]) -> T:
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -114,7 +121,7 @@ class SqliteStore:
             conn.execute("ROLLBACK")
             raise
 
-    async def write(self, work: Callable[[SqlTx], T]) -> T:
+    async def write(self, work: Callable[[Tx], T]) -> T:
         loop = asyncio.get_running_loop()
         job = _Job(work, loop, loop.create_future())
         self._ensure_writer()
@@ -122,7 +129,7 @@ class SqliteStore:
         result: T = await job.future
         return result
 
-    async def read(self, work: Callable[[SqlTx], T]) -> T:
+    async def read(self, work: Callable[[Tx], T]) -> T:
         # Reads are short indexed lookups: running them on the event loop's own connection is
         # cheaper than a hop to a thread. WAL lets them run beside the writer.
         conn = self._connection()
