@@ -299,10 +299,9 @@ class SqlTx:
         )
         return row is not None
 
-    def get_member(self, program_id: int, member_id: str, *, lock: bool = False) -> Member | None:
-        suffix = self._dialect.for_update if lock else ""
+    def get_member(self, program_id: int, member_id: str) -> Member | None:
         row = self._one(
-            f"SELECT {_MEMBER_COLUMNS} FROM members WHERE program_id = ? AND member_id = ?{suffix}",
+            f"SELECT {_MEMBER_COLUMNS} FROM members WHERE program_id = ? AND member_id = ?",
             (program_id, member_id),
         )
         return None if row is None else _member(row)
@@ -474,16 +473,6 @@ class SqlTx:
             (member_pk, NEVER),
         )
         return None if row is None else (int(row[1]), from_micros(row[0]))
-
-    def has_due(self, member_pk: int, *, now: datetime) -> bool:
-        at = to_micros(now)
-        row = self._one(
-            "SELECT EXISTS (SELECT 1 FROM entries WHERE member_pk = ? AND status = 'pending' "
-            "AND available_at <= ?) OR EXISTS (SELECT 1 FROM lots WHERE member_pk = ? "
-            "AND remaining > 0 AND expires_at <= ?)",
-            (member_pk, at, member_pk, at),
-        )
-        return bool(row[0])
 
     def members_with_due_work(self, *, now: datetime, limit: int) -> list[tuple[int, str]]:
         at = to_micros(now)
