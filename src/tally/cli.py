@@ -2,24 +2,49 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import sys
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import click
+import psycopg
 
 from tally.config import DEFAULT_DATABASE_URL
 from tally.domain import Scope
+from tally.errors import TallyError
 from tally.ports import Store
 from tally.service import bootstrap, create_key, sweep_now, system_clock, verify
 
 
-def _store(url: str) -> Store:
+@contextlib.contextmanager
+def _opened(url: str, *, migrate: bool = True) -> Iterator[Store]:
+    """The store at `url` (migrated), closed afterwards; database failures become clear errors."""
     from tally.storage import open_store
 
     try:
-        return open_store(url)
+        store = open_store(url)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--database") from None
+    try:
+        if migrate:
+            store.migrate()
+        yield store
+    except (TallyError, sqlite3.Error, psycopg.Error) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        shown = _without_password(url)
+        raise click.ClickException(f"cannot use the database {shown}: {first_line}") from None
+    finally:
+        store.close()
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 database_option = click.option(
@@ -46,10 +71,8 @@ def serve(database_url: str, host: str, port: int, workers: int) -> None:
     """Apply pending migrations and serve the API."""
     import uvicorn
 
-    store = _store(database_url)
-    store.migrate()
-    created = bootstrap(store, now=system_clock())
-    store.close()
+    with _opened(database_url) as store:
+        created = bootstrap(store, now=system_clock())
     if created is not None:
         click.echo(f"Created program '{created.program}' and a write key ({created.key_id}).")
         click.echo("It is shown only this once; keep it somewhere safe:")
@@ -70,9 +93,8 @@ def serve(database_url: str, host: str, port: int, workers: int) -> None:
 @database_option
 def migrate(database_url: str) -> None:
     """Apply pending migrations and exit."""
-    store = _store(database_url)
-    applied = store.migrate()
-    store.close()
+    with _opened(database_url, migrate=False) as store:
+        applied = store.migrate()
     click.echo(f"Applied {len(applied)} migration(s)." if applied else "Already up to date.")
 
 
@@ -87,10 +109,8 @@ def keys() -> None:
 @click.option("--scope", type=click.Choice(["read", "write"]), default="write", show_default=True)
 def keys_create(database_url: str, program: str, scope: str) -> None:
     """Create a key; its plaintext is the last line printed (and is never shown again)."""
-    store = _store(database_url)
-    store.migrate()
-    created = create_key(store, program=program, scope=Scope(scope), now=system_clock())
-    store.close()
+    with _opened(database_url) as store:
+        created = create_key(store, program=program, scope=Scope(scope), now=system_clock())
     click.echo(
         f"Created {created.scope.value} key {created.key_id} for program '{created.program}'."
     )
@@ -101,10 +121,8 @@ def keys_create(database_url: str, program: str, scope: str) -> None:
 @database_option
 def keys_list(database_url: str) -> None:
     """List keys (never their secrets)."""
-    store = _store(database_url)
-    store.migrate()
-    rows = store.transact(lambda tx: tx.list_keys())
-    store.close()
+    with _opened(database_url) as store:
+        rows = store.transact(lambda tx: tx.list_keys())
     for key in rows:
         state = "revoked " + key.revoked_at.isoformat() if key.revoked_at else "active"
         click.echo(f"{key.id}  {key.program_name}  {key.scope.value}  {key.prefix}…  {state}")
@@ -115,10 +133,8 @@ def keys_list(database_url: str) -> None:
 @click.argument("key_id")
 def keys_revoke(database_url: str, key_id: str) -> None:
     """Revoke a key; every server refuses it within a second."""
-    store = _store(database_url)
-    store.migrate()
-    done = store.transact(lambda tx: tx.revoke_key(key_id, now=system_clock()))
-    store.close()
+    with _opened(database_url) as store:
+        done = store.transact(lambda tx: tx.revoke_key(key_id, now=system_clock()))
     if not done:
         click.echo(f"No active key {key_id}.", err=True)
         sys.exit(1)
@@ -129,10 +145,8 @@ def keys_revoke(database_url: str, key_id: str) -> None:
 @database_option
 def verify_command(database_url: str) -> None:
     """Recompute every balance and counter from the ledger; exit 1 on any difference."""
-    store = _store(database_url)
-    store.migrate()
-    problems = verify(store)
-    store.close()
+    with _opened(database_url) as store:
+        problems = verify(store)
     for problem in problems:
         click.echo(f"MISMATCH {problem.member}: {problem.problem}")
     if problems:
@@ -145,10 +159,8 @@ def verify_command(database_url: str) -> None:
 @database_option
 def sweep(database_url: str) -> None:
     """Post pending points and expire lots that are due, then exit."""
-    store = _store(database_url)
-    store.migrate()
-    report = sweep_now(store)
-    store.close()
+    with _opened(database_url) as store:
+        report = sweep_now(store)
     click.echo(
         f"Swept {report.members} member(s); dropped {report.purged_replies} old idempotency "
         "replies."

@@ -24,12 +24,19 @@ from tally.errors import (
 )
 from tally.service import Idempotency
 
-S = TypeVar("S")
+S = TypeVar("S", bound=msgspec.Struct)
 
 MAX_METADATA_BYTES = 16 * 1024
 _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]{1,255}$")
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _NAMED = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<name>[^`]+)`")
+
+
+def path_id(request: Request, name: str) -> str:
+    """An id from the path. One with a NUL character cannot exist, so it becomes one that
+    cannot exist either but that every backend can look up (and not find)."""
+    value: str = request.path_params[name]
+    return value.replace("\x00", "\ufffd")
 
 
 def bearer(request: Request) -> str | None:
@@ -62,13 +69,24 @@ def decode(body: bytes, kind: type[S], *, prefix: str = "") -> S:
     if not body.strip():
         raise InvalidJson("The body is empty; send a JSON object.")
     try:
+        body.decode()  # msgspec leaves the insides of `Raw` values (bulk items) unchecked
         value = msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as error:
+        # msgspec checks fields while it parses, so a body that is both broken and wrong
+        # reports the field first; a body that does not parse at all is invalid_json.
+        _check_syntax(body)
         raise validation_error(str(error), prefix=prefix) from None
-    except msgspec.DecodeError as error:
-        raise InvalidJson(f"The body is not valid JSON: {error}.") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+        raise InvalidJson(f"The body is not valid UTF-8 JSON: {error}.") from None
     check_text_fields(value, prefix=prefix)
     return value
+
+
+def _check_syntax(body: bytes) -> None:
+    try:
+        msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+        raise InvalidJson(f"The body is not valid UTF-8 JSON: {error}.") from None
 
 
 def validation_error(text: str, *, prefix: str = "") -> ValidationFailed | InvalidJson:
@@ -86,8 +104,16 @@ def validation_error(text: str, *, prefix: str = "") -> ValidationFailed | Inval
     return ValidationFailed(sentence, details=[Detail(f"{message}.", field)])
 
 
-def check_text_fields(value: object, *, prefix: str = "") -> None:
-    """Rules msgspec cannot say: reasons and names are not blank, metadata fits 16 KiB."""
+def check_text_fields(value: msgspec.Struct, *, prefix: str = "") -> None:
+    """Rules msgspec cannot say: no NUL characters, reasons and names not blank, small metadata.
+
+    NUL is refused everywhere because PostgreSQL cannot store it in text, and both backends must
+    accept exactly the same input.
+    """
+    for name in value.__struct_fields__:
+        text = getattr(value, name)
+        if isinstance(text, str) and "\x00" in text:
+            raise invalid(prefix + name, f"{prefix + name} must not contain NUL characters.")
     for name in ("reason", "name"):
         text = getattr(value, name, None)
         if isinstance(text, str) and not text.strip():
@@ -95,6 +121,11 @@ def check_text_fields(value: object, *, prefix: str = "") -> None:
     metadata = getattr(value, "metadata", None)
     if isinstance(metadata, dict) and len(msgspec.json.encode(metadata)) > MAX_METADATA_BYTES:
         raise invalid(prefix + "metadata", "metadata must be at most 16 KiB once serialised.")
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    """A time given with any offset, as the same instant in UTC (the API answers in UTC)."""
+    return None if moment is None else moment.astimezone(UTC)
 
 
 def idempotency(request: Request, body: bytes) -> Idempotency | None:

@@ -190,8 +190,8 @@ def _award_command(body: s.AwardIn) -> AwardCommand:
         reason=body.reason,
         reference=body.reference,
         metadata=s.stored_json(body.metadata),
-        available_at=body.available_at,
-        expires_at=body.expires_at,
+        available_at=inputs.utc(body.available_at),
+        expires_at=inputs.utc(body.expires_at),
     )
 
 
@@ -246,7 +246,9 @@ async def deduct(request: Request) -> Response:
 
 async def balance(request: Request) -> Response:
     program_id = await _caller(request, Scope.READ)
-    view: BalanceView = await _ledger(request).balance(program_id, request.path_params["member_id"])
+    view: BalanceView = await _ledger(request).balance(
+        program_id, inputs.path_id(request, "member_id")
+    )
     a = view.account
     upcoming = view.next_expiration
     out = s.BalanceOut(
@@ -266,14 +268,16 @@ async def history(request: Request) -> Response:
     program_id = await _caller(request, Scope.READ)
     query, page = inputs.history_query(request), inputs.page(request)
     listing = await _ledger(request).history(
-        program_id, request.path_params["member_id"], query, page
+        program_id, inputs.path_id(request, "member_id"), query, page
     )
     return _listing(listing, transaction_out)
 
 
 async def transaction(request: Request) -> Response:
     program_id = await _caller(request, Scope.READ)
-    entry = await _ledger(request).transaction(program_id, request.path_params["transaction_id"])
+    entry = await _ledger(request).transaction(
+        program_id, inputs.path_id(request, "transaction_id")
+    )
     return json_response(ok(transaction_out(entry)))
 
 
@@ -281,7 +285,7 @@ async def cancel_transaction(request: Request) -> Response:
     program_id, raw = await _write_input(request)
     reply = await _ledger(request).cancel_award(
         program_id,
-        request.path_params["transaction_id"],
+        inputs.path_id(request, "transaction_id"),
         idempotency=inputs.idempotency(request, raw),
         render=_okay(lambda posting: transaction_out(posting.entry)),
     )
@@ -303,7 +307,7 @@ async def create_member(request: Request) -> Response:
 
 async def get_member(request: Request) -> Response:
     program_id = await _caller(request, Scope.READ)
-    member = await _ledger(request).member(program_id, request.path_params["member_id"])
+    member = await _ledger(request).member(program_id, inputs.path_id(request, "member_id"))
     return json_response(ok(member_out(member)))
 
 
@@ -351,7 +355,7 @@ async def list_rewards(request: Request) -> Response:
 
 async def get_reward(request: Request) -> Response:
     program_id = await _caller(request, Scope.READ)
-    reward = await _ledger(request).reward(program_id, request.path_params["reward_id"])
+    reward = await _ledger(request).reward(program_id, inputs.path_id(request, "reward_id"))
     return json_response(ok(reward_out(reward)))
 
 
@@ -369,7 +373,7 @@ async def patch_reward(request: Request) -> Response:
         metadata_set=body.metadata is not unset,
     )
     reward = await _ledger(request).update_reward(
-        program_id, request.path_params["reward_id"], changes
+        program_id, inputs.path_id(request, "reward_id"), changes
     )
     return json_response(ok(reward_out(reward)))
 
@@ -393,7 +397,7 @@ async def cancel_redemption(request: Request) -> Response:
     program_id, raw = await _write_input(request)
     reply = await _ledger(request).cancel_redemption(
         program_id,
-        request.path_params["redemption_id"],
+        inputs.path_id(request, "redemption_id"),
         idempotency=inputs.idempotency(request, raw),
         render=_okay(lambda result: redemption_out(result.redemption)),
     )
@@ -402,14 +406,14 @@ async def cancel_redemption(request: Request) -> Response:
 
 async def get_redemption(request: Request) -> Response:
     program_id = await _caller(request, Scope.READ)
-    found = await _ledger(request).redemption(program_id, request.path_params["redemption_id"])
+    found = await _ledger(request).redemption(program_id, inputs.path_id(request, "redemption_id"))
     return json_response(ok(redemption_out(found)))
 
 
 async def member_redemptions(request: Request) -> Response:
     program_id = await _caller(request, Scope.READ)
     listing = await _ledger(request).redemptions(
-        program_id, request.path_params["member_id"], inputs.page(request)
+        program_id, inputs.path_id(request, "member_id"), inputs.page(request)
     )
     return _listing(listing, redemption_out)
 

@@ -1,0 +1,337 @@
+"""The `tally` command line (api.md section 7), run as real subprocesses on every backend.
+
+Keys made by `tally keys create` are used against an app served in-process on the same
+database, so what the command line does is checked through the API a client would use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from tally.storage import open_store
+from tests.support import Api, FakeClock, serve_app
+
+POSTGRES_URL = os.environ.get("TALLY_TEST_POSTGRES_URL")
+KEY_ID = re.compile(r"\bkey_[0-9A-Za-z]+\b")
+
+
+def tally(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Any:
+    """Run `python -m tally ARGS` with no TALLY_* settings but those in `env`."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    return subprocess.run(
+        [sys.executable, "-m", "tally", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**environment, **(env or {})},
+        cwd=cwd,
+    )
+
+
+def create_key(url: str, program: str = "acme", *scope: str) -> str:
+    """`tally keys create`; the plaintext key is the last line of standard output."""
+    result = tally("keys", "create", "--database", url, "--program", program, *scope)
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.strip().splitlines()[-1].strip()
+    assert key and " " not in key, result.stdout
+    return key
+
+
+def key_ids(url: str) -> list[str]:
+    result = tally("keys", "list", "--database", url)
+    assert result.returncode == 0, result.stderr
+    return KEY_ID.findall(result.stdout)
+
+
+@contextlib.contextmanager
+def app_on(url: str, key: str, **settings: Any) -> Iterator[Api]:
+    """The API served in-process on the database at `url`, called with `key`."""
+    store = open_store(url)
+    clock = FakeClock(datetime(2020, 1, 1, 12, 0, tzinfo=UTC))
+    with serve_app(store, clock=clock, **settings) as client:
+        yield Api(client, key, store=store, clock=clock)
+    store.close()
+
+
+def execute_sql(url: str, statement: str) -> None:
+    """Change the database behind Tally's back."""
+    if url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(url[len("sqlite:///") :])) as conn:
+            conn.execute(statement)
+            conn.commit()
+    else:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(statement)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database no migration has touched."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/fresh.db"
+        return
+    if POSTGRES_URL is None:
+        pytest.skip("TALLY_TEST_POSTGRES_URL is not set")
+    name = f"tally_cli_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(POSTGRES_URL)._replace(path="/" + name))
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# migrate
+
+
+def test_migrate_applies_the_schema_then_says_it_is_up_to_date(empty_database_url: str) -> None:
+    first = tally("migrate", "--database", empty_database_url)
+    assert first.returncode == 0, first.stderr
+    second = tally("migrate", "--database", empty_database_url)
+    assert second.returncode == 0, second.stderr
+    assert "up to date" in second.stdout.lower()
+    assert key_ids(empty_database_url) == []
+
+
+# keys
+
+
+def test_keys_create_prints_a_write_key_that_works_against_the_api(database_url: str) -> None:
+    key = create_key(database_url, "acme")
+    with app_on(database_url, key) as api:
+        assert api.get("/v1/members").status_code == 200
+        api.member("m")
+        api.award("m", 10)
+        assert api.get("/v1/program").json()["data"]["name"] == "acme"
+
+
+def test_a_read_key_from_the_command_line_can_read_but_not_write(database_url: str) -> None:
+    key = create_key(database_url, "acme", "--scope", "read")
+    with app_on(database_url, key) as api:
+        assert api.get("/v1/members").status_code == 200
+        refused = api.post("/v1/members", {"member_id": "m"})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (403, "forbidden")
+
+
+def test_keys_of_one_program_share_its_data_and_other_programs_see_none(
+    database_url: str,
+) -> None:
+    first, second, stranger = (create_key(database_url, p) for p in ("acme", "acme", "other"))
+    with app_on(database_url, first) as api:
+        api.member("m")
+        api.award("m", 10)
+        assert api.get("/v1/members/m/balance", key=second).json()["data"]["balance"] == 10
+        unseen = api.get("/v1/members/m/balance", key=stranger)
+        assert (unseen.status_code, unseen.json()["error"]["code"]) == (404, "member_not_found")
+
+
+def test_keys_list_shows_each_key_id_and_never_a_secret(database_url: str) -> None:
+    secrets = [
+        create_key(database_url, "acme"),
+        create_key(database_url, "other", "--scope", "read"),
+    ]
+    listed = tally("keys", "list", "--database", database_url)
+    assert listed.returncode == 0, listed.stderr
+    assert len(set(KEY_ID.findall(listed.stdout))) == 2
+    assert "acme" in listed.stdout and "other" in listed.stdout
+    for secret in secrets:
+        assert secret not in listed.stdout + listed.stderr
+
+
+def test_a_revoked_key_is_refused_by_a_running_server(database_url: str) -> None:
+    kept = create_key(database_url, "acme")
+    before = set(key_ids(database_url))
+    revoked = create_key(database_url, "acme")
+    (revoked_id,) = set(key_ids(database_url)) - before
+    with app_on(database_url, revoked, key_cache_seconds=0) as api:
+        api.member("m")
+        result = tally("keys", "revoke", "--database", database_url, revoked_id)
+        assert result.returncode == 0, result.stderr
+        for response in (api.get("/v1/members/m"), api.post("/v1/members", {"member_id": "n"})):
+            assert response.status_code == 401, response.text
+            assert response.json()["error"]["code"] == "unauthorized"
+        assert api.get("/v1/members/m", key=kept).status_code == 200
+        assert api.get("/v1/members/n", key=kept).status_code == 404
+
+
+def test_revoking_an_unknown_key_exits_1(database_url: str) -> None:
+    create_key(database_url, "acme")
+    result = tally("keys", "revoke", "--database", database_url, "key_01NOSUCHKEY0000000000000")
+    assert result.returncode == 1
+    assert result.stderr.strip() or result.stdout.strip()
+
+
+def _everything_stored(url: str) -> bytes:
+    """Every byte of the database: the SQLite files, or every row of every PostgreSQL table."""
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        return b"".join(f.read_bytes() for f in path.parent.iterdir() if f.is_file())
+    with psycopg.connect(url) as conn:
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchall()
+        rows = [
+            conn.execute(f'SELECT row_to_json(t)::text FROM "{name}" t').fetchall()
+            for (name,) in tables
+        ]
+    return "\n".join(str(r) for table in rows for r in table).encode()
+
+
+def test_a_created_key_is_stored_only_as_a_hash(database_url: str) -> None:
+    secret = create_key(database_url, "acme")
+    stored = _everything_stored(database_url)
+    assert b"acme" in stored  # the program's row was read
+    for fragment in (secret, secret[-20:], secret[-20:][::-1]):
+        assert fragment.encode() not in stored
+
+
+def test_the_database_can_be_given_by_TALLY_DATABASE_URL(database_url: str, tmp_path: Path) -> None:
+    env = {"TALLY_DATABASE_URL": database_url}
+    result = tally("keys", "create", "--program", "acme", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.strip().splitlines()[-1]
+    with app_on(database_url, key) as api:
+        assert api.get("/v1/members").status_code == 200
+    assert not (tmp_path / "tally.db").exists()
+
+
+# verify
+
+
+def build_a_ledger(api: Api) -> None:
+    """Member `alice` with awards, deducts, a pending award, a redemption and its refund."""
+    api.member("alice")
+    api.award("alice", 500)
+    api.award("alice", 250, expires_at="2030-01-01T00:00:00Z")
+    assert api.deduct("alice", 120).status_code == 201
+    api.award("alice", 40, available_at="2030-01-01T00:00:00Z")
+    reward = api.post("/v1/rewards", {"name": "Mug", "points_cost": 30, "stock": 10})
+    reward_id = reward.json()["data"]["reward_id"]
+    first = api.post("/v1/redemptions", {"member_id": "alice", "reward_id": reward_id})
+    assert api.post("/v1/redemptions", {"member_id": "alice", "reward_id": reward_id}).is_success
+    redemption_id = first.json()["data"]["redemption_id"]
+    assert api.post(f"/v1/redemptions/{redemption_id}/cancel").status_code == 200
+    assert api.deduct("alice", 7).status_code == 201
+
+
+def test_verify_exits_0_on_a_consistent_ledger(database_url: str) -> None:
+    with app_on(database_url, create_key(database_url)) as api:
+        build_a_ledger(api)
+    result = tally("verify", "--database", database_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "MISMATCH" not in result.stdout
+
+
+CORRUPTIONS = {
+    "balance": "UPDATE members SET balance = balance + 1",
+    "lifetime_earned": "UPDATE members SET lifetime_earned = lifetime_earned + 5",
+    "lifetime_redeemed": "UPDATE members SET lifetime_redeemed = lifetime_redeemed + 30",
+    "lifetime_deducted": "UPDATE members SET lifetime_deducted = lifetime_deducted - 1",
+    "pending": "UPDATE members SET pending = pending + 1",
+    "a deduct's points": "UPDATE entries SET points = points + 1 WHERE type = 'deduct'",
+    "a balance_after": "UPDATE entries SET balance_after = balance_after + 1 WHERE type = 'award'",
+    "a lot's remainder": "UPDATE lots SET remaining = remaining - 1 WHERE remaining > 0",
+}
+
+
+@pytest.mark.parametrize("statement", CORRUPTIONS.values(), ids=list(CORRUPTIONS))
+def test_verify_exits_1_and_prints_a_mismatch_after_a_figure_is_corrupted(
+    database_url: str, statement: str
+) -> None:
+    with app_on(database_url, create_key(database_url)) as api:
+        build_a_ledger(api)
+    execute_sql(database_url, statement)
+    result = tally("verify", "--database", database_url)
+    assert result.returncode == 1, result.stdout + result.stderr
+    mismatches = [line for line in result.stdout.splitlines() if line.startswith("MISMATCH")]
+    assert mismatches, result.stdout
+    assert any("alice" in line for line in mismatches), result.stdout
+
+
+# sweep
+
+
+def test_sweep_matures_pending_points_and_expires_lots_that_are_due(database_url: str) -> None:
+    key = create_key(database_url)
+    with app_on(database_url, key) as api:  # its clock stands at 2020-01-01T12:00:00Z
+        api.member("alice")
+        api.award("alice", 100, available_at="2020-01-02T00:00:00Z")
+        api.award("alice", 30, expires_at="2020-06-01T00:00:00Z")
+        api.award("alice", 5)
+        assert (api.balance("alice")["balance"], api.balance("alice")["pending"]) == (35, 100)
+    result = tally("sweep", "--database", database_url)
+    assert result.returncode == 0, result.stderr
+    with app_on(database_url, key) as api:
+        balance = api.balance("alice")
+        assert {k: balance[k] for k in ("balance", "pending", "lifetime_expired")} == {
+            "balance": 105,
+            "pending": 0,
+            "lifetime_expired": 30,
+        }
+        assert [row["type"] for row in api.history("alice")].count("expire") == 1
+    assert tally("verify", "--database", database_url).returncode == 0
+
+
+def test_sweep_exits_0_when_nothing_is_due(database_url: str) -> None:
+    result = tally("sweep", "--database", database_url)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# bad database URLs
+
+COMMANDS = [
+    ["migrate"],
+    ["keys", "list"],
+    ["keys", "create", "--program", "acme"],
+    ["keys", "revoke", "key_01NOSUCHKEY0000000000000"],
+    ["verify"],
+    ["sweep"],
+]
+
+BAD_URLS = {
+    "an unknown scheme": "mysql://localhost/tally",
+    "sqlite without a path": "sqlite://",
+    "not a URL": "tally.db",
+    "a PostgreSQL server that is not there": "postgresql://postgres@127.0.0.1:1/tally",
+}
+
+
+def unclear(result: Any) -> bool:
+    """A failure that did not exit non-zero with a message about the database, or showed a trace."""
+    stderr = result.stderr
+    return result.returncode == 0 or "Traceback" in stderr or "database" not in stderr.lower()
+
+
+@pytest.mark.parametrize("url", BAD_URLS.values(), ids=list(BAD_URLS))
+def test_a_bad_database_url_is_a_clear_error_on_every_command(url: str, tmp_path: Path) -> None:
+    results = {" ".join(c): tally(*c, "--database", url, cwd=tmp_path) for c in COMMANDS}
+    assert {
+        command: (result.returncode, result.stderr.strip().splitlines()[-1:])
+        for command, result in results.items()
+        if unclear(result)
+    } == {}
+
+
+def test_a_postgresql_database_that_does_not_exist_is_a_clear_error(tmp_path: Path) -> None:
+    if POSTGRES_URL is None:
+        pytest.skip("TALLY_TEST_POSTGRES_URL is not set")
+    url = urlunsplit(urlsplit(POSTGRES_URL)._replace(path="/no_such_tally_database"))
+    result = tally("migrate", "--database", url, cwd=tmp_path)
+    assert not unclear(result), result.stderr
+    assert "no_such_tally_database" in result.stderr
