@@ -323,7 +323,14 @@ def _award(
     effective = cmd.available_at if pending and cmd.available_at else now
     expires_at = cmd.expires_at
     if expires_at is None:
-        expires_at = default_expiry(effective_at=effective, expire_after_days=expire_after_days)
+        try:
+            expires_at = default_expiry(effective_at=effective, expire_after_days=expire_after_days)
+        except OverflowError:
+            raise invalid(
+                "available_at",
+                "available_at is so far ahead that the program's expiry policy would end after "
+                "the year 9999.",
+            ) from None
     elif expires_at <= effective:
         raise invalid(
             "expires_at",

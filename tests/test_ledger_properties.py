@@ -1,0 +1,511 @@
+"""A Hypothesis state machine drives the real HTTP API in-process against a small model.
+
+Random runs of awards (now, later, expiring), deducts, redemptions, cancels, policy changes,
+sweeps and clock moves. After every step, for every member: the balance and its counters match
+the model; `balance >= 0`; `balance == earned - redeemed - deducted - expired`; the lots hold
+what the model says (so their remainders sum to the balance); the history's balance_after
+chain adds up in ledger order; and `verify` finds nothing.
+
+The model keeps its own lots and spends them in the order the spec gives: soonest expiry
+first, never-expiring last, oldest (first posted) first among equals.
+Each example gets a fresh database copied from a migrated template (SQLite always; a smaller
+run on PostgreSQL when TALLY_TEST_POSTGRES_URL is set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from tally.domain import Scope
+from tally.ports import Store
+from tally.service import Ledger, create_key, verify
+from tally.storage import open_store
+from tests.conftest import POSTGRES_URL, with_database
+from tests.ledger_support import (
+    assert_ledger_order,
+    counters_add_up,
+    full_history,
+    lot_remainders,
+    stamp,
+)
+from tests.support import Api, FakeClock, serve_app
+
+START = datetime(2026, 1, 1, 12, tzinfo=UTC)
+MEMBERS = ("alice", "bob")
+# name: (points_cost, stock, active)
+REWARDS: dict[str, tuple[int, int | None, bool]] = {
+    "Mug": (40, 3, True),
+    "Tote bag": (25, None, True),
+    "Retired lamp": (10, 5, False),
+}
+
+points = st.integers(1, 300)
+hours = st.sampled_from([1, 2, 12, 24, 24 * 3, 24 * 10, 24 * 30, 24 * 60])
+members = st.sampled_from(MEMBERS)
+
+DatabaseFactory = Callable[[], contextlib.AbstractContextManager[str]]
+
+
+# The model
+
+
+@dataclass
+class Pending:
+    member: str
+    points: int
+    available_at: datetime
+    expires_at: datetime | None
+    posted: bool = False
+    cancelled: bool = False
+
+
+@dataclass
+class Lot:
+    remaining: int
+    expires_at: datetime | None
+    position: int  # when it was posted, among the member's lots
+
+    @property
+    def spend_order(self) -> tuple[bool, datetime, int]:
+        return (self.expires_at is None, self.expires_at or START, self.position)
+
+
+@dataclass
+class Account:
+    """A member as the model sees it."""
+
+    lots: list[Lot] = field(default_factory=list)
+    pending: int = 0
+    earned: int = 0
+    redeemed: int = 0
+    deducted: int = 0
+    expired: int = 0
+    rows: int = 0
+
+    @property
+    def balance(self) -> int:
+        return sum(lot.remaining for lot in self.lots)
+
+    def open_lots(self) -> list[Lot]:
+        """Lots that still hold points, soonest expiry first, never last, oldest first."""
+        return sorted((lot for lot in self.lots if lot.remaining), key=lambda lot: lot.spend_order)
+
+    def add_lot(self, points: int, expires_at: datetime | None) -> None:
+        self.lots.append(Lot(points, expires_at, len(self.lots)))
+
+    def spend(self, points: int) -> None:
+        assert points <= self.balance
+        for lot in self.open_lots():
+            take = min(points, lot.remaining)
+            lot.remaining -= take
+            points -= take
+
+    def expire(self, now: datetime) -> None:
+        """What is left of each lot due by `now` leaves as one expire row."""
+        for lot in self.open_lots():
+            if lot.expires_at is not None and lot.expires_at <= now:
+                event("a lot expired")
+                self.expired += lot.remaining
+                self.rows += 1
+                lot.remaining = 0
+
+    def next_expiration(self) -> dict[str, Any] | None:
+        expiring = [lot for lot in self.open_lots() if lot.expires_at is not None]
+        if not expiring:
+            return None
+        soonest = expiring[0].expires_at
+        assert soonest is not None
+        points = sum(lot.remaining for lot in expiring if lot.expires_at == soonest)
+        return {"points": points, "expires_at": stamp(soonest)}
+
+
+@dataclass
+class Redemption:
+    member: str
+    reward: str
+    quantity: int
+    points: int
+    cancelled: bool = False
+
+
+# The machine
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    examples = 0
+    steps = 0
+
+    posted_awards = Bundle("posted_awards")
+    pending_awards = Bundle("pending_awards")
+    redemptions = Bundle("redemptions")
+
+    def __init__(self, make_database: DatabaseFactory) -> None:
+        super().__init__()
+        LedgerMachine.examples += 1
+        self.resources = contextlib.ExitStack()
+        url = self.resources.enter_context(make_database())
+        self.store: Store = open_store(url)
+        self.resources.callback(self.store.close)
+        self.clock = FakeClock(START)
+        key = create_key(self.store, program="acme", scope=Scope.WRITE, now=START).secret
+        client = self.resources.enter_context(serve_app(self.store, clock=self.clock))
+        self.api = Api(client, key, store=self.store, clock=self.clock)
+        self.accounts = {member: Account() for member in MEMBERS}
+        for member in MEMBERS:
+            self.api.member(member)
+        self.reward_ids: dict[str, str] = {}
+        self.stock: dict[str, int | None] = {}
+        for name, (cost, stock, active) in REWARDS.items():
+            body = {"name": name, "points_cost": cost, "stock": stock, "active": active}
+            response = self.api.post("/v1/rewards", body)
+            assert response.status_code == 201, response.text
+            self.reward_ids[name] = response.json()["data"]["reward_id"]
+            self.stock[name] = stock
+        self.policy_days: int | None = None
+        self.pending: dict[str, Pending] = {}
+        self.redeemed: dict[str, Redemption] = {}
+
+    def teardown(self) -> None:
+        self.resources.close()
+
+    # the model's clock
+
+    @property
+    def now(self) -> datetime:
+        return self.clock.now
+
+    def catch_up(self) -> None:
+        """Post what has become available and expire what is due, as the server does first."""
+        # Awards post in the order they became available, then in the order they were made.
+        for pending in sorted(self.pending.values(), key=lambda p: p.available_at):
+            if pending.posted or pending.cancelled or pending.available_at > self.now:
+                continue
+            account = self.accounts[pending.member]
+            account.add_lot(pending.points, pending.expires_at)
+            account.pending -= pending.points
+            account.earned += pending.points
+            pending.posted = True
+            event("a pending award posted")
+        for account in self.accounts.values():
+            account.expire(self.now)
+
+    def policy_expiry(self, effective_at: datetime) -> datetime | None:
+        if self.policy_days is None:
+            return None
+        return effective_at + timedelta(days=self.policy_days)
+
+    def due_times(self) -> list[datetime]:
+        later = [p.available_at for p in self.pending.values() if not (p.posted or p.cancelled)]
+        later += [
+            lot.expires_at
+            for account in self.accounts.values()
+            for lot in account.open_lots()
+            if lot.expires_at is not None
+        ]
+        return sorted(when for when in later if when > self.now)
+
+    # rules
+
+    def _award(self, member: str, points: int, **times: datetime) -> dict[str, Any]:
+        self.catch_up()
+        body = {"member_id": member, "points": points, "reason": "machine award"}
+        body |= {name: stamp(when) for name, when in times.items()}
+        response = self.api.post("/v1/points/award", body)
+        assert response.status_code == 201, response.text
+        self.accounts[member].rows += 1
+        return dict(response.json()["data"])
+
+    @rule(target=posted_awards, member=members, points=points)
+    def award(self, member: str, points: int) -> str:
+        data = self._award(member, points)
+        expires_at = self.policy_expiry(self.now)
+        account = self.accounts[member]
+        account.add_lot(points, expires_at)
+        account.earned += points
+        assert (data["status"], data["new_balance"]) == ("posted", account.balance)
+        assert data["expires_at"] == (expires_at and stamp(expires_at))
+        return str(data["transaction_id"])
+
+    @rule(target=posted_awards, member=members, points=points, lasts=hours)
+    def award_with_expiry(self, member: str, points: int, lasts: int) -> str:
+        expires_at = self.now + timedelta(hours=lasts)
+        data = self._award(member, points, expires_at=expires_at)
+        account = self.accounts[member]
+        account.add_lot(points, expires_at)
+        account.earned += points
+        assert (data["status"], data["new_balance"]) == ("posted", account.balance)
+        return str(data["transaction_id"])
+
+    @rule(
+        target=pending_awards,
+        member=members,
+        points=points,
+        wait=hours,
+        lasts=st.none() | hours,
+    )
+    def pending_award(self, member: str, points: int, wait: int, lasts: int | None) -> str:
+        available_at = self.now + timedelta(hours=wait)
+        times = {"available_at": available_at}
+        if lasts is not None:
+            times["expires_at"] = available_at + timedelta(hours=lasts)
+        data = self._award(member, points, **times)
+        expires_at = times.get("expires_at") or self.policy_expiry(available_at)
+        account = self.accounts[member]
+        account.pending += points
+        assert (data["status"], data["new_balance"]) == ("pending", account.balance)
+        self.pending[data["transaction_id"]] = Pending(member, points, available_at, expires_at)
+        return str(data["transaction_id"])
+
+    @rule(member=members, points=st.integers(1, 600))
+    def deduct(self, member: str, points: int) -> None:
+        self.catch_up()
+        account = self.accounts[member]
+        response = self.api.deduct(member, points)
+        if points > account.balance:
+            event("deduct refused")
+            assert response.status_code == 422, response.text
+            assert response.json()["error"]["code"] == "insufficient_points"
+            return
+        event("deduct made")
+        assert response.status_code == 201, response.text
+        account.spend(points)
+        account.deducted += points
+        account.rows += 1
+        assert response.json()["data"]["new_balance"] == account.balance
+
+    @rule(
+        target=redemptions,
+        member=members,
+        reward=st.sampled_from(sorted(REWARDS)),
+        quantity=st.integers(1, 3),
+    )
+    def redeem(self, member: str, reward: str, quantity: int) -> Any:
+        self.catch_up()
+        cost, _, active = REWARDS[reward]
+        account = self.accounts[member]
+        stock = self.stock[reward]
+        body = {"member_id": member, "reward_id": self.reward_ids[reward], "quantity": quantity}
+        response = self.api.post("/v1/redemptions", body)
+        refusals = set()
+        if not active:
+            refusals.add("reward_inactive")
+        if stock is not None and stock < quantity:
+            refusals.add("out_of_stock")
+        if account.balance < cost * quantity:
+            refusals.add("insufficient_points")
+        event(f"redemption refused: {'+'.join(sorted(refusals))}" if refusals else "redeemed")
+        if refusals:
+            assert response.status_code == 422, response.text
+            assert response.json()["error"]["code"] in refusals
+            return multiple()
+        assert response.status_code == 201, response.text
+        account.spend(cost * quantity)
+        account.redeemed += cost * quantity
+        account.rows += 1
+        if stock is not None:
+            self.stock[reward] = stock - quantity
+        data = response.json()["data"]
+        assert (data["status"], data["points"]) == ("completed", cost * quantity)
+        self.redeemed[data["redemption_id"]] = Redemption(member, reward, quantity, cost * quantity)
+        return data["redemption_id"]
+
+    @rule(redemption_id=redemptions)
+    def cancel_redemption(self, redemption_id: str) -> None:
+        self.catch_up()
+        redemption = self.redeemed[redemption_id]
+        response = self.api.post(f"/v1/redemptions/{redemption_id}/cancel")
+        event("redemption cancelled again" if redemption.cancelled else "redemption cancelled")
+        if redemption.cancelled:
+            assert response.status_code == 409, response.text
+            assert response.json()["error"]["code"] == "not_cancellable"
+            return
+        assert response.status_code == 200, response.text
+        assert response.json()["data"]["status"] == "cancelled"
+        redemption.cancelled = True
+        account = self.accounts[redemption.member]
+        account.add_lot(redemption.points, self.policy_expiry(self.now))
+        account.redeemed -= redemption.points
+        account.rows += 1
+        stock = self.stock[redemption.reward]
+        if stock is not None:
+            self.stock[redemption.reward] = stock + redemption.quantity
+
+    @rule(transaction_id=pending_awards)
+    def cancel_pending_award(self, transaction_id: str) -> None:
+        self.catch_up()
+        pending = self.pending[transaction_id]
+        response = self.api.post(f"/v1/transactions/{transaction_id}/cancel")
+        if pending.cancelled or pending.posted:
+            event("award cancelled again" if pending.cancelled else "award already posted")
+            assert response.status_code == 409, response.text
+            assert response.json()["error"]["code"] == "not_cancellable"
+            return
+        event("pending award cancelled")
+        assert response.status_code == 200, response.text
+        assert response.json()["data"]["status"] == "cancelled"
+        pending.cancelled = True
+        self.accounts[pending.member].pending -= pending.points
+
+    @rule(transaction_id=posted_awards)
+    def cancel_posted_award(self, transaction_id: str) -> None:
+        response = self.api.post(f"/v1/transactions/{transaction_id}/cancel")
+        assert response.status_code == 409, response.text
+        assert response.json()["error"]["code"] == "not_cancellable"
+
+    @rule(by=hours)
+    def advance_clock(self, by: int) -> None:
+        self.clock.advance(hours=by)
+
+    @precondition(lambda self: bool(self.due_times()))
+    @rule()
+    def advance_to_the_next_due_moment(self) -> None:
+        """Land exactly on an available_at or expires_at, where off-by-one errors live."""
+        self.clock.now = self.due_times()[0]
+
+    @rule(days=st.none() | st.integers(1, 60))
+    def set_policy(self, days: int | None) -> None:
+        response = self.api.patch("/v1/program", {"points_expire_after_days": days})
+        assert response.status_code == 200, response.text
+        assert response.json()["data"]["points_expire_after_days"] == days
+        self.policy_days = days
+
+    @rule()
+    def sweep(self) -> None:
+        asyncio.run(Ledger(self.store, clock=self.clock).sweep())
+
+    # invariants
+
+    @invariant()
+    def every_member_agrees_with_the_model_and_adds_up(self) -> None:
+        LedgerMachine.steps += 1
+        self.catch_up()
+        for member, account in self.accounts.items():
+            balance = self.api.balance(member)
+            assert balance["balance"] >= 0
+            assert counters_add_up(balance), balance
+            assert {k: balance[k] for k in balance if k != "member_id"} == {
+                "balance": account.balance,
+                "pending": account.pending,
+                "lifetime_earned": account.earned,
+                "lifetime_redeemed": account.redeemed,
+                "lifetime_deducted": account.deducted,
+                "lifetime_expired": account.expired,
+                "next_expiration": account.next_expiration(),
+            }, member
+            assert lot_remainders(self.store, member) == [
+                lot.remaining for lot in account.open_lots()
+            ], member
+            rows = full_history(self.api, member)
+            assert len(rows) == account.rows, member
+            assert_ledger_order(rows, balance["balance"])
+
+    @invariant()
+    def stock_agrees_with_the_model(self) -> None:
+        listed = self.api.get("/v1/rewards").json()["data"]
+        assert {r["name"]: r["stock"] for r in listed} == self.stock
+
+    @invariant()
+    def verify_finds_nothing(self) -> None:
+        assert verify(self.store) == []
+
+
+# Databases, one per example
+
+
+@pytest.fixture(scope="module")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "tally.db"
+    store = open_store(f"sqlite:///{path}")
+    store.migrate()
+    store.close()
+    return path
+
+
+def sqlite_copies(template: Path) -> DatabaseFactory:
+    @contextlib.contextmanager
+    def copy() -> Iterator[str]:
+        with tempfile.TemporaryDirectory(prefix="tally-machine-") as folder:
+            path = Path(folder) / "tally.db"
+            with (
+                contextlib.closing(sqlite3.connect(template)) as source,
+                contextlib.closing(sqlite3.connect(path)) as target,
+            ):
+                source.backup(target)
+            yield f"sqlite:///{path}"
+
+    return copy
+
+
+def postgres_copies(template: str) -> DatabaseFactory:
+    assert POSTGRES_URL is not None
+
+    @contextlib.contextmanager
+    def copy() -> Iterator[str]:
+        name = f"tally_machine_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        try:
+            yield with_database(POSTGRES_URL, name)
+        finally:
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return copy
+
+
+def run_machine(make_database: DatabaseFactory, *, examples: int, steps: int) -> tuple[int, int]:
+    """Run the machine; return how many examples and checked steps it ran."""
+    LedgerMachine.examples = LedgerMachine.steps = 0
+    run_state_machine_as_test(
+        lambda: LedgerMachine(make_database),
+        settings=settings(
+            max_examples=examples,
+            stateful_step_count=steps,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
+    return LedgerMachine.examples, LedgerMachine.steps
+
+
+def test_random_ledger_histories_keep_every_invariant_on_sqlite(
+    sqlite_template: Path, record_property: Callable[[str, object], None]
+) -> None:
+    examples, steps = run_machine(sqlite_copies(sqlite_template), examples=60, steps=30)
+    record_property("hypothesis_examples", examples)
+    print(f"\nSQLite state machine: {examples} examples, {steps} checked states")
+    assert examples > 0
+
+
+@pytest.mark.skipif(POSTGRES_URL is None, reason="TALLY_TEST_POSTGRES_URL is not set")
+def test_random_ledger_histories_keep_every_invariant_on_postgres(
+    request: pytest.FixtureRequest, record_property: Callable[[str, object], None]
+) -> None:
+    template = request.getfixturevalue("postgres_template")
+    examples, steps = run_machine(postgres_copies(template), examples=10, steps=20)
+    record_property("hypothesis_examples", examples)
+    print(f"\nPostgreSQL state machine: {examples} examples, {steps} checked states")
+    assert examples > 0
