@@ -1,0 +1,84 @@
+"""`tally serve` as a user runs it: first-run key, and the background sweep."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from tally.domain import EntryStatus, Scope
+from tally.service import create_key
+from tally.storage import open_store
+from tests.support import free_port, start_server, tally_command
+
+
+def test_serve_on_an_empty_database_prints_a_working_write_key(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/first.db"
+    port = free_port()
+    process = subprocess.Popen(
+        [*tally_command(), "serve", "--database", url, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TALLY_SWEEP_INTERVAL": "0"},
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline().decode().strip() for _ in range(3)]
+        key = lines[-1]
+        assert key.startswith("tally_"), lines
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.post(
+                    f"http://127.0.0.1:{port}/v1/members",
+                    json={"member_id": "first"},
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "server did not start"
+        assert response.status_code == 201
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def test_the_server_matures_pending_points_by_itself(database_url: str) -> None:
+    """Nobody reads the member: the background sweep posts the award when it falls due."""
+    store = open_store(database_url)
+    store.migrate()
+    key = create_key(store, program="p", scope=Scope.WRITE, now=datetime.now(UTC)).secret
+    server = start_server(database_url, TALLY_SWEEP_INTERVAL="0.2")
+    auth = {"Authorization": f"Bearer {key}"}
+    try:
+        httpx.post(server.url + "/v1/members", json={"member_id": "m"}, headers=auth)
+        due = datetime.now(UTC) + timedelta(seconds=1)
+        created = httpx.post(
+            server.url + "/v1/points/award",
+            json={
+                "member_id": "m",
+                "points": 7,
+                "reason": "later",
+                "available_at": due.isoformat(),
+            },
+            headers=auth,
+        ).json()["data"]
+        assert created["status"] == "pending"
+        # Watch the database directly: reading through the API would apply it on its own.
+        deadline = time.monotonic() + 20
+        while True:
+            entry = store.transact(lambda tx: tx.get_entry(1, created["transaction_id"]))
+            assert entry is not None
+            if entry.status == EntryStatus.POSTED:
+                break
+            assert time.monotonic() < deadline, "the background sweep never posted the award"
+            time.sleep(0.05)  # polling the database for an effect of the real clock
+        assert entry.balance_after == 7
+        assert entry.posted_at is not None and entry.posted_at >= due - timedelta(microseconds=1)
+    finally:
+        server.stop()
+        store.close()
