@@ -18,8 +18,8 @@ import psycopg
 import pytest
 
 from tally.domain import Scope
+from tally.maintenance import create_key, verify
 from tally.ports import Store
-from tally.service import create_key, verify
 from tally.storage import open_store
 from tests.support import Api, FakeClock, serve_app
 

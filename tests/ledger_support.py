@@ -8,8 +8,9 @@ from typing import Any
 
 import httpx
 
+from tally.commands import Clock, SweepReport
 from tally.ports import Store
-from tally.service import Clock, Ledger, SweepReport
+from tally.service import Ledger
 from tests.support import Api, FakeClock
 
 

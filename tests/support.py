@@ -21,8 +21,8 @@ from starlette.testclient import TestClient
 from tally.config import Settings
 from tally.domain import Scope
 from tally.http.app import create_app
+from tally.maintenance import create_key
 from tally.ports import Store
-from tally.service import create_key
 
 
 class FakeClock:

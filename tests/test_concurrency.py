@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tally.domain import Scope
-from tally.service import create_key, verify
+from tally.maintenance import create_key, verify
 from tally.storage import open_store
 from tests.support import Server, start_server
 

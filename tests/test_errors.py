@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from tally.domain import Scope
+from tally.maintenance import create_key
 from tally.ports import Store
-from tally.service import create_key
 from tests.support import Api, FakeClock, serve_app
 
 # Helpers: what an error must look like, and everything a program can see.

@@ -18,8 +18,8 @@ import pytest
 from tally.config import Settings
 from tally.domain import Scope
 from tally.http.app import create_app
+from tally.maintenance import create_key, sweep_now
 from tally.ports import Store
-from tally.service import create_key, sweep_now
 from tests.support import Api, FakeClock
 
 REPLAYED = "Idempotent-Replayed"

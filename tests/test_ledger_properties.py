@@ -40,8 +40,9 @@ from hypothesis.stateful import (
 )
 
 from tally.domain import Scope
+from tally.maintenance import create_key, verify
 from tally.ports import Store
-from tally.service import Ledger, create_key, verify
+from tally.service import Ledger
 from tally.storage import open_store
 from tests.conftest import POSTGRES_URL, with_database
 from tests.ledger_support import (

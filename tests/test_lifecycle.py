@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tally.domain import Scope
-from tally.service import verify
+from tally.maintenance import verify
 from tally.storage import open_store
 from tests.ledger_support import (
     assert_ledger_order,

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from tally.domain import EntryStatus, Scope
-from tally.service import create_key
+from tally.maintenance import create_key
 from tally.storage import open_store
 from tests.support import free_port, start_server, tally_command
 

@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tally.commands import AwardCommand, DeductCommand, Idempotency, Posting
 from tally.domain import Account, Lot, Profile, Scope
 from tally.errors import InsufficientPoints, MemberNotFound
 from tally.ports import Store, StoredReply, Tx
-from tally.service import AwardCommand, DeductCommand, Idempotency, Ledger, Posting
+from tally.service import Ledger
 from tally.storage.sqlite import SqliteStore
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)

@@ -15,8 +15,9 @@ import psycopg
 from tally.config import DEFAULT_DATABASE_URL
 from tally.domain import Scope
 from tally.errors import TallyError
+from tally.maintenance import bootstrap, create_key, sweep_now, verify
 from tally.ports import Store
-from tally.service import bootstrap, create_key, sweep_now, system_clock, verify
+from tally.service import system_clock
 
 
 @contextlib.contextmanager

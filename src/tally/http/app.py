@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from tally.commands import Clock
 from tally.config import Settings
 from tally.errors import MethodNotAllowed, NotFound, TallyError
 from tally.http import schemas
@@ -21,7 +22,7 @@ from tally.http.openapi import DOCS_HTML, openapi_document
 from tally.http.routes import ROUTES, encode, error_body, json_response
 from tally.keys import KeyCache
 from tally.ports import Store
-from tally.service import Clock, Ledger, system_clock
+from tally.service import Ledger, system_clock
 
 log = logging.getLogger("tally")
 

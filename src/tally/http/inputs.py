@@ -13,6 +13,7 @@ from typing import TypeVar
 import msgspec
 from starlette.requests import Request
 
+from tally.commands import Idempotency
 from tally.domain import EntryType, HistoryQuery, Page
 from tally.errors import (
     Detail,
@@ -22,7 +23,6 @@ from tally.errors import (
     ValidationFailed,
     invalid,
 )
-from tally.service import Idempotency
 
 S = TypeVar("S", bound=msgspec.Struct)
 

@@ -14,18 +14,13 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tally.domain import Entry, Member, Profile, Program, Redemption, Reward, Scope
-from tally.errors import TallyError
-from tally.http import inputs
-from tally.http import schemas as s
-from tally.service import (
+from tally.commands import (
     AwardCommand,
     BalanceView,
     BulkCommand,
     BulkItemError,
     BulkOutcome,
     DeductCommand,
-    Ledger,
     Listing,
     Posting,
     RedeemCommand,
@@ -33,6 +28,11 @@ from tally.service import (
     RewardChanges,
     RewardDraft,
 )
+from tally.domain import Entry, Member, Profile, Program, Redemption, Reward, Scope
+from tally.errors import TallyError
+from tally.http import inputs
+from tally.http import schemas as s
+from tally.service import Ledger
 
 encode = msgspec.json.Encoder().encode
 

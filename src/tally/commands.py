@@ -1,0 +1,170 @@
+"""The service's vocabulary: validated commands in, named results out (no behaviour here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from tally.domain import (
+    Account,
+    Entry,
+    Page,
+    Redemption,
+    Scope,
+)
+from tally.errors import (
+    TallyError,
+)
+
+V = TypeVar("V")
+Clock = Callable[[], datetime]
+
+
+# Commands: validated requests, in the domain's own terms.
+
+
+@dataclass(frozen=True, slots=True)
+class AwardCommand:
+    member_id: str
+    points: int
+    reason: str
+    reference: str | None = None
+    metadata: str | None = None
+    available_at: datetime | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeductCommand:
+    member_id: str
+    points: int
+    reason: str
+    reference: str | None = None
+    metadata: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BulkItemError:
+    """A bulk item that failed validation, with the member it named (if it named one)."""
+
+    member_id: str | None
+    error: TallyError
+
+
+@dataclass(frozen=True, slots=True)
+class BulkCommand:
+    """Awards in request order; an item that failed validation is carried as its error."""
+
+    items: list[AwardCommand | BulkItemError]
+    atomic: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RedeemCommand:
+    member_id: str
+    reward_id: str
+    quantity: int = 1
+    metadata: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RewardDraft:
+    name: str
+    points_cost: int
+    stock: int | None = None
+    active: bool = True
+    metadata: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RewardChanges:
+    """Only the fields a PATCH named; `stock_set` tells a null stock from an absent one."""
+
+    name: str | None = None
+    points_cost: int | None = None
+    stock: int | None = None
+    stock_set: bool = False
+    active: bool | None = None
+    metadata: str | None = None
+    metadata_set: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """An Idempotency-Key and the fingerprint of the request that carried it."""
+
+    key: str
+    fingerprint: str
+
+
+# Results.
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What a change answered: replayed when it came from an earlier request's stored reply."""
+
+    status: int
+    body: bytes
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """An entry just written and the member's account right after it."""
+
+    entry: Entry
+    account: Account
+
+    @property
+    def balance(self) -> int:
+        return self.account.balance
+
+
+@dataclass(frozen=True, slots=True)
+class BulkFailure:
+    index: int
+    member_id: str | None
+    error: TallyError
+
+
+@dataclass(frozen=True, slots=True)
+class BulkOutcome:
+    postings: list[tuple[int, Posting]]
+    failures: list[BulkFailure]
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceView:
+    member_id: str
+    account: Account
+    next_expiration: tuple[int, datetime] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Listing(Generic[V]):
+    items: list[V]
+    total: int
+    page: Page
+
+
+@dataclass(frozen=True, slots=True)
+class RedemptionResult:
+    redemption: Redemption
+    entry: Entry
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    key_id: str
+    program: str
+    scope: Scope
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    members: int = 0
+    purged_replies: int = 0
