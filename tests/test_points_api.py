@@ -293,3 +293,22 @@ def test_a_transaction_can_be_fetched_with_its_member(api: Api) -> None:
         404,
         "transaction_not_found",
     )
+
+
+def test_a_spend_across_many_lots_takes_the_soonest_expiring_first(api: Api) -> None:
+    api.member("m")
+    items = [{"member_id": "m", "points": 1, "reason": "never"} for _ in range(40)]
+    items += [
+        {"member_id": "m", "points": 1, "reason": "soon", "expires_at": "2026-02-01T00:00:00Z"}
+        for _ in range(40)
+    ]
+    assert api.post("/v1/points/award/bulk", {"awards": items}).json()["data"]["processed"] == 80
+    assert api.balance("m")["next_expiration"] == {
+        "points": 40,
+        "expires_at": "2026-02-01T00:00:00Z",
+    }
+    assert api.deduct("m", 45).status_code == 201
+    balance = api.balance("m")
+    assert (balance["balance"], balance["next_expiration"]) == (35, None)
+    api.clock.advance(days=60)  # type: ignore[union-attr]
+    assert api.balance("m")["lifetime_expired"] == 0

@@ -212,7 +212,7 @@ def spend(
                 Detail(message, "points", {"available": account.balance, "requested": points})
             ],
         )
-    lots = tx.open_lots(member.pk)
+    lots = tx.open_lots(member.pk, covering=points)
     draws = plan_spend(lots, points)
     account = account.post(kind, -points).counted()
     entry = _new_entry(

@@ -446,14 +446,34 @@ class SqlTx:
             (lot.entry_id, member_pk, lot.seq, lot.remaining, lot.remaining, expires),
         )
 
-    def open_lots(self, member_pk: int, *, expiring_by: datetime | None = None) -> list[Lot]:
+    def open_lots(
+        self, member_pk: int, *, expiring_by: datetime | None = None, covering: int | None = None
+    ) -> list[Lot]:
         limit = NEVER if expiring_by is None else to_micros(expiring_by)
-        rows = self._all(
-            "SELECT entry_id, remaining, expires_at, seq FROM lots "
-            "WHERE member_pk = ? AND remaining > 0 AND expires_at <= ? ORDER BY expires_at, seq",
-            (member_pk, limit),
-        )
-        return [_lot(r) for r in rows]
+        if covering is None:
+            rows = self._all(
+                "SELECT entry_id, remaining, expires_at, seq FROM lots WHERE member_pk = ? "
+                "AND remaining > 0 AND expires_at <= ? ORDER BY expires_at, seq",
+                (member_pk, limit),
+            )
+            return [_lot(r) for r in rows]
+        # Only as many lots as it takes to cover `covering` points, a chunk at a time, so a
+        # member with thousands of open lots costs a spend no more than the lots it draws on.
+        lots: list[Lot] = []
+        after, total = (-1, -1), 0
+        while total < covering:
+            rows = self._all(
+                "SELECT entry_id, remaining, expires_at, seq FROM lots WHERE member_pk = ? "
+                "AND remaining > 0 AND expires_at <= ? AND (expires_at > ? OR "
+                "(expires_at = ? AND seq > ?)) ORDER BY expires_at, seq LIMIT 32",
+                (member_pk, limit, after[0], after[0], after[1]),
+            )
+            lots += [_lot(r) for r in rows]
+            total += sum(r[1] for r in rows)
+            if len(rows) < 32:
+                break
+            after = (rows[-1][2], rows[-1][3])
+        return lots
 
     def set_remaining(self, lot_id: str, remaining: int) -> None:
         self._run("UPDATE lots SET remaining = ? WHERE entry_id = ?", (remaining, lot_id))
