@@ -27,5 +27,12 @@ lint: $(VENV)/.dev-installed
 test: lint
 	$(BIN)/pytest
 
+# Benchmarks (bench/README.md): need wrk (`apt-get install -y wrk`) and PostgreSQL for the full run.
+bench: $(VENV)/.dev-installed
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-smoke: $(VENV)/.dev-installed
+	$(BIN)/python bench/run.py --smoke $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -320,21 +320,24 @@ class SqlTx:
     def member_state(
         self, program_id: int, member_id: str, *, now: datetime, lock: bool
     ) -> MemberState | None:
-        # One round trip: the member (locked if asked), its program's policy, whether work is due.
+        # One round trip: the member (locked if asked), its program's policy, and the soonest
+        # moment anything falls due. The sub-selects take no parameters, so even a cached
+        # generic plan reads them from the partial indexes instead of scanning all lots.
         suffix = self._dialect.for_update_of_member if lock else ""
-        at = to_micros(now)
         row = self._one(
             f"SELECT {_LOCKED_MEMBER_COLUMNS}, p.points_expire_after_days, "
-            "(EXISTS (SELECT 1 FROM entries e WHERE e.member_pk = m.pk AND e.status = 'pending' "
-            "AND e.available_at <= ?) OR EXISTS (SELECT 1 FROM lots l WHERE l.member_pk = m.pk "
-            "AND l.remaining > 0 AND l.expires_at <= ?)) "
+            "(SELECT MIN(e.available_at) FROM entries e "
+            "WHERE e.member_pk = m.pk AND e.status = 'pending'), "
+            "(SELECT MIN(l.expires_at) FROM lots l WHERE l.member_pk = m.pk AND l.remaining > 0) "
             "FROM members m JOIN programs p ON p.id = m.program_id "
             f"WHERE m.program_id = ? AND m.member_id = ?{suffix}",
-            (at, at, program_id, member_id),
+            (program_id, member_id),
         )
         if row is None:
             return None
-        return MemberState(_member(row), row[15], bool(row[16]))
+        at = to_micros(now)
+        due = any(moment is not None and moment <= at for moment in row[16:18])
+        return MemberState(_member(row), row[15], due)
 
     def save_account(self, member_pk: int, account: Account) -> None:
         self._run(
@@ -449,8 +452,8 @@ class SqlTx:
     def open_lots(
         self, member_pk: int, *, expiring_by: datetime | None = None, covering: int | None = None
     ) -> list[Lot]:
-        limit = NEVER if expiring_by is None else to_micros(expiring_by)
         if covering is None:
+            limit = NEVER if expiring_by is None else to_micros(expiring_by)
             rows = self._all(
                 "SELECT entry_id, remaining, expires_at, seq FROM lots WHERE member_pk = ? "
                 "AND remaining > 0 AND expires_at <= ? ORDER BY expires_at, seq",
@@ -464,9 +467,9 @@ class SqlTx:
         while total < covering:
             rows = self._all(
                 "SELECT entry_id, remaining, expires_at, seq FROM lots WHERE member_pk = ? "
-                "AND remaining > 0 AND expires_at <= ? AND (expires_at > ? OR "
-                "(expires_at = ? AND seq > ?)) ORDER BY expires_at, seq LIMIT 32",
-                (member_pk, limit, after[0], after[0], after[1]),
+                "AND remaining > 0 AND (expires_at, seq) > (?, ?) "
+                "ORDER BY expires_at, seq LIMIT 32",
+                (member_pk, after[0], after[1]),
             )
             lots += [_lot(r) for r in rows]
             total += sum(r[1] for r in rows)
@@ -623,7 +626,9 @@ class SqlTx:
                 (member.pk,),
             )
             lots = self._one(
-                "SELECT COALESCE(SUM(remaining), 0) FROM lots WHERE member_pk = ?", (member.pk,)
+                "SELECT COALESCE(SUM(remaining), 0) FROM lots WHERE member_pk = ? "
+                "AND remaining > 0",  # the same sum, read from the partial index lots_open
+                (member.pk,),
             )
             posted = EntryStatus.POSTED.value
             yield LedgerCheck(

@@ -198,17 +198,23 @@ class SqliteStore:
         except sqlite3.Error as error:
             self._fail_all(batch, _translate(error))
             return
+        # Alone in its batch, a job needs no savepoint: its failure rolls back the transaction.
+        alone = len(batch) == 1
         try:
             for job in batch:
-                conn.execute("SAVEPOINT job")
+                if not alone:
+                    conn.execute("SAVEPOINT job")
                 try:
                     job.outcome = job.work(tx)
-                    conn.execute("RELEASE job")
+                    if not alone:
+                        conn.execute("RELEASE job")
                 except Exception as error:  # one job's failure must not sink the others
                     job.failure = _translate(error) if isinstance(error, sqlite3.Error) else error
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-            conn.execute("COMMIT")
+                    conn.execute("ROLLBACK" if alone else "ROLLBACK TO job")
+                    if not alone:
+                        conn.execute("RELEASE job")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
             self.commits += 1
             self.committed_jobs += len(batch)
         except sqlite3.Error as error:

@@ -1,0 +1,1 @@
+"""The Tally benchmark harness; `bench/run.py` is its entry point."""

@@ -1,0 +1,1 @@
+"""Reference endpoints the Tally figures are divided by (see bench/README.md)."""
