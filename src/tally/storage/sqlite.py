@@ -9,10 +9,12 @@ back to its savepoint alone. Several processes on one file are serialised by SQL
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -193,6 +195,22 @@ class SqliteStore:
             conn.close()
 
     def _commit_batch(self, conn: sqlite3.Connection, tx: SqlTx, batch: list[_Job]) -> None:
+        # Writers of several processes (`--workers N`) take turns on a file lock: the kernel
+        # wakes the next one the moment the lock is free, where SQLite's busy handler would
+        # sleep and poll. SQLite's own lock still guards the file; this only orders the queue.
+        with self._turn():
+            self._commit_batch_in_turn(conn, tx, batch)
+
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        with open(f"{self.path}-writer.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _commit_batch_in_turn(self, conn: sqlite3.Connection, tx: SqlTx, batch: list[_Job]) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as error:
