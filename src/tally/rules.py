@@ -119,11 +119,13 @@ def _new_entry(
     *,
     reason: str,
     now: datetime,
+    status: EntryStatus = EntryStatus.POSTED,
     reference: str | None = None,
     metadata: str | None = None,
+    available_at: datetime | None = None,
     expires_at: datetime | None = None,
 ) -> Entry:
-    """A posted entry at the account's newest ledger position."""
+    """An entry at the account's newest ledger position (posted ones carry the new balance)."""
     return Entry(
         id=ids.new_id("txn_"),
         program_id=member.program_id,
@@ -131,14 +133,14 @@ def _new_entry(
         member_id=member.member_id,
         seq=account.last_seq,
         type=kind,
-        status=EntryStatus.POSTED,
+        status=status,
         points=points,
         reason=reason,
         reference=reference,
         metadata=metadata,
-        balance_after=account.balance,
+        balance_after=account.balance if status is EntryStatus.POSTED else None,
         created_at=now,
-        available_at=None,
+        available_at=available_at,
         expires_at=expires_at,
         posted_at=None,
     )
@@ -169,16 +171,16 @@ def award(
         raise invalid("points", f"Member {member.member_id} cannot hold more points.")
     if pending:
         account = account.hold(cmd.points).numbered().counted()
-        entry = replace(
-            _new_entry(member, account, EntryType.AWARD, cmd.points, reason=cmd.reason, now=now),
-            status=EntryStatus.PENDING,
-            balance_after=None,
-        )
     else:
         account = account.post(EntryType.AWARD, cmd.points).counted()
-        entry = _new_entry(member, account, EntryType.AWARD, cmd.points, reason=cmd.reason, now=now)
-    entry = replace(
-        entry,
+    entry = _new_entry(
+        member,
+        account,
+        EntryType.AWARD,
+        cmd.points,
+        reason=cmd.reason,
+        now=now,
+        status=EntryStatus.PENDING if pending else EntryStatus.POSTED,
         reference=cmd.reference,
         metadata=cmd.metadata,
         available_at=cmd.available_at,
