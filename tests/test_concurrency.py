@@ -151,17 +151,12 @@ def test_a_revoked_key_is_refused_within_a_second_by_every_server(cluster: Clust
     key_id = store.transact(lambda tx: tx.list_keys())[0].id
     store.transact(lambda tx: tx.revoke_key(key_id, now=datetime.now(UTC)))
     store.close()
-    revoked_at = time.monotonic()
-    for url in cluster.urls:
-        while True:
-            response = httpx.get(
-                url + "/v1/members", headers={"Authorization": f"Bearer {cluster.key}"}
-            )
-            if response.status_code == 401:
-                break
-            assert time.monotonic() - revoked_at < 1.0, "revoked key still accepted after 1 s"
-    # Every worker of every server: a burst of requests must all be refused now.
-    for index in range(len(cluster.urls) * 8):
+    deadline = time.monotonic() + 1.0
+    # Until the second is up, a process may still trust its cached verification.
+    while time.monotonic() < deadline:
+        cluster.post(0, "/v1/members", {})
+    # From then on every process of every server refuses it.
+    for index in range(len(cluster.urls) * 16):
         assert cluster.post(index, "/v1/members", {}).status_code == 401
 
 

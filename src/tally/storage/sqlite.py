@@ -1,20 +1,24 @@
 """SQLite backend: one file, WAL with synchronous=FULL, and group commit.
 
-Writes from every request of a process go to one writer thread. It takes whatever work is
-queued, runs each piece in its own SAVEPOINT inside one `BEGIN IMMEDIATE` transaction, commits
-once (one fsync for the lot), and only then answers each request. A piece that fails is rolled
-back to its savepoint alone. Several processes on one file are serialised by SQLite's write lock.
+Writes from every request of a process are queued. A drain task takes whatever is queued, runs
+each piece in its own SAVEPOINT inside one `BEGIN IMMEDIATE` transaction, commits once (one
+fsync for the lot), and only then answers each request. A piece that fails is rolled back to its
+savepoint alone.
+
+The pieces run on the event loop's thread: they are short and CPU-bound, and a separate writer
+thread would spend as long waiting for the GIL as working. Only what waits on the disk or on
+another process (taking the write turn, COMMIT's fsync) goes to a helper thread, so the loop
+keeps serving requests meanwhile. Several processes on one file take turns on a file lock.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
-import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -94,11 +98,15 @@ class SqliteStore:
         self.url = url
         self.path = path_from_url(url)
         self._local = threading.local()
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-        self._writer_lock = threading.Lock()
+        self._state = threading.Lock()  # guards the queue and the drainer, across event loops
+        self._pending: list[_Job] = []
+        self._drainer: asyncio.Task[None] | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tally-sqlite-disk")
+        self._turn_file: Any = None
+        self._holding = False  # this process holds the write turn
         self._opened: list[sqlite3.Connection] = []
-        self.commits = 0  # group commits made by the writer, and the units of work they carried
+        self.commits = 0  # group commits made, and the units of work they carried
         self.committed_jobs = 0
 
     # the contract
@@ -126,8 +134,10 @@ class SqliteStore:
     async def write(self, work: Callable[[Tx], T]) -> T:
         loop = asyncio.get_running_loop()
         job = _Job(work, loop, loop.create_future())
-        self._ensure_writer()
-        self._queue.put(job)
+        with self._state:
+            self._pending.append(job)
+            if self._drainer is None:
+                self._drainer = loop.create_task(self._drain())
         result: T = await job.future
         return result
 
@@ -142,15 +152,16 @@ class SqliteStore:
             conn.execute("COMMIT")
 
     def close(self) -> None:
-        with self._writer_lock:
-            if self._writer is not None:
-                self._queue.put(None)
-                self._writer.join()
-                self._writer = None
-            for conn in self._opened:
-                conn.close()
+        with self._state:
+            for conn in [*self._opened, self._writer]:
+                if conn is not None:
+                    conn.close()
             self._opened.clear()
+            self._writer = None
             self._local = threading.local()
+            if self._turn_file is not None:
+                self._turn_file.close()
+                self._turn_file = None
 
     # internals
 
@@ -159,92 +170,88 @@ class SqliteStore:
         if conn is None:
             conn = connect(self.path)
             self._local.conn = conn
-            with self._writer_lock:
+            with self._state:
                 self._opened.append(conn)
         return conn
 
-    def _ensure_writer(self) -> None:
-        if self._writer is None:
-            with self._writer_lock:
-                if self._writer is None:
-                    self._writer = threading.Thread(
-                        target=self._write_loop, name="tally-sqlite-writer", daemon=True
-                    )
-                    self._writer.start()
-
-    def _write_loop(self) -> None:
-        conn = connect(self.path)
-        tx = SqlTx(conn, DIALECT)
+    async def _drain(self) -> None:
         try:
-            while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        job = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if job is None:
-                        self._queue.put(None)
-                        break
-                    batch.append(job)
-                self._commit_batch(conn, tx, batch)
+            while batch := self._next_batch():
+                await self._write_batch(batch)
         finally:
-            conn.close()
+            with self._state:
+                self._drainer = None
+            # Cancelled half-way (the loop is shutting down): give the turn and the
+            # transaction back, after whatever the disk thread is still doing.
+            self._disk.submit(self._abandon)
 
-    def _commit_batch(self, conn: sqlite3.Connection, tx: SqlTx, batch: list[_Job]) -> None:
-        # Writers of several processes (`--workers N`) take turns on a file lock: the kernel
-        # wakes the next one the moment the lock is free, where SQLite's busy handler would
-        # sleep and poll. SQLite's own lock still guards the file; this only orders the queue.
-        with self._turn():
-            self._commit_batch_in_turn(conn, tx, batch)
+    def _next_batch(self) -> list[_Job]:
+        with self._state:
+            batch = self._pending[:MAX_BATCH]
+            del self._pending[:MAX_BATCH]
+            return batch
 
-    @contextlib.contextmanager
-    def _turn(self) -> Iterator[None]:
-        with open(f"{self.path}-writer.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def _commit_batch_in_turn(self, conn: sqlite3.Connection, tx: SqlTx, batch: list[_Job]) -> None:
+    async def _write_batch(self, batch: list[_Job]) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn = await loop.run_in_executor(self._disk, self._begin)
+            self._run_jobs(conn, batch)
+            await loop.run_in_executor(self._disk, self._commit, conn)
         except sqlite3.Error as error:
-            self._fail_all(batch, _translate(error))
+            await loop.run_in_executor(self._disk, self._abandon)
+            self._settle_all(batch, _translate(error))
             return
-        # Alone in its batch, a job needs no savepoint: its failure rolls back the transaction.
-        alone = len(batch) == 1
-        try:
-            for job in batch:
-                if not alone:
-                    conn.execute("SAVEPOINT job")
-                try:
-                    job.outcome = job.work(tx)
-                    if not alone:
-                        conn.execute("RELEASE job")
-                except Exception as error:  # one job's failure must not sink the others
-                    job.failure = _translate(error) if isinstance(error, sqlite3.Error) else error
-                    conn.execute("ROLLBACK" if alone else "ROLLBACK TO job")
-                    if not alone:
-                        conn.execute("RELEASE job")
-            if conn.in_transaction:
-                conn.execute("COMMIT")
-            self.commits += 1
-            self.committed_jobs += len(batch)
-        except sqlite3.Error as error:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            self._fail_all(batch, _translate(error))
-            return
+        self.commits += 1
+        self.committed_jobs += len(batch)
         for job in batch:
             job.loop.call_soon_threadsafe(_settle, job)
 
+    def _begin(self) -> sqlite3.Connection:
+        """Wait for this process's turn to write (`--workers N` share one file), then BEGIN."""
+        if self._writer is None:
+            self._writer = connect(self.path)
+            self._turn_file = open(f"{self.path}-writer.lock", "a")  # noqa: SIM115
+        # The kernel wakes the next writer the moment the lock is free, where SQLite's busy
+        # handler would sleep and poll. SQLite's own lock still guards the file.
+        fcntl.flock(self._turn_file, fcntl.LOCK_EX)
+        self._holding = True
+        self._writer.execute("BEGIN IMMEDIATE")
+        return self._writer
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+        self._holding = False
+        fcntl.flock(self._turn_file, fcntl.LOCK_UN)
+
+    def _abandon(self) -> None:
+        """Roll back what was not committed and give the turn back (no-op when neither)."""
+        if self._writer is not None and self._writer.in_transaction:
+            self._writer.execute("ROLLBACK")
+        if self._holding:
+            self._holding = False
+            fcntl.flock(self._turn_file, fcntl.LOCK_UN)
+
     @staticmethod
-    def _fail_all(batch: list[_Job], failure: BaseException) -> None:
+    def _run_jobs(conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        """Each job in its own savepoint; alone in its batch, a job needs none."""
+        tx = SqlTx(conn, DIALECT)
+        alone = len(batch) == 1
+        for job in batch:
+            if not alone:
+                conn.execute("SAVEPOINT job")
+            try:
+                job.outcome = job.work(tx)
+                if not alone:
+                    conn.execute("RELEASE job")
+            except Exception as error:  # one job's failure must not sink the others
+                job.failure = _translate(error) if isinstance(error, sqlite3.Error) else error
+                conn.execute("ROLLBACK" if alone else "ROLLBACK TO job")
+                if not alone:
+                    conn.execute("RELEASE job")
+
+    @staticmethod
+    def _settle_all(batch: list[_Job], failure: BaseException) -> None:
         for job in batch:
             job.failure = failure
             job.loop.call_soon_threadsafe(_settle, job)
