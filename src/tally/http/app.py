@@ -96,6 +96,7 @@ def create_app(
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
+            await store.aclose()
             store.close()
 
     document: dict[str, Any] = openapi_document(ROUTES)

@@ -7,16 +7,18 @@ with a transaction-scoped advisory lock, so a concurrent duplicate is told it is
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
-import anyio.to_thread
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from tally.errors import Unavailable
 from tally.ports import Tx
+from tally.storage.bridge import BridgedConnection, run_in_greenlet
 from tally.storage.migrate import apply_migrations
 from tally.storage.sql import Connection, Dialect, SqlTx
 
@@ -43,72 +45,139 @@ DIALECT = Dialect(
 
 
 class PostgresStore:
-    """`tally.ports.Store` on a PostgreSQL database."""
+    """`tally.ports.Store` on a PostgreSQL database.
+
+    The server's reads and writes use psycopg's asyncio driver on the event loop (through
+    `tally.storage.bridge`); the command line's `transact` uses the blocking driver.
+    """
 
     def __init__(self, url: str, *, pool_size: int = 16) -> None:
         self.url = url
         self._pool: ConnectionPool[Any] | None = None
+        self._async_pools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = {}
         self._pool_size = pool_size
-        self._limiter = anyio.CapacityLimiter(pool_size)
 
     def migrate(self) -> list[str]:
         yoyo_url = "postgresql+psycopg://" + self.url.split("://", 1)[1]
         return apply_migrations(yoyo_url=yoyo_url, backend_name="postgres")
 
     def transact(self, work: Callable[[Tx], T]) -> T:
-        return self._run(work, begin="BEGIN")
+        for attempt in _attempts():
+            with attempt, self._blocking_pool().connection() as conn:
+                try:
+                    # Pipeline mode: statements whose results are not read (BEGIN, the
+                    # writes, COMMIT) travel together; a read waits only for itself.
+                    with conn.pipeline():
+                        conn.execute("BEGIN")
+                        result = work(SqlTx(conn, DIALECT))
+                        conn.execute("COMMIT")
+                    return result
+                except BaseException:
+                    if not conn.closed:
+                        conn.execute("ROLLBACK")
+                    raise
+        raise AssertionError("unreachable")
 
     async def write(self, work: Callable[[Tx], T]) -> T:
-        return await anyio.to_thread.run_sync(self.transact, work, limiter=self._limiter)
+        # Pipelined: a write's INSERTs, UPDATEs and COMMIT go in one round trip, which shortens
+        # how long the member's row lock is held. Reads gain nothing from it and psycopg's
+        # pipeline costs CPU, so they run plain.
+        return await self._run(work, "BEGIN", pipelined=True)
 
     async def read(self, work: Callable[[Tx], T]) -> T:
-        return await anyio.to_thread.run_sync(
-            self._run,
-            work,
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-            limiter=self._limiter,
+        return await self._run(
+            work, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", pipelined=False
         )
+
+    async def aclose(self) -> None:
+        pool = self._async_pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.close()
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
 
-    def _pool_(self) -> ConnectionPool[Any]:
+    def _blocking_pool(self) -> ConnectionPool[Any]:
         if self._pool is None:
             self._pool = ConnectionPool(
                 self.url,
                 min_size=1,
-                max_size=self._pool_size,
+                max_size=4,
                 kwargs={"autocommit": True},
                 timeout=10,
                 open=True,
             )
         return self._pool
 
-    def _run(self, work: Callable[[Tx], T], begin: str) -> T:
-        for attempt in range(RETRIES):
-            try:
-                with self._pool_().connection() as conn:
+    async def _pool_for_loop(self) -> AsyncConnectionPool[Any]:
+        loop = asyncio.get_running_loop()
+        pool = self._async_pools.get(loop)
+        if pool is None:
+            pool = AsyncConnectionPool(
+                self.url,
+                min_size=2,
+                max_size=self._pool_size,
+                kwargs={"autocommit": True},
+                timeout=10,
+                open=False,
+            )
+            self._async_pools[loop] = pool
+            await pool.open()
+        return pool
+
+    async def _run(self, work: Callable[[Tx], T], begin: str, *, pipelined: bool) -> T:
+        pool = await self._pool_for_loop()
+        for attempt in _attempts():
+            with attempt:
+                async with pool.connection() as conn:
                     try:
-                        # Pipeline mode: statements whose results are not read (BEGIN, the
-                        # writes, COMMIT) travel together; a read waits only for itself.
-                        with conn.pipeline():
-                            conn.execute(begin)
-                            result = work(SqlTx(conn, DIALECT))
-                            conn.execute("COMMIT")
+                        async with conn.pipeline() if pipelined else _nothing():
+                            await conn.execute(begin)
+                            tx = SqlTx(BridgedConnection(conn), DIALECT)
+                            result = await run_in_greenlet(work, tx)
+                            await conn.execute("COMMIT")
                         return result
                     except BaseException:
                         if not conn.closed:
-                            conn.execute("ROLLBACK")
+                            await conn.execute("ROLLBACK")
                         raise
-            except _RETRYABLE as error:
-                if attempt == RETRIES - 1:
-                    raise Unavailable(
-                        "The database is busy; nothing was changed. Please retry."
-                    ) from error
-            except (psycopg.OperationalError, PoolTimeout) as error:
-                raise Unavailable(
-                    "The database is unreachable; nothing was changed. Please retry."
-                ) from error
         raise AssertionError("unreachable")
+
+
+class _Attempt:
+    """One try of a unit of work: deadlocks retry; lost connections become `Unavailable`."""
+
+    def __init__(self, last: bool) -> None:
+        self.last = last
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: Any
+    ) -> bool:
+        if error is None:
+            return False
+        if isinstance(error, _RETRYABLE):
+            if self.last:
+                raise Unavailable(
+                    "The database is busy; nothing was changed. Please retry."
+                ) from error
+            return True  # swallow: the caller's loop tries again
+        if isinstance(error, psycopg.OperationalError | PoolTimeout):
+            raise Unavailable(
+                "The database is unreachable; nothing was changed. Please retry."
+            ) from error
+        return False
+
+
+@contextlib.asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield
+
+
+def _attempts() -> Iterator[_Attempt]:
+    for attempt in range(RETRIES):
+        yield _Attempt(last=attempt == RETRIES - 1)

@@ -151,6 +151,9 @@ class SqliteStore:
         finally:
             conn.execute("COMMIT")
 
+    async def aclose(self) -> None:
+        """Nothing is tied to the event loop: the connections close in `close`."""
+
     def close(self) -> None:
         with self._state:
             for conn in [*self._opened, self._writer]:
