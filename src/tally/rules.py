@@ -66,6 +66,17 @@ def locked_member(tx: Tx, program_id: int, member_id: str, now: datetime) -> Mem
     return locked
 
 
+def locked_members(
+    tx: Tx, program_id: int, member_ids: list[str], now: datetime
+) -> dict[str, MemberState]:
+    """The members that exist among `member_ids`, locked and brought up to date, in one go."""
+    states = tx.member_states(program_id, member_ids, now=now, lock=True)
+    for member_id, state in states.items():
+        if state.due:
+            states[member_id] = replace(state, member=catch_up(tx, state.member, now), due=False)
+    return states
+
+
 def catch_up(tx: Tx, member: Member, now: datetime) -> Member:
     """Post pending awards and expire lots that are due by `now`, in the order they fell due."""
     pending = [
@@ -149,6 +160,15 @@ def _new_entry(
 def award(
     tx: Tx, member: Member, cmd: AwardCommand, *, expire_after_days: int | None, now: datetime
 ) -> Posting:
+    posting = plan_award(member, cmd, expire_after_days=expire_after_days, now=now)
+    write_awards(tx, [posting])
+    return posting
+
+
+def plan_award(
+    member: Member, cmd: AwardCommand, *, expire_after_days: int | None, now: datetime
+) -> Posting:
+    """The entry and account an award makes (nothing written yet); raises if it cannot be."""
     pending = cmd.available_at is not None and cmd.available_at > now
     effective = cmd.available_at if pending and cmd.available_at else now
     expires_at = cmd.expires_at
@@ -186,11 +206,21 @@ def award(
         available_at=cmd.available_at,
         expires_at=expires_at,
     )
-    tx.insert_entry(entry)
-    if not pending:
-        tx.insert_lot(Lot(entry.id, cmd.points, expires_at, entry.seq), member_pk=member.pk)
-    tx.save_account(member.pk, account)
     return Posting(entry, account)
+
+
+def write_awards(tx: Tx, postings: list[Posting]) -> None:
+    """Write planned awards: their entries, a lot for each posted one, each member's account."""
+    tx.insert_entries([p.entry for p in postings])
+    tx.insert_lots(
+        [
+            (Lot(p.entry.id, p.entry.points, p.entry.expires_at, p.entry.seq), p.entry.member_pk)
+            for p in postings
+            if p.entry.status is EntryStatus.POSTED
+        ]
+    )
+    # Only each member's last account matters: it already counts the earlier awards.
+    tx.save_accounts({p.entry.member_pk: p.account for p in postings})
 
 
 def spend(

@@ -61,7 +61,7 @@ from tally.errors import (
     Unauthorized,
 )
 from tally.keys import KeyCache, Principal, hash_secret, well_formed
-from tally.ports import MemberState, Store, StoredReply, Tx
+from tally.ports import Store, StoredReply, Tx
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -179,32 +179,24 @@ class Ledger:
         render: Callable[[BulkOutcome], tuple[int, bytes]],
     ) -> Reply:
         def effect(tx: Tx, now: datetime) -> BulkOutcome:
-            members: dict[str, MemberState | None] = {}
+            named = {i.member_id: None for i in cmd.items if not isinstance(i, BulkItemError)}
+            members = rules.locked_members(tx, program_id, list(named), now)
             postings: list[tuple[int, Posting]] = []
             failures: list[BulkFailure] = []
             for index, item in enumerate(cmd.items):
                 if isinstance(item, BulkItemError):
                     failures.append(BulkFailure(index, item.member_id, item.error))
                     continue
+                locked = members.get(item.member_id)
                 try:
-                    if item.member_id not in members:
-                        members[item.member_id] = rules.locked_member(
-                            tx, program_id, item.member_id, now
-                        )
-                    locked = members[item.member_id]
                     if locked is None:
                         raise MemberNotFound(f"Member {item.member_id} does not exist.")
-                    posting = rules.award(
-                        tx,
+                    posting = rules.plan_award(
                         locked.member,
                         item,
                         expire_after_days=locked.expire_after_days,
                         now=now,
                     )
-                except MemberNotFound as error:
-                    members[item.member_id] = None
-                    failures.append(BulkFailure(index, item.member_id, error))
-                    continue
                 except TallyError as error:
                     failures.append(BulkFailure(index, item.member_id, error))
                     continue
@@ -214,6 +206,7 @@ class Ledger:
                 postings.append((index, posting))
             if cmd.atomic and failures:
                 raise rules.bulk_rejected(failures, len(cmd.items))
+            rules.write_awards(tx, [posting for _, posting in postings])
             return BulkOutcome(postings, failures)
 
         return await self._change(program_id, idempotency, effect, render)

@@ -60,3 +60,14 @@ class BridgedConnection:
 
     def execute(self, sql: Any, params: Sequence[Any] = ()) -> BridgedCursor:
         return BridgedCursor(wait_for(self._connection.execute(sql, params)))
+
+    def cursor(self) -> BridgedManyCursor:
+        return BridgedManyCursor(self._connection)
+
+
+class BridgedManyCursor:
+    def __init__(self, connection: AsyncConnection[Any]) -> None:
+        self._connection = connection
+
+    def executemany(self, sql: Any, rows: Sequence[Sequence[Any]]) -> None:
+        wait_for(self._connection.cursor().executemany(sql, rows))

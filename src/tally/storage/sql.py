@@ -58,6 +58,7 @@ class Cursor(Protocol):
 
 class Connection(Protocol):
     def execute(self, sql: Any, params: Sequence[Any] = ...) -> Any: ...
+    def cursor(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,61 @@ def _history_filter(query: HistoryQuery) -> tuple[str, list[Any]]:
     return clauses, params
 
 
+_SAVE_ACCOUNT = (
+    "UPDATE members SET balance = ?, pending = ?, lifetime_earned = ?, lifetime_redeemed = ?, "
+    "lifetime_deducted = ?, lifetime_expired = ?, last_seq = ?, entry_count = ? WHERE pk = ?"
+)
+_INSERT_ENTRY = (
+    "INSERT INTO entries (id, program_id, member_pk, seq, type, status, points, reason, "
+    "reference, metadata, balance_after, created_at, effective_at, available_at, expires_at, "
+    "posted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_LOT = (
+    "INSERT INTO lots (entry_id, member_pk, seq, points, remaining, expires_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _account_row(member_pk: int, a: Account) -> tuple[int, ...]:
+    return (
+        a.balance,
+        a.pending,
+        a.lifetime_earned,
+        a.lifetime_redeemed,
+        a.lifetime_deducted,
+        a.lifetime_expired,
+        a.last_seq,
+        a.entry_count,
+        member_pk,
+    )
+
+
+def _entry_row(e: Entry) -> tuple[Any, ...]:
+    return (
+        e.id,
+        e.program_id,
+        e.member_pk,
+        e.seq,
+        e.type.value,
+        e.status.value,
+        e.points,
+        e.reason,
+        e.reference,
+        e.metadata,
+        e.balance_after,
+        to_micros(e.created_at),
+        to_micros(e.effective_at),
+        _opt_micros(e.available_at),
+        _opt_micros(e.expires_at),
+        _opt_micros(e.posted_at),
+    )
+
+
+def _lot_row(lot: Lot, member_pk: int) -> tuple[Any, ...]:
+    expires = NEVER if lot.expires_at is None else to_micros(lot.expires_at)
+    return (lot.entry_id, member_pk, lot.seq, lot.remaining, lot.remaining, expires)
+
+
 class SqlTx:
     """One open transaction on a DB-API style connection (see `tally.ports.Tx`)."""
 
@@ -182,6 +238,10 @@ class SqlTx:
             text = sql.replace("?", self._dialect.placeholder)
             self._sql_cache[sql] = text
         return self._conn.execute(text, params)
+
+    def _run_many(self, sql: str, rows: list[Sequence[Any]]) -> None:
+        if rows:
+            self._conn.cursor().executemany(sql.replace("?", self._dialect.placeholder), rows)
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._run(sql, params).fetchone()
@@ -320,69 +380,50 @@ class SqlTx:
     def member_state(
         self, program_id: int, member_id: str, *, now: datetime, lock: bool
     ) -> MemberState | None:
-        # One round trip: the member (locked if asked), its program's policy, and the soonest
-        # moment anything falls due. The sub-selects take no parameters, so even a cached
+        states = self.member_states(program_id, [member_id], now=now, lock=lock)
+        return states.get(member_id)
+
+    def member_states(
+        self, program_id: int, member_ids: list[str], *, now: datetime, lock: bool
+    ) -> dict[str, MemberState]:
+        # One round trip per 500 members: each member (locked if asked, in primary-key order so
+        # concurrent bulk requests never deadlock), its program's policy, and the soonest moment
+        # anything falls due for it. The sub-selects take no parameters, so even a cached
         # generic plan reads them from the partial indexes instead of scanning all lots.
         suffix = self._dialect.for_update_of_member if lock else ""
-        row = self._one(
-            f"SELECT {_LOCKED_MEMBER_COLUMNS}, p.points_expire_after_days, "
-            "(SELECT MIN(e.available_at) FROM entries e "
-            "WHERE e.member_pk = m.pk AND e.status = 'pending'), "
-            "(SELECT MIN(l.expires_at) FROM lots l WHERE l.member_pk = m.pk AND l.remaining > 0) "
-            "FROM members m JOIN programs p ON p.id = m.program_id "
-            f"WHERE m.program_id = ? AND m.member_id = ?{suffix}",
-            (program_id, member_id),
-        )
-        if row is None:
-            return None
         at = to_micros(now)
-        due = any(moment is not None and moment <= at for moment in row[16:18])
-        return MemberState(_member(row), row[15], due)
+        states: dict[str, MemberState] = {}
+        for start in range(0, len(member_ids), 500):
+            chunk = member_ids[start : start + 500]
+            rows = self._all(
+                f"SELECT {_LOCKED_MEMBER_COLUMNS}, p.points_expire_after_days, "
+                "(SELECT MIN(e.available_at) FROM entries e "
+                "WHERE e.member_pk = m.pk AND e.status = 'pending'), "
+                "(SELECT MIN(l.expires_at) FROM lots l "
+                "WHERE l.member_pk = m.pk AND l.remaining > 0) "
+                "FROM members m JOIN programs p ON p.id = m.program_id "
+                f"WHERE m.program_id = ? AND m.member_id IN ({', '.join('?' * len(chunk))}) "
+                f"ORDER BY m.pk{suffix}",
+                (program_id, *chunk),
+            )
+            for row in rows:
+                due = any(moment is not None and moment <= at for moment in row[16:18])
+                states[row[2]] = MemberState(_member(row), row[15], due)
+        return states
 
     def save_account(self, member_pk: int, account: Account) -> None:
-        self._run(
-            "UPDATE members SET balance = ?, pending = ?, lifetime_earned = ?, "
-            "lifetime_redeemed = ?, lifetime_deducted = ?, lifetime_expired = ?, last_seq = ?, "
-            "entry_count = ? WHERE pk = ?",
-            (
-                account.balance,
-                account.pending,
-                account.lifetime_earned,
-                account.lifetime_redeemed,
-                account.lifetime_deducted,
-                account.lifetime_expired,
-                account.last_seq,
-                account.entry_count,
-                member_pk,
-            ),
-        )
+        self._run(_SAVE_ACCOUNT, _account_row(member_pk, account))
+
+    def save_accounts(self, accounts: dict[int, Account]) -> None:
+        self._run_many(_SAVE_ACCOUNT, [_account_row(pk, a) for pk, a in accounts.items()])
 
     # ledger entries
 
     def insert_entry(self, entry: Entry) -> None:
-        self._run(
-            "INSERT INTO entries (id, program_id, member_pk, seq, type, status, points, reason, "
-            "reference, metadata, balance_after, created_at, effective_at, available_at, "
-            "expires_at, posted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                entry.id,
-                entry.program_id,
-                entry.member_pk,
-                entry.seq,
-                entry.type.value,
-                entry.status.value,
-                entry.points,
-                entry.reason,
-                entry.reference,
-                entry.metadata,
-                entry.balance_after,
-                to_micros(entry.created_at),
-                to_micros(entry.effective_at),
-                _opt_micros(entry.available_at),
-                _opt_micros(entry.expires_at),
-                _opt_micros(entry.posted_at),
-            ),
-        )
+        self._run(_INSERT_ENTRY, _entry_row(entry))
+
+    def insert_entries(self, entries: list[Entry]) -> None:
+        self._run_many(_INSERT_ENTRY, [_entry_row(e) for e in entries])
 
     def post_pending(
         self, entry_id: str, *, seq: int, balance_after: int, posted_at: datetime
@@ -442,12 +483,10 @@ class SqlTx:
     # lots
 
     def insert_lot(self, lot: Lot, *, member_pk: int) -> None:
-        expires = NEVER if lot.expires_at is None else to_micros(lot.expires_at)
-        self._run(
-            "INSERT INTO lots (entry_id, member_pk, seq, points, remaining, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (lot.entry_id, member_pk, lot.seq, lot.remaining, lot.remaining, expires),
-        )
+        self._run(_INSERT_LOT, _lot_row(lot, member_pk))
+
+    def insert_lots(self, lots: list[tuple[Lot, int]]) -> None:
+        self._run_many(_INSERT_LOT, [_lot_row(lot, pk) for lot, pk in lots])
 
     def open_lots(
         self, member_pk: int, *, expiring_by: datetime | None = None, covering: int | None = None
