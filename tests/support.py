@@ -173,3 +173,27 @@ def start_server(database_url: str, *, workers: int = 1, **env: str) -> Server:
             time.sleep(0.05)  # waiting for a port to open, not synchronising test steps
     server.stop(signal.SIGKILL)
     raise RuntimeError("tally serve did not start within 30 s")
+
+
+def everything(api: Api, key: str | None = None) -> dict[str, Any]:
+    """All a program can read: settings, rewards, members with balances, histories, redemptions."""
+
+    def data(path: str, **params: Any) -> Any:
+        response = api.get(path, key=key, **params)
+        assert response.status_code == 200, response.text
+        return response.json()["data"]
+
+    members = data("/v1/members", per_page=100)
+    return {
+        "program": data("/v1/program"),
+        "rewards": data("/v1/rewards", per_page=100),
+        "members": {
+            m["member_id"]: {
+                "profile": m,
+                "balance": data(f"/v1/members/{m['member_id']}/balance"),
+                "history": data(f"/v1/members/{m['member_id']}/transactions", per_page=100),
+                "redemptions": data(f"/v1/members/{m['member_id']}/redemptions", per_page=100),
+            }
+            for m in members
+        },
+    }

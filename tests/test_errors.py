@@ -19,7 +19,7 @@ import pytest
 from tally.domain import Scope
 from tally.maintenance import create_key
 from tally.ports import Store
-from tests.support import Api, FakeClock, serve_app
+from tests.support import Api, FakeClock, everything, serve_app
 
 # Helpers: what an error must look like, and everything a program can see.
 
@@ -63,30 +63,6 @@ def assert_all(got: dict[str, Any], expected: Any) -> None:
     """Every route answered `expected`; the failure lists only those that did not."""
     want = expected if isinstance(expected, dict) else dict.fromkeys(got, expected)
     assert {name: answer for name, answer in got.items() if answer != want[name]} == {}
-
-
-def everything(api: Api, key: str | None = None) -> dict[str, Any]:
-    """All a program can read: settings, rewards, members with balances, histories, redemptions."""
-
-    def data(path: str, **params: Any) -> Any:
-        response = api.get(path, key=key, **params)
-        assert response.status_code == 200, response.text
-        return response.json()["data"]
-
-    members = data("/v1/members", per_page=100)
-    return {
-        "program": data("/v1/program"),
-        "rewards": data("/v1/rewards", per_page=100),
-        "members": {
-            m["member_id"]: {
-                "profile": m,
-                "balance": data(f"/v1/members/{m['member_id']}/balance"),
-                "history": data(f"/v1/members/{m['member_id']}/transactions", per_page=100),
-                "redemptions": data(f"/v1/members/{m['member_id']}/redemptions", per_page=100),
-            }
-            for m in members
-        },
-    }
 
 
 @contextlib.contextmanager

@@ -20,33 +20,9 @@ from tally.domain import Scope
 from tally.http.app import create_app
 from tally.maintenance import create_key, sweep_now
 from tally.ports import Store
-from tests.support import Api, FakeClock
+from tests.support import Api, FakeClock, everything
 
 REPLAYED = "Idempotent-Replayed"
-
-
-def everything(api: Api, key: str | None = None) -> dict[str, Any]:
-    """All a program can read: settings, rewards, members with balances, histories, redemptions."""
-
-    def data(path: str, **params: Any) -> Any:
-        response = api.get(path, key=key, **params)
-        assert response.status_code == 200, response.text
-        return response.json()["data"]
-
-    members = data("/v1/members", per_page=100)
-    return {
-        "program": data("/v1/program"),
-        "rewards": data("/v1/rewards", per_page=100),
-        "members": {
-            m["member_id"]: {
-                "profile": m,
-                "balance": data(f"/v1/members/{m['member_id']}/balance"),
-                "history": data(f"/v1/members/{m['member_id']}/transactions", per_page=100),
-                "redemptions": data(f"/v1/members/{m['member_id']}/redemptions", per_page=100),
-            }
-            for m in members
-        },
-    }
 
 
 def assert_refused(response: httpx.Response, status: int, code: str) -> dict[str, Any]:

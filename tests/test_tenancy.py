@@ -16,37 +16,13 @@ import httpx
 import pytest
 
 from tally.domain import Scope
-from tests.support import Api
+from tests.support import Api, everything
 
 A_ONLY_MEMBER = "alice"  # exists in program A only
 NOBODY = "nobody"  # exists nowhere
 MISSING_TXN = "txn_01NOSUCHTRANSACTION0000000"
 MISSING_RWD = "rwd_01NOSUCHREWARD000000000000"
 MISSING_RED = "red_01NOSUCHREDEMPTION00000000"
-
-
-def everything(api: Api, key: str | None = None) -> dict[str, Any]:
-    """All a program can read: settings, rewards, members with balances, histories, redemptions."""
-
-    def data(path: str, **params: Any) -> Any:
-        response = api.get(path, key=key, **params)
-        assert response.status_code == 200, response.text
-        return response.json()["data"]
-
-    members = data("/v1/members", per_page=100)
-    return {
-        "program": data("/v1/program"),
-        "rewards": data("/v1/rewards", per_page=100),
-        "members": {
-            m["member_id"]: {
-                "profile": m,
-                "balance": data(f"/v1/members/{m['member_id']}/balance"),
-                "history": data(f"/v1/members/{m['member_id']}/transactions", per_page=100),
-                "redemptions": data(f"/v1/members/{m['member_id']}/redemptions", per_page=100),
-            }
-            for m in members
-        },
-    }
 
 
 @dataclass(frozen=True)
