@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from tally.commands import Clock, SweepReport
+from tally.maintenance import run_async
 from tally.ports import Store
 from tally.service import Ledger
 from tests.support import Api, FakeClock
@@ -36,7 +36,7 @@ def move_to(clock: FakeClock, when: str | datetime) -> None:
 
 def sweep(store: Store, clock: Clock) -> SweepReport:
     """What `tally sweep` does, at the clock's time, on this thread's own event loop."""
-    return asyncio.run(Ledger(store, clock=clock).sweep())
+    return run_async(store, Ledger(store, clock=clock).sweep)
 
 
 def program_id(store: Store, name: str = "acme") -> int:

@@ -18,7 +18,7 @@ import pytest
 from tally.config import Settings
 from tally.domain import Scope
 from tally.http.app import create_app
-from tally.maintenance import create_key, sweep_now
+from tally.maintenance import create_key, run_async, sweep_now
 from tally.ports import Store
 from tests.support import Api, FakeClock, everything
 
@@ -394,7 +394,7 @@ def test_concurrent_duplicates_are_in_progress_or_replays_and_apply_once(
             balance = await client.get("/v1/members/m/balance", headers=auth)
         return list(responses), balance
 
-    responses, balance = asyncio.run(scenario())
+    responses, balance = run_async(store, scenario)
     originals = [r for r in responses if r.status_code == 200 and r.headers.get(REPLAYED) != "true"]
     assert len(originals) == 1, [r.text[:200] for r in responses]
     for response in responses:

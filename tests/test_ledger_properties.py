@@ -14,7 +14,6 @@ run on PostgreSQL when TALLY_TEST_POSTGRES_URL is set).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
 import tempfile
@@ -40,7 +39,7 @@ from hypothesis.stateful import (
 )
 
 from tally.domain import Scope
-from tally.maintenance import create_key, verify
+from tally.maintenance import create_key, run_async, verify
 from tally.ports import Store
 from tally.service import Ledger
 from tally.storage import open_store
@@ -395,7 +394,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule()
     def sweep(self) -> None:
-        asyncio.run(Ledger(self.store, clock=self.clock).sweep())
+        run_async(self.store, Ledger(self.store, clock=self.clock).sweep)
 
     # invariants
 

@@ -10,6 +10,7 @@ import pytest
 from tally.commands import AwardCommand, DeductCommand, Idempotency, Posting
 from tally.domain import Account, Lot, Profile, Scope
 from tally.errors import InsufficientPoints, MemberNotFound
+from tally.maintenance import run_async
 from tally.ports import Store, StoredReply, Tx
 from tally.service import Ledger
 from tally.storage.sqlite import SqliteStore
@@ -171,7 +172,7 @@ def test_concurrent_writes_with_failures_mixed_in_each_get_their_own_outcome(
             calls += [award("a", 10), award("ghost", 1), deduct("b", 1), award("b", 1, f"k{i}")]
         return await asyncio.gather(*calls, return_exceptions=True)
 
-    outcomes = asyncio.run(everything())
+    outcomes = run_async(store, everything)
     kinds = [type(o).__name__ for o in outcomes]
     assert kinds.count("MemberNotFound") == 60
     assert kinds.count("Reply") + kinds.count("InsufficientPoints") == 180

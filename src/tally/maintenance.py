@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from tally import ids
 from tally.commands import Clock, CreatedKey, SweepReport
@@ -14,6 +17,8 @@ from tally.domain import (
 from tally.keys import generate_key
 from tally.ports import LedgerCheck, Store, Tx
 from tally.service import Ledger, system_clock
+
+T = TypeVar("T")
 
 
 def create_key(store: Store, *, program: str, scope: Scope, now: datetime) -> CreatedKey:
@@ -101,8 +106,19 @@ def verify(store: Store) -> list[Mismatch]:
     return store.transact(work)
 
 
+def run_async(store: Store, main: Callable[[], Awaitable[T]]) -> T:
+    """`asyncio.run(main())` for code outside the server, releasing what `store` tied to that
+    event loop (PostgreSQL's async pool) before the loop closes."""
+
+    async def guarded() -> T:
+        try:
+            return await main()
+        finally:
+            await store.aclose()
+
+    return asyncio.run(guarded())
+
+
 def sweep_now(store: Store, *, clock: Clock = system_clock) -> SweepReport:
     """`tally sweep`: apply everything due, then drop expired idempotency replies."""
-    import asyncio
-
-    return asyncio.run(Ledger(store, clock=clock).sweep())
+    return run_async(store, Ledger(store, clock=clock).sweep)

@@ -183,7 +183,8 @@ class Store(Protocol):
         ...
 
     async def aclose(self) -> None:
-        """Release what the store holds for the running event loop (at server shutdown)."""
+        """Release what the store holds for the running event loop; await it before that loop
+        ends (the server's lifespan does; elsewhere use `tally.maintenance.run_async`)."""
         ...
 
     def close(self) -> None: ...
