@@ -21,7 +21,7 @@ from tally.domain import Scope
 from tally.maintenance import create_key, verify
 from tally.ports import Store
 from tally.storage import open_store
-from tests.support import Api, FakeClock, serve_app
+from tests.support import Api, FakeClock, postgres_copy, serve_app
 
 warnings.filterwarnings("ignore", message=".*httpx.*", category=DeprecationWarning)
 
@@ -64,14 +64,8 @@ def database_url(
     if POSTGRES_URL is None:
         pytest.skip("TALLY_TEST_POSTGRES_URL is not set")
     template = request.getfixturevalue("postgres_template")
-    name = f"tally_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    try:
-        yield with_database(POSTGRES_URL, name)
-    finally:
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_copy(POSTGRES_URL, template, prefix="tally_test") as url:
+        yield url
 
 
 @pytest.fixture

@@ -197,3 +197,21 @@ def everything(api: Api, key: str | None = None) -> dict[str, Any]:
             for m in members
         },
     }
+
+
+@contextlib.contextmanager
+def postgres_copy(admin_url: str, template: str, *, prefix: str) -> Iterator[str]:
+    """A fresh database copied from `template` (its URL), dropped afterwards."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield urlunsplit(urlsplit(admin_url)._replace(path="/" + name))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -17,14 +17,12 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -43,7 +41,7 @@ from tally.maintenance import create_key, run_async, verify
 from tally.ports import Store
 from tally.service import Ledger
 from tally.storage import open_store
-from tests.conftest import POSTGRES_URL, with_database
+from tests.conftest import POSTGRES_URL
 from tests.ledger_support import (
     assert_ledger_order,
     counters_add_up,
@@ -51,7 +49,7 @@ from tests.ledger_support import (
     lot_remainders,
     stamp,
 )
-from tests.support import Api, FakeClock, serve_app
+from tests.support import Api, FakeClock, postgres_copy, serve_app
 
 START = datetime(2026, 1, 1, 12, tzinfo=UTC)
 MEMBERS = ("alice", "bob")
@@ -462,16 +460,9 @@ def sqlite_copies(template: Path) -> DatabaseFactory:
 def postgres_copies(template: str) -> DatabaseFactory:
     assert POSTGRES_URL is not None
 
-    @contextlib.contextmanager
-    def copy() -> Iterator[str]:
-        name = f"tally_machine_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-        try:
-            yield with_database(POSTGRES_URL, name)
-        finally:
-            with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    def copy() -> contextlib.AbstractContextManager[str]:
+        assert POSTGRES_URL is not None
+        return postgres_copy(POSTGRES_URL, template, prefix="tally_machine")
 
     return copy
 
