@@ -86,6 +86,40 @@ def test_open_lots_come_in_spend_order(store: Store) -> None:
     assert [lot.entry_id for lot in due] == ["soon", "soon-too"]
     assert store.transact(lambda tx: tx.next_expiration(pk)) == (10, NOW + timedelta(days=1))
 
+    def state_with_expiration(tx: Tx) -> object:
+        state = tx.member_state(program_id, "m", now=NOW, lock=False, with_expiration=True)
+        assert state is not None
+        return state.next_expiration
+
+    # The balance read takes the same figure from the member's one statement.
+    assert store.transact(state_with_expiration) == (10, NOW + timedelta(days=1))
+    store.transact(lambda tx: [tx.set_remaining(lot, 0) for lot in ("soon", "soon-too")])
+    assert store.transact(state_with_expiration) is None  # never-expiring lots only
+
+
+def test_a_one_statement_read_sees_data_and_refuses_a_second_statement(store: Store) -> None:
+    program_id = _program(store)
+    _member(store, program_id)
+
+    async def reads() -> tuple[object, type[BaseException] | None]:
+        found = await store.read(lambda tx: tx.get_member(program_id, "m"), one_statement=True)
+
+        def two_statements(tx: Tx) -> None:
+            tx.get_member(program_id, "m")
+            tx.count_members(program_id)
+
+        try:
+            await store.read(two_statements, one_statement=True)
+        except AssertionError as error:
+            return found, type(error)
+        return found, None
+
+    found, refused = run_async(store, reads)
+    assert getattr(found, "member_id", None) == "m"
+    assert refused is AssertionError
+    # The store is still usable afterwards.
+    assert store.transact(lambda tx: tx.count_members(program_id)) == 1
+
 
 def _entry_for_lot(tx: Tx, program_id: int, pk: int, lot: Lot) -> None:
     from tally.domain import Entry, EntryStatus, EntryType

@@ -68,6 +68,8 @@ class MemberState:
     member: Member
     expire_after_days: int | None
     due: bool
+    # The soonest lot expiry (points, when), read only when asked for (`with_expiration`).
+    next_expiration: tuple[int, datetime] | None = None
 
 
 class Tx(Protocol):
@@ -106,7 +108,13 @@ class Tx(Protocol):
     def list_members(self, program_id: int, *, offset: int, limit: int) -> list[Member]: ...
     def count_members(self, program_id: int) -> int: ...
     def member_state(
-        self, program_id: int, member_id: str, *, now: datetime, lock: bool
+        self,
+        program_id: int,
+        member_id: str,
+        *,
+        now: datetime,
+        lock: bool,
+        with_expiration: bool = False,
     ) -> MemberState | None: ...
     def member_states(
         self, program_id: int, member_ids: list[str], *, now: datetime, lock: bool
@@ -174,8 +182,13 @@ class Store(Protocol):
         """Run `work` atomically, possibly in a group commit; return after it is durable."""
         ...
 
-    async def read(self, work: Callable[[Tx], T]) -> T:
-        """Run `work` on a consistent snapshot; it must not write."""
+    async def read(self, work: Callable[[Tx], T], *, one_statement: bool = False) -> T:
+        """Run `work` on a consistent snapshot; it must not write.
+
+        With `one_statement=True`, `work` issues exactly one statement, which sees a consistent
+        snapshot by itself: the store may skip opening a transaction (one round trip instead of
+        three on PostgreSQL). A second statement raises.
+        """
         ...
 
     def migrate(self) -> list[str]:

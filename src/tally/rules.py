@@ -306,19 +306,37 @@ def catch_up_members(tx: Tx, *, members: list[tuple[int, str]], clock: Clock) ->
 def current_member(
     tx: Tx, program_id: int, member_id: str, now: datetime, writable: bool
 ) -> Member:
-    """The member with everything due by `now` applied.
+    """The member with everything due by `now` applied (see `current_state`)."""
+    return current_state(tx, program_id, member_id, now, writable).member
 
-    A read transaction cannot apply anything: it raises `Due`, and the read runs again as a
-    write, where the member is locked and brought up to date.
+
+def current_state(
+    tx: Tx,
+    program_id: int,
+    member_id: str,
+    now: datetime,
+    writable: bool,
+    *,
+    with_expiration: bool = False,
+) -> MemberState:
+    """The member's state with everything due by `now` applied.
+
+    A read cannot apply anything: it raises `Due`, and the read runs again as a write, where
+    the member is locked and brought up to date. A read that finds nothing due is one statement.
     """
     if writable:
-        return locked_member(tx, program_id, member_id, now).member
-    state = tx.member_state(program_id, member_id, now=now, lock=False)
-    if state is None:
+        state = locked_member(tx, program_id, member_id, now)
+        if with_expiration:
+            state = replace(state, next_expiration=tx.next_expiration(state.member.pk))
+        return state
+    found = tx.member_state(
+        program_id, member_id, now=now, lock=False, with_expiration=with_expiration
+    )
+    if found is None:
         raise MemberNotFound(f"Member {member_id} does not exist.")
-    if state.due:
+    if found.due:
         raise Due()
-    return state.member
+    return found
 
 
 def reward_or_raise(tx: Tx, program_id: int, reward_id: str, *, lock: bool = False) -> Reward:

@@ -126,10 +126,14 @@ class Ledger:
             if marker is not None:
                 self._inflight.discard(marker)
 
-    async def _view(self, read: Callable[[Tx, datetime, bool], T]) -> T:
+    async def _view(
+        self, read: Callable[[Tx, datetime, bool], T], *, one_statement: bool = False
+    ) -> T:
         """Run a read; if it finds a member with work due, run it again as a write."""
         try:
-            return await self._store.read(lambda tx: read(tx, self._clock(), False))
+            return await self._store.read(
+                lambda tx: read(tx, self._clock(), False), one_statement=one_statement
+            )
         except rules.Due:
             return await self._store.write(lambda tx: read(tx, self._clock(), True))
 
@@ -141,7 +145,7 @@ class Ledger:
         digest = hash_secret(secret)
         found, principal = self._keys.get(digest)
         if not found:
-            record = await self._store.read(lambda tx: tx.find_key(digest))
+            record = await self._store.read(lambda tx: tx.find_key(digest), one_statement=True)
             principal = None
             if record is not None and not record.revoked:
                 principal = Principal(record.key_id, record.program_id, record.scope)
@@ -262,10 +266,13 @@ class Ledger:
 
     async def balance(self, program_id: int, member_id: str) -> BalanceView:
         def read(tx: Tx, now: datetime, writable: bool) -> BalanceView:
-            member = rules.current_member(tx, program_id, member_id, now, writable)
-            return BalanceView(member.member_id, member.account, tx.next_expiration(member.pk))
+            state = rules.current_state(
+                tx, program_id, member_id, now, writable, with_expiration=True
+            )
+            member = state.member
+            return BalanceView(member.member_id, member.account, state.next_expiration)
 
-        return await self._view(read)
+        return await self._view(read, one_statement=True)
 
     async def history(
         self, program_id: int, member_id: str, query: HistoryQuery, page: Page
@@ -315,7 +322,7 @@ class Ledger:
                 raise MemberNotFound(f"Member {member_id} does not exist.")
             return member
 
-        return await self._view(read)
+        return await self._view(read, one_statement=True)
 
     async def members(self, program_id: int, page: Page) -> Listing[Member]:
         def read(tx: Tx, now: datetime, writable: bool) -> Listing[Member]:
@@ -328,7 +335,7 @@ class Ledger:
     # program
 
     async def program(self, program_id: int) -> Program:
-        return await self._store.read(lambda tx: tx.get_program(program_id))
+        return await self._store.read(lambda tx: tx.get_program(program_id), one_statement=True)
 
     async def set_expiry_policy(self, program_id: int, days: int | None) -> Program:
         def work(tx: Tx) -> Program:
@@ -367,7 +374,7 @@ class Ledger:
         def read(tx: Tx, now: datetime, writable: bool) -> Reward:
             return rules.reward_or_raise(tx, program_id, reward_id)
 
-        return await self._view(read)
+        return await self._view(read, one_statement=True)
 
     async def rewards(self, program_id: int, page: Page) -> Listing[Reward]:
         def read(tx: Tx, now: datetime, writable: bool) -> Listing[Reward]:
@@ -483,7 +490,7 @@ class Ledger:
         def read(tx: Tx, now: datetime, writable: bool) -> Redemption:
             return rules.redemption_or_raise(tx, program_id, redemption_id)
 
-        return await self._view(read)
+        return await self._view(read, one_statement=True)
 
     async def redemptions(self, program_id: int, member_id: str, page: Page) -> Listing[Redemption]:
         def read(tx: Tx, now: datetime, writable: bool) -> Listing[Redemption]:

@@ -51,7 +51,10 @@ class PostgresStore:
     `tally.storage.bridge`); the command line's `transact` uses the blocking driver.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 16) -> None:
+    # Connections per server process and event loop. On the 2-core benchmark machine 8 did as
+    # well as 16 and better than 32 (more backends only queue for the same cores); several
+    # processes sharing one PostgreSQL then stay well under its default 100 connections.
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
         self.url = url
         self._pool: ConnectionPool[Any] | None = None
         self._async_pools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = {}
@@ -84,7 +87,11 @@ class PostgresStore:
         # pipeline costs CPU, so they run plain.
         return await self._run(work, "BEGIN", pipelined=True)
 
-    async def read(self, work: Callable[[Tx], T]) -> T:
+    async def read(self, work: Callable[[Tx], T], *, one_statement: bool = False) -> T:
+        if one_statement:
+            # A single statement sees one snapshot by itself: no BEGIN, no COMMIT, one round
+            # trip on an autocommit connection.
+            return await self._run(work, None, pipelined=False)
         return await self._run(
             work, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", pipelined=False
         )
@@ -127,12 +134,15 @@ class PostgresStore:
             await pool.open()
         return pool
 
-    async def _run(self, work: Callable[[Tx], T], begin: str, *, pipelined: bool) -> T:
+    async def _run(self, work: Callable[[Tx], T], begin: str | None, *, pipelined: bool) -> T:
         pool = await self._pool_for_loop()
         for attempt in _attempts():
             with attempt:
                 async with pool.connection() as conn:
                     try:
+                        if begin is None:
+                            tx = SqlTx(BridgedConnection(conn), DIALECT, one_statement=True)
+                            return await run_in_greenlet(work, tx)
                         async with conn.pipeline() if pipelined else _nothing():
                             await conn.execute(begin)
                             tx = SqlTx(BridgedConnection(conn), DIALECT)
@@ -140,7 +150,7 @@ class PostgresStore:
                             await conn.execute("COMMIT")
                         return result
                     except BaseException:
-                        if not conn.closed:
+                        if begin is not None and not conn.closed:
                             await conn.execute("ROLLBACK")
                         raise
         raise AssertionError("unreachable")

@@ -227,21 +227,32 @@ def _lot_row(lot: Lot, member_pk: int) -> tuple[Any, ...]:
 class SqlTx:
     """One open transaction on a DB-API style connection (see `tally.ports.Tx`)."""
 
-    def __init__(self, conn: Connection, dialect: Dialect) -> None:
+    def __init__(self, conn: Connection, dialect: Dialect, *, one_statement: bool = False) -> None:
         self._conn = conn
         self._dialect = dialect
         self._sql_cache: dict[str, str] = {}
+        self._statements_left = 1 if one_statement else -1
 
-    def _run(self, sql: str, params: Sequence[Any] = ()) -> Any:
+    def _count_statement(self) -> None:
+        if self._statements_left == 0:
+            raise AssertionError("a one-statement read issued a second statement")
+        self._statements_left -= 1
+
+    def _text(self, sql: str) -> str:
         text = self._sql_cache.get(sql)
         if text is None:
             text = sql.replace("?", self._dialect.placeholder)
             self._sql_cache[sql] = text
-        return self._conn.execute(text, params)
+        return text
 
-    def _run_many(self, sql: str, rows: list[Sequence[Any]]) -> None:
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self._count_statement()
+        return self._conn.execute(self._text(sql), params)
+
+    def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            self._conn.cursor().executemany(sql.replace("?", self._dialect.placeholder), rows)
+            self._count_statement()
+            self._conn.cursor().executemany(self._text(sql), rows)
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._run(sql, params).fetchone()
@@ -378,19 +389,41 @@ class SqlTx:
         return int(self._one("SELECT COUNT(*) FROM members WHERE program_id = ?", (program_id,))[0])
 
     def member_state(
-        self, program_id: int, member_id: str, *, now: datetime, lock: bool
+        self,
+        program_id: int,
+        member_id: str,
+        *,
+        now: datetime,
+        lock: bool,
+        with_expiration: bool = False,
     ) -> MemberState | None:
-        states = self.member_states(program_id, [member_id], now=now, lock=lock)
+        states = self.member_states(
+            program_id, [member_id], now=now, lock=lock, with_expiration=with_expiration
+        )
         return states.get(member_id)
 
     def member_states(
-        self, program_id: int, member_ids: list[str], *, now: datetime, lock: bool
+        self,
+        program_id: int,
+        member_ids: list[str],
+        *,
+        now: datetime,
+        lock: bool,
+        with_expiration: bool = False,
     ) -> dict[str, MemberState]:
         # One round trip per 500 members: each member (locked if asked, in primary-key order so
         # concurrent bulk requests never deadlock), its program's policy, and the soonest moment
         # anything falls due for it. The sub-selects take no parameters, so even a cached
         # generic plan reads them from the partial indexes instead of scanning all lots.
         suffix = self._dialect.for_update_of_member if lock else ""
+        # The points of the soonest-expiring open lots (all lots expiring at that instant).
+        expiring = (
+            ", (SELECT SUM(l.remaining) FROM lots l WHERE l.member_pk = m.pk "
+            "AND l.remaining > 0 AND l.expires_at = (SELECT MIN(x.expires_at) FROM lots x "
+            "WHERE x.member_pk = m.pk AND x.remaining > 0))"
+            if with_expiration
+            else ""
+        )
         at = to_micros(now)
         states: dict[str, MemberState] = {}
         for start in range(0, len(member_ids), 500):
@@ -400,7 +433,7 @@ class SqlTx:
                 "(SELECT MIN(e.available_at) FROM entries e "
                 "WHERE e.member_pk = m.pk AND e.status = 'pending'), "
                 "(SELECT MIN(l.expires_at) FROM lots l "
-                "WHERE l.member_pk = m.pk AND l.remaining > 0) "
+                f"WHERE l.member_pk = m.pk AND l.remaining > 0){expiring} "
                 "FROM members m JOIN programs p ON p.id = m.program_id "
                 f"WHERE m.program_id = ? AND m.member_id IN ({', '.join('?' * len(chunk))}) "
                 f"ORDER BY m.pk{suffix}",
@@ -408,7 +441,13 @@ class SqlTx:
             )
             for row in rows:
                 due = any(moment is not None and moment <= at for moment in row[16:18])
-                states[row[2]] = MemberState(_member(row), row[15], due)
+                soonest = row[17]
+                upcoming = (
+                    (int(row[18]), from_micros(soonest))
+                    if with_expiration and soonest is not None and soonest < NEVER
+                    else None
+                )
+                states[row[2]] = MemberState(_member(row), row[15], due, upcoming)
         return states
 
     def save_account(self, member_pk: int, account: Account) -> None:

@@ -141,10 +141,12 @@ class SqliteStore:
         result: T = await job.future
         return result
 
-    async def read(self, work: Callable[[Tx], T]) -> T:
+    async def read(self, work: Callable[[Tx], T], *, one_statement: bool = False) -> T:
         # Reads are short indexed lookups: running them on the event loop's own connection is
         # cheaper than a hop to a thread. WAL lets them run beside the writer.
         conn = self._connection()
+        if one_statement:  # one statement reads one snapshot without BEGIN
+            return work(SqlTx(conn, DIALECT, one_statement=True))
         conn.execute("BEGIN")
         try:
             return work(SqlTx(conn, DIALECT))
