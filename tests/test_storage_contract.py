@@ -84,41 +84,51 @@ def test_open_lots_come_in_spend_order(store: Store) -> None:
     assert store.transact(work) == ["soon", "soon-too", "never-old", "never-new"]
     due = store.transact(lambda tx: tx.open_lots(pk, expiring_by=NOW + timedelta(days=1)))
     assert [lot.entry_id for lot in due] == ["soon", "soon-too"]
-    assert store.transact(lambda tx: tx.next_expiration(pk)) == (10, NOW + timedelta(days=1))
 
-    def state_with_expiration(tx: Tx) -> object:
+    def next_expiration(tx: Tx) -> object:
         state = tx.member_state(program_id, "m", now=NOW, lock=False, with_expiration=True)
         assert state is not None
         return state.next_expiration
 
-    # The balance read takes the same figure from the member's one statement.
-    assert store.transact(state_with_expiration) == (10, NOW + timedelta(days=1))
+    # The lots expiring soonest, added up when they expire at the same instant.
+    assert store.transact(next_expiration) == (10, NOW + timedelta(days=1))
     store.transact(lambda tx: [tx.set_remaining(lot, 0) for lot in ("soon", "soon-too")])
-    assert store.transact(state_with_expiration) is None  # never-expiring lots only
+    assert store.transact(next_expiration) is None  # never-expiring lots only
 
 
-def test_a_one_statement_read_sees_data_and_refuses_a_second_statement(store: Store) -> None:
+def test_one_statement_reads_answer_refuse_a_second_statement_and_leave_the_store_usable(
+    store: Store,
+) -> None:
     program_id = _program(store)
     _member(store, program_id)
 
-    async def reads() -> tuple[object, type[BaseException] | None]:
-        found = await store.read(lambda tx: tx.get_member(program_id, "m"), one_statement=True)
+    def member_count(tx: Tx) -> int:
+        return tx.count_members(program_id)
 
-        def two_statements(tx: Tx) -> None:
-            tx.get_member(program_id, "m")
-            tx.count_members(program_id)
+    def two_statements(tx: Tx) -> None:
+        tx.get_member(program_id, "m")
+        tx.count_members(program_id)
 
-        try:
+    def fails_after_its_statement(tx: Tx) -> None:
+        tx.get_member(program_id, "m")
+        raise MemberNotFound("the work failed after its statement")
+
+    async def reads() -> list[object]:
+        seen: list[object] = [await store.read(member_count, one_statement=True)]
+        with pytest.raises(AssertionError, match="second statement"):
             await store.read(two_statements, one_statement=True)
-        except AssertionError as error:
-            return found, type(error)
-        return found, None
+        for _ in range(20):  # more times than the pool has connections
+            with pytest.raises(MemberNotFound):
+                await store.read(fails_after_its_statement, one_statement=True)
+        # The same loop's connections still serve every kind of work afterwards.
+        seen.append(await store.read(member_count, one_statement=True))
+        seen.append(await store.read(two_statements))
+        added = await store.write(lambda tx: tx.insert_member(program_id, Profile("n"), now=NOW))
+        seen.append(added)
+        seen.append(await store.read(member_count, one_statement=True))
+        return seen
 
-    found, refused = run_async(store, reads)
-    assert getattr(found, "member_id", None) == "m"
-    assert refused is AssertionError
-    # The store is still usable afterwards.
-    assert store.transact(lambda tx: tx.count_members(program_id)) == 1
+    assert run_async(store, reads) == [1, 1, None, True, 2]
 
 
 def _entry_for_lot(tx: Tx, program_id: int, pk: int, lot: Lot) -> None:

@@ -68,7 +68,8 @@ class MemberState:
     member: Member
     expire_after_days: int | None
     due: bool
-    # The soonest lot expiry (points, when), read only when asked for (`with_expiration`).
+    # The soonest lot expiry (points, when); only read when asked for (`with_expiration`),
+    # None otherwise and when nothing will expire.
     next_expiration: tuple[int, datetime] | None = None
 
 
@@ -147,7 +148,6 @@ class Tx(Protocol):
 
     def set_remaining(self, lot_id: str, remaining: int) -> None: ...
     def insert_draws(self, spend_id: str, draws: list[Draw]) -> None: ...
-    def next_expiration(self, member_pk: int) -> tuple[int, datetime] | None: ...
     def members_with_due_work(self, *, now: datetime, limit: int) -> list[tuple[int, str]]: ...
 
     # rewards and redemptions

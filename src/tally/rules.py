@@ -326,9 +326,12 @@ def current_state(
     """
     if writable:
         state = locked_member(tx, program_id, member_id, now)
-        if with_expiration:
-            state = replace(state, next_expiration=tx.next_expiration(state.member.pk))
-        return state
+        if not with_expiration:
+            return state
+        # Read again after the catch-up, which may have expired the soonest lots.
+        found = tx.member_state(program_id, member_id, now=now, lock=False, with_expiration=True)
+        assert found is not None and not found.due
+        return found
     found = tx.member_state(
         program_id, member_id, now=now, lock=False, with_expiration=with_expiration
     )

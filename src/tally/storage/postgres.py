@@ -51,9 +51,9 @@ class PostgresStore:
     `tally.storage.bridge`); the command line's `transact` uses the blocking driver.
     """
 
-    # Connections per server process and event loop. On the 2-core benchmark machine 8 did as
-    # well as 16 and better than 32 (more backends only queue for the same cores); several
-    # processes sharing one PostgreSQL then stay well under its default 100 connections.
+    # Connections per server process and event loop. Over HTTP on the 2-core benchmark machine
+    # 8 beat 16 by 10-20% and 32 did worst (more backends only queue for the same cores); ten
+    # processes sharing one PostgreSQL stay under its default 100 connections.
     def __init__(self, url: str, *, pool_size: int = 8) -> None:
         self.url = url
         self._pool: ConnectionPool[Any] | None = None
@@ -89,9 +89,7 @@ class PostgresStore:
 
     async def read(self, work: Callable[[Tx], T], *, one_statement: bool = False) -> T:
         if one_statement:
-            # A single statement sees one snapshot by itself: no BEGIN, no COMMIT, one round
-            # trip on an autocommit connection.
-            return await self._run(work, None, pipelined=False)
+            return await self._read_one(work)
         return await self._run(
             work, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", pipelined=False
         )
@@ -134,15 +132,24 @@ class PostgresStore:
             await pool.open()
         return pool
 
-    async def _run(self, work: Callable[[Tx], T], begin: str | None, *, pipelined: bool) -> T:
+    async def _read_one(self, work: Callable[[Tx], T]) -> T:
+        """One statement on an autocommit connection: it sees one snapshot by itself, so no
+        BEGIN and no COMMIT, one round trip. (Nothing enforces READ ONLY here; `SqlTx` refuses
+        a second statement, and the reads that use this path are plain SELECTs.)"""
+        pool = await self._pool_for_loop()
+        for attempt in _attempts():
+            with attempt:
+                async with pool.connection() as conn:
+                    tx = SqlTx(BridgedConnection(conn), DIALECT, one_statement=True)
+                    return await run_in_greenlet(work, tx)
+        raise AssertionError("unreachable")
+
+    async def _run(self, work: Callable[[Tx], T], begin: str, *, pipelined: bool) -> T:
         pool = await self._pool_for_loop()
         for attempt in _attempts():
             with attempt:
                 async with pool.connection() as conn:
                     try:
-                        if begin is None:
-                            tx = SqlTx(BridgedConnection(conn), DIALECT, one_statement=True)
-                            return await run_in_greenlet(work, tx)
                         async with conn.pipeline() if pipelined else _nothing():
                             await conn.execute(begin)
                             tx = SqlTx(BridgedConnection(conn), DIALECT)
@@ -150,7 +157,7 @@ class PostgresStore:
                             await conn.execute("COMMIT")
                         return result
                     except BaseException:
-                        if begin is not None and not conn.closed:
+                        if not conn.closed:
                             await conn.execute("ROLLBACK")
                         raise
         raise AssertionError("unreachable")

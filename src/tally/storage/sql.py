@@ -231,9 +231,11 @@ class SqlTx:
         self._conn = conn
         self._dialect = dialect
         self._sql_cache: dict[str, str] = {}
-        self._statements_left = 1 if one_statement else -1
+        self._statements_left: int | None = 1 if one_statement else None
 
     def _count_statement(self) -> None:
+        if self._statements_left is None:
+            return
         if self._statements_left == 0:
             raise AssertionError("a one-statement read issued a second statement")
         self._statements_left -= 1
@@ -565,15 +567,6 @@ class SqlTx:
                 "INSERT INTO draws (spend_id, lot_id, points) VALUES (?, ?, ?)",
                 (spend_id, draw.lot_id, draw.points),
             )
-
-    def next_expiration(self, member_pk: int) -> tuple[int, datetime] | None:
-        row = self._one(
-            "SELECT expires_at, SUM(remaining) FROM lots "
-            "WHERE member_pk = ? AND remaining > 0 AND expires_at < ? "
-            "GROUP BY expires_at ORDER BY expires_at LIMIT 1",
-            (member_pk, NEVER),
-        )
-        return None if row is None else (int(row[1]), from_micros(row[0]))
 
     def members_with_due_work(self, *, now: datetime, limit: int) -> list[tuple[int, str]]:
         at = to_micros(now)
