@@ -200,16 +200,18 @@ def everything(api: Api, key: str | None = None) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def postgres_copy(admin_url: str, template: str, *, prefix: str) -> Iterator[str]:
-    """A fresh database copied from `template` (its URL), dropped afterwards."""
+def postgres_copy(admin_url: str, template: str | None, *, prefix: str) -> Iterator[str]:
+    """A fresh database (its URL) copied from `template`, or empty when it is None; dropped
+    afterwards."""
     import uuid
     from urllib.parse import urlsplit, urlunsplit
 
     import psycopg
 
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    copied = "" if template is None else f' TEMPLATE "{template}"'
     with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        admin.execute(f'CREATE DATABASE "{name}"{copied}')
     try:
         yield urlunsplit(urlsplit(admin_url)._replace(path="/" + name))
     finally:

@@ -12,7 +12,6 @@ import re
 import sqlite3
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +22,7 @@ import psycopg
 import pytest
 
 from tally.storage import open_store
-from tests.support import Api, FakeClock, serve_app
+from tests.support import Api, FakeClock, postgres_copy, serve_app
 
 POSTGRES_URL = os.environ.get("TALLY_TEST_POSTGRES_URL")
 KEY_ID = re.compile(r"\bkey_[0-9A-Za-z]+\b")
@@ -86,14 +85,8 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         return
     if POSTGRES_URL is None:
         pytest.skip("TALLY_TEST_POSTGRES_URL is not set")
-    name = f"tally_cli_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(POSTGRES_URL)._replace(path="/" + name))
-    finally:
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_copy(POSTGRES_URL, None, prefix="tally_cli") as url:
+        yield url
 
 
 # migrate
