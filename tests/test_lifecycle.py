@@ -535,6 +535,15 @@ def test_a_deduct_after_an_expiry_sees_only_what_is_left(api: Api, clock: FakeCl
     assert [r["type"] for r in api.history("m")] == ["deduct", "expire", "award", "award"]
 
 
+def test_a_deduct_draws_on_as_many_lots_as_it_needs(api: Api) -> None:
+    api.member("m")
+    for day in range(40):  # more lots than one read brings
+        award(api, "m", 1, expires=(at("2026-03-01") - timedelta(days=day)).isoformat())
+    award(api, "m", 10)
+    assert deduct(api, "m", 45)["new_balance"] == 5
+    assert lot_remainders(api.store, "m") == [5]  # the lots expiring soonest went first
+
+
 def test_expiring_twice_expires_nothing_twice(api: Api, clock: FakeClock) -> None:
     api.member("m")
     award(api, "m", 100, expires="2026-01-31")

@@ -96,6 +96,37 @@ def test_open_lots_come_in_spend_order(store: Store) -> None:
     assert store.transact(next_expiration) is None  # never-expiring lots only
 
 
+def test_a_member_read_for_a_spend_brings_the_lots_that_spend_draws_on(store: Store) -> None:
+    program_id = _program(store)
+    pk = _member(store, program_id)
+    # 70 one-point lots, the last inserted expiring first: more than two reads' worth.
+    lots = [Lot(f"lot{i:02}", 1, NOW + timedelta(days=80 - i), i + 1) for i in range(70)]
+
+    def fill(tx: Tx) -> None:
+        for lot in lots:
+            _entry_for_lot(tx, program_id, pk, lot)
+            tx.insert_lot(lot, member_pk=pk)
+
+    store.transact(fill)
+    for spending in (1, 32, 33, 64, 65, 70, 500):
+
+        def work(tx: Tx, spending: int = spending) -> tuple[object, list[Lot]]:
+            state = tx.member_state(program_id, "m", now=NOW, lock=True, spending=spending)
+            assert state is not None and state.member.pk == pk
+            return state.spend_lots, tx.open_lots(pk, covering=spending)
+
+        brought, read = store.transact(work)
+        assert brought == read, spending
+        assert sum(lot.remaining for lot in read) >= min(spending, 70)
+        assert [lot.entry_id for lot in read[:2]] == ["lot69", "lot68"]
+    plain = store.transact(lambda tx: tx.member_state(program_id, "m", now=NOW, lock=True))
+    assert plain is not None and plain.spend_lots is None
+    missing = store.transact(
+        lambda tx: tx.member_state(program_id, "nobody", now=NOW, lock=True, spending=5)
+    )
+    assert missing is None
+
+
 def test_one_statement_reads_answer_refuse_a_second_statement_and_leave_the_store_usable(
     store: Store,
 ) -> None:

@@ -71,6 +71,9 @@ class MemberState:
     # The soonest lot expiry (points, when); only read when asked for (`with_expiration`),
     # None otherwise and when nothing will expire.
     next_expiration: tuple[int, datetime] | None = None
+    # The open lots a spend of `spending` points draws on (as `Tx.open_lots(covering=...)`),
+    # read together with the member; None when not asked for.
+    spend_lots: list[Lot] | None = None
 
 
 class Tx(Protocol):
@@ -116,7 +119,11 @@ class Tx(Protocol):
         now: datetime,
         lock: bool,
         with_expiration: bool = False,
-    ) -> MemberState | None: ...
+        spending: int | None = None,
+    ) -> MemberState | None:
+        """The member's state; with `spending`, also the lots that spend would draw on."""
+        ...
+
     def member_states(
         self, program_id: int, member_ids: list[str], *, now: datetime, lock: bool
     ) -> dict[str, MemberState]: ...

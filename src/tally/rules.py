@@ -56,13 +56,20 @@ class Due(Exception):
 # The rules applied to one member inside one transaction.
 
 
-def locked_member(tx: Tx, program_id: int, member_id: str, now: datetime) -> MemberState:
-    """The member, locked for a change and brought up to date with everything due by `now`."""
-    locked = tx.member_state(program_id, member_id, now=now, lock=True)
+def locked_member(
+    tx: Tx, program_id: int, member_id: str, now: datetime, *, spending: int | None = None
+) -> MemberState:
+    """The member, locked for a change and brought up to date with everything due by `now`.
+
+    With `spending`, the lots a spend of that many points draws on come along (`spend_lots`),
+    unless the catch-up changed them: then `spend` reads them itself.
+    """
+    locked = tx.member_state(program_id, member_id, now=now, lock=True, spending=spending)
     if locked is None:
         raise MemberNotFound(f"Member {member_id} does not exist.")
     if locked.due:
-        return replace(locked, member=catch_up(tx, locked.member, now), due=False)
+        member = catch_up(tx, locked.member, now)
+        return replace(locked, member=member, due=False, spend_lots=None)
     return locked
 
 
@@ -233,8 +240,12 @@ def spend(
     now: datetime,
     reference: str | None = None,
     metadata: str | None = None,
+    lots: list[Lot] | None = None,
 ) -> Posting:
-    """Take `points` from the member's lots in spend order, as one entry of `kind`."""
+    """Take `points` from the member's lots in spend order, as one entry of `kind`.
+
+    `lots`: the open lots covering `points`, when the caller read them with the member.
+    """
     account = member.account
     if account.balance < points:
         message = f"Member {member.member_id} has {account.balance} points, needs {points}."
@@ -244,7 +255,8 @@ def spend(
                 Detail(message, "points", {"available": account.balance, "requested": points})
             ],
         )
-    lots = tx.open_lots(member.pk, covering=points)
+    if lots is None:
+        lots = tx.open_lots(member.pk, covering=points)
     draws = plan_spend(lots, points)
     account = account.post(kind, -points).counted()
     entry = _new_entry(

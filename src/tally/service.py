@@ -224,16 +224,17 @@ class Ledger:
         render: Callable[[Posting], tuple[int, bytes]],
     ) -> Reply:
         def effect(tx: Tx, now: datetime) -> Posting:
-            member = rules.locked_member(tx, program_id, cmd.member_id, now).member
+            locked = rules.locked_member(tx, program_id, cmd.member_id, now, spending=cmd.points)
             return rules.spend(
                 tx,
-                member,
+                locked.member,
                 EntryType.DEDUCT,
                 cmd.points,
                 reason=cmd.reason,
                 now=now,
                 reference=cmd.reference,
                 metadata=cmd.metadata,
+                lots=locked.spend_lots,
             )
 
         return await self._change(program_id, idempotency, effect, render)

@@ -7,7 +7,7 @@ Times are stored as integer microseconds since the epoch (UTC), identical on bot
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -224,6 +224,58 @@ def _lot_row(lot: Lot, member_pk: int) -> tuple[Any, ...]:
     return (lot.entry_id, member_pk, lot.seq, lot.remaining, lot.remaining, expires)
 
 
+_LOT_CHUNK = 32
+_LOT_COLUMNS = "entry_id, remaining, expires_at, seq"
+# Open lots in spend order after a (expires_at, seq) position, a chunk at a time.
+_LOTS_AFTER = (
+    f"SELECT {_LOT_COLUMNS} FROM lots WHERE member_pk = ? AND remaining > 0 "
+    f"AND (expires_at, seq) > (?, ?) ORDER BY expires_at, seq LIMIT {_LOT_CHUNK}"
+)
+_FIRST_LOTS = (
+    f"SELECT {_LOT_COLUMNS} FROM lots WHERE member_pk = ? AND remaining > 0 "
+    f"ORDER BY expires_at, seq LIMIT {_LOT_CHUNK}"
+)
+_FIRST_LOTS_OF_MEMBER_ID = _FIRST_LOTS.replace(
+    "member_pk = ?", "member_pk = (SELECT pk FROM members WHERE program_id = ? AND member_id = ?)"
+)
+
+
+def _member_query(count: int, lock_suffix: str, with_expiration: bool) -> str:
+    """`count` members of a program by member_id (locked if asked, in primary-key order so
+    concurrent bulk requests never deadlock), each with its program's policy and the soonest
+    moment anything falls due for it. The sub-selects take no parameters, so even a cached
+    generic plan reads them from the partial indexes instead of scanning all lots."""
+    # The points of the soonest-expiring open lots (all lots expiring at that instant).
+    expiring = (
+        ", (SELECT SUM(l.remaining) FROM lots l WHERE l.member_pk = m.pk "
+        "AND l.remaining > 0 AND l.expires_at = (SELECT MIN(x.expires_at) FROM lots x "
+        "WHERE x.member_pk = m.pk AND x.remaining > 0))"
+        if with_expiration
+        else ""
+    )
+    return (
+        f"SELECT {_LOCKED_MEMBER_COLUMNS}, p.points_expire_after_days, "
+        "(SELECT MIN(e.available_at) FROM entries e "
+        "WHERE e.member_pk = m.pk AND e.status = 'pending'), "
+        "(SELECT MIN(l.expires_at) FROM lots l "
+        f"WHERE l.member_pk = m.pk AND l.remaining > 0){expiring} "
+        "FROM members m JOIN programs p ON p.id = m.program_id "
+        f"WHERE m.program_id = ? AND m.member_id IN ({', '.join('?' * count)}) "
+        f"ORDER BY m.pk{lock_suffix}"
+    )
+
+
+def _member_state(row: Sequence[Any], at: int, with_expiration: bool) -> MemberState:
+    due = any(moment is not None and moment <= at for moment in row[16:18])
+    soonest = row[17]
+    upcoming = (
+        (int(row[18]), from_micros(soonest))
+        if with_expiration and soonest is not None and soonest < NEVER
+        else None
+    )
+    return MemberState(_member(row), row[15], due, upcoming)
+
+
 class SqlTx:
     """One open transaction on a DB-API style connection (see `tally.ports.Tx`)."""
 
@@ -239,6 +291,9 @@ class SqlTx:
         if self._statements_left == 0:
             raise AssertionError("a one-statement read issued a second statement")
         self._statements_left -= 1
+
+    def _lock_suffix(self, lock: bool) -> str:
+        return self._dialect.for_update_of_member if lock else ""
 
     def _text(self, sql: str) -> str:
         text = self._sql_cache.get(sql)
@@ -398,11 +453,24 @@ class SqlTx:
         now: datetime,
         lock: bool,
         with_expiration: bool = False,
+        spending: int | None = None,
     ) -> MemberState | None:
-        states = self.member_states(
-            program_id, [member_id], now=now, lock=lock, with_expiration=with_expiration
-        )
-        return states.get(member_id)
+        if spending is None:
+            states = self.member_states(
+                program_id, [member_id], now=now, lock=lock, with_expiration=with_expiration
+            )
+            return states.get(member_id)
+        # The first lots go out right behind the member's statement and come back with it (one
+        # round trip on PostgreSQL's pipeline). They are read after the member's row is locked,
+        # so they are the lots as the lock's previous holder left them.
+        query = _member_query(1, self._lock_suffix(lock), with_expiration)
+        member = self._run(query, (program_id, member_id))
+        first_lots = self._run(_FIRST_LOTS_OF_MEMBER_ID, (program_id, member_id))
+        row, rows = member.fetchone(), list(first_lots.fetchall())
+        if row is None:
+            return None
+        state = _member_state(row, to_micros(now), with_expiration)
+        return replace(state, spend_lots=self._covering_lots(state.member.pk, spending, rows))
 
     def member_states(
         self,
@@ -413,43 +481,16 @@ class SqlTx:
         lock: bool,
         with_expiration: bool = False,
     ) -> dict[str, MemberState]:
-        # One round trip per 500 members: each member (locked if asked, in primary-key order so
-        # concurrent bulk requests never deadlock), its program's policy, and the soonest moment
-        # anything falls due for it. The sub-selects take no parameters, so even a cached
-        # generic plan reads them from the partial indexes instead of scanning all lots.
-        suffix = self._dialect.for_update_of_member if lock else ""
-        # The points of the soonest-expiring open lots (all lots expiring at that instant).
-        expiring = (
-            ", (SELECT SUM(l.remaining) FROM lots l WHERE l.member_pk = m.pk "
-            "AND l.remaining > 0 AND l.expires_at = (SELECT MIN(x.expires_at) FROM lots x "
-            "WHERE x.member_pk = m.pk AND x.remaining > 0))"
-            if with_expiration
-            else ""
-        )
         at = to_micros(now)
         states: dict[str, MemberState] = {}
-        for start in range(0, len(member_ids), 500):
+        for start in range(0, len(member_ids), 500):  # one round trip per 500 members
             chunk = member_ids[start : start + 500]
             rows = self._all(
-                f"SELECT {_LOCKED_MEMBER_COLUMNS}, p.points_expire_after_days, "
-                "(SELECT MIN(e.available_at) FROM entries e "
-                "WHERE e.member_pk = m.pk AND e.status = 'pending'), "
-                "(SELECT MIN(l.expires_at) FROM lots l "
-                f"WHERE l.member_pk = m.pk AND l.remaining > 0){expiring} "
-                "FROM members m JOIN programs p ON p.id = m.program_id "
-                f"WHERE m.program_id = ? AND m.member_id IN ({', '.join('?' * len(chunk))}) "
-                f"ORDER BY m.pk{suffix}",
+                _member_query(len(chunk), self._lock_suffix(lock), with_expiration),
                 (program_id, *chunk),
             )
             for row in rows:
-                due = any(moment is not None and moment <= at for moment in row[16:18])
-                soonest = row[17]
-                upcoming = (
-                    (int(row[18]), from_micros(soonest))
-                    if with_expiration and soonest is not None and soonest < NEVER
-                    else None
-                )
-                states[row[2]] = MemberState(_member(row), row[15], due, upcoming)
+                states[row[2]] = _member_state(row, at, with_expiration)
         return states
 
     def save_account(self, member_pk: int, account: Account) -> None:
@@ -535,28 +576,26 @@ class SqlTx:
         if covering is None:
             limit = NEVER if expiring_by is None else to_micros(expiring_by)
             rows = self._all(
-                "SELECT entry_id, remaining, expires_at, seq FROM lots WHERE member_pk = ? "
+                f"SELECT {_LOT_COLUMNS} FROM lots WHERE member_pk = ? "
                 "AND remaining > 0 AND expires_at <= ? ORDER BY expires_at, seq",
                 (member_pk, limit),
             )
             return [_lot(r) for r in rows]
         # Only as many lots as it takes to cover `covering` points, a chunk at a time, so a
         # member with thousands of open lots costs a spend no more than the lots it draws on.
+        first = self._all(_FIRST_LOTS, (member_pk,)) if covering > 0 else []
+        return self._covering_lots(member_pk, covering, first)
+
+    def _covering_lots(self, member_pk: int, covering: int, rows: list[Any]) -> list[Lot]:
+        """`rows`, the first chunk of open lots, and as many more chunks as `covering` needs."""
         lots: list[Lot] = []
-        after, total = (-1, -1), 0
-        while total < covering:
-            rows = self._all(
-                "SELECT entry_id, remaining, expires_at, seq FROM lots WHERE member_pk = ? "
-                "AND remaining > 0 AND (expires_at, seq) > (?, ?) "
-                "ORDER BY expires_at, seq LIMIT 32",
-                (member_pk, after[0], after[1]),
-            )
+        total = 0
+        while True:
             lots += [_lot(r) for r in rows]
             total += sum(r[1] for r in rows)
-            if len(rows) < 32:
-                break
-            after = (rows[-1][2], rows[-1][3])
-        return lots
+            if total >= covering or len(rows) < _LOT_CHUNK:
+                return lots
+            rows = self._all(_LOTS_AFTER, (member_pk, rows[-1][2], rows[-1][3]))
 
     def set_remaining(self, lot_id: str, remaining: int) -> None:
         self._run("UPDATE lots SET remaining = ? WHERE entry_id = ?", (remaining, lot_id))
