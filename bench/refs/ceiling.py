@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from refs.common import answer
+from refs.common import answer, serving
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -36,3 +36,7 @@ async def app(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> 
     headers = [*_HEADERS, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def serving_app() -> Callable[[Message, Receive, Send], Awaitable[None]]:
+    return serving(app)

@@ -5,11 +5,14 @@ They decode into Tally's own `AwardIn`, so the references check exactly what Tal
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
+from tally.http.app import tune_collector_for_serving
 from tally.http.schemas import AwardIn
+
+A = TypeVar("A")
 
 decode_award = msgspec.json.Decoder(AwardIn).decode
 encode = msgspec.json.Encoder().encode
@@ -27,3 +30,10 @@ def answer(body: bytes) -> tuple[int, bytes]:
         "reason": award.reason,
     }
     return 201, encode({"success": True, "data": data})
+
+
+def serving(app: A) -> A:
+    """`app`, in a process whose collector is tuned as `tally serve` tunes it. The harness
+    serves each reference through its `serving_app` factory (`uvicorn --factory`)."""
+    tune_collector_for_serving()
+    return app

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from refs.common import answer
+from refs.common import answer, serving
 
 
 async def award(request: Request) -> Response:
@@ -19,3 +19,7 @@ async def award(request: Request) -> Response:
 
 
 app = Starlette(routes=[Route("/v1/points/award", award, methods=["POST"])])
+
+
+def serving_app() -> Starlette:
+    return serving(app)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -138,4 +139,19 @@ def app_from_env() -> Starlette:
     from tally.storage import open_store
 
     settings = Settings.from_env()
-    return create_app(open_store(settings.database_url), settings=settings)
+    app = create_app(open_store(settings.database_url), settings=settings)
+    tune_collector_for_serving()
+    return app
+
+
+def tune_collector_for_serving() -> None:
+    """Keep Python's cycle collector from pausing a serving process for milliseconds.
+
+    What exists once the app is built (modules, routes, the app) is frozen out of the collector,
+    and young objects are looked at every 50,000 allocations instead of every 700. Reference
+    counting still frees at once everything that is not in a cycle. Over HTTP the SQLite award
+    p99 went from 36-51 ms to 22-26 ms (bench/README.md, "Findings", 8). For `tally serve`'s
+    processes only: a test run or a CLI command keeps Python's defaults.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
