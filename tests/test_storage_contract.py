@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -160,6 +161,44 @@ def test_one_statement_reads_answer_refuse_a_second_statement_and_leave_the_stor
         return seen
 
     assert run_async(store, reads) == [1, 1, None, True, 2]
+
+
+def test_writes_that_refuse_after_writing_leave_nothing_and_the_store_usable(
+    store: Store,
+) -> None:
+    program_id = _program(store)
+
+    def refuses_after_writing(name: str) -> Callable[[Tx], None]:
+        def work(tx: Tx) -> None:
+            tx.insert_member(program_id, Profile(name), now=NOW)
+            raise MemberNotFound("the work refused after writing")
+
+        return work
+
+    def fails_in_the_database(tx: Tx) -> None:
+        tx.insert_member(program_id, Profile("bad"), now=NOW)
+        member = tx.get_member(program_id, "bad")
+        assert member is not None
+        tx.save_account(member.pk, Account(balance=-1))  # breaks a CHECK constraint
+
+    async def writes() -> list[object]:
+        for n in range(20):  # more times than the pool has connections
+            with pytest.raises(MemberNotFound):
+                await store.write(refuses_after_writing(f"ghost{n}"))
+        with pytest.raises(Exception):  # noqa: B017 - each driver raises its own error
+            await store.write(fails_in_the_database)
+        # Every connection of the loop commits the next write on its own, and only it.
+        added = await asyncio.gather(
+            *(
+                store.write(lambda tx, n=n: tx.insert_member(program_id, Profile(f"m{n}"), now=NOW))
+                for n in range(10)
+            )
+        )
+        count = await store.read(lambda tx: tx.count_members(program_id), one_statement=True)
+        return [*added, count]
+
+    assert run_async(store, writes) == [True] * 10 + [10]
+    assert store.transact(lambda tx: tx.count_members(program_id)) == 10
 
 
 def _entry_for_lot(tx: Tx, program_id: int, pk: int, lot: Lot) -> None:
