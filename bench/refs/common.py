@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from tally.http.app import tune_collector_for_serving
 from tally.http.schemas import AwardIn
+from tally.http.tuning import tune_collector_for_serving
 
 A = TypeVar("A")
 

@@ -61,8 +61,9 @@ def locked_member(
 ) -> MemberState:
     """The member, locked for a change and brought up to date with everything due by `now`.
 
-    With `spending`, the lots a spend of that many points draws on come along (`spend_lots`),
-    unless the catch-up changed them: then `spend` reads them itself.
+    With `spending`, the lots a spend of that many points draws on come along (`spend_lots`).
+    They are dropped when a catch-up ran (it may expire lots and post pending awards), and
+    `spend` then reads them itself.
     """
     locked = tx.member_state(program_id, member_id, now=now, lock=True, spending=spending)
     if locked is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +20,7 @@ from tally.errors import MethodNotAllowed, NotFound, TallyError
 from tally.http import schemas
 from tally.http.openapi import DOCS_HTML, openapi_document
 from tally.http.routes import ROUTES, encode, error_body, json_response
+from tally.http.tuning import tune_collector_for_serving
 from tally.keys import KeyCache
 from tally.ports import Store
 from tally.service import Ledger, system_clock
@@ -142,16 +142,3 @@ def app_from_env() -> Starlette:
     app = create_app(open_store(settings.database_url), settings=settings)
     tune_collector_for_serving()
     return app
-
-
-def tune_collector_for_serving() -> None:
-    """Keep Python's cycle collector from pausing a serving process for milliseconds.
-
-    What exists once the app is built (modules, routes, the app) is frozen out of the collector,
-    and young objects are looked at every 50,000 allocations instead of every 700. Reference
-    counting still frees at once everything that is not in a cycle. Over HTTP the SQLite award
-    p99 went from 36-51 ms to 22-26 ms (bench/README.md, "Findings", 8). For `tally serve`'s
-    processes only: a test run or a CLI command keeps Python's defaults.
-    """
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)

@@ -226,25 +226,31 @@ def _lot_row(lot: Lot, member_pk: int) -> tuple[Any, ...]:
 
 _LOT_CHUNK = 32
 _LOT_COLUMNS = "entry_id, remaining, expires_at, seq"
-# Open lots in spend order after a (expires_at, seq) position, a chunk at a time.
-_LOTS_AFTER = (
-    f"SELECT {_LOT_COLUMNS} FROM lots WHERE member_pk = ? AND remaining > 0 "
-    f"AND (expires_at, seq) > (?, ?) ORDER BY expires_at, seq LIMIT {_LOT_CHUNK}"
-)
-_FIRST_LOTS = (
-    f"SELECT {_LOT_COLUMNS} FROM lots WHERE member_pk = ? AND remaining > 0 "
-    f"ORDER BY expires_at, seq LIMIT {_LOT_CHUNK}"
-)
-_FIRST_LOTS_OF_MEMBER_ID = _FIRST_LOTS.replace(
-    "member_pk = ?", "member_pk = (SELECT pk FROM members WHERE program_id = ? AND member_id = ?)"
+
+
+def _open_lots_query(member: str, *, after_position: bool) -> str:
+    """A chunk of a member's open lots in spend order (the `lots_open` index's order)."""
+    position = "AND (expires_at, seq) > (?, ?) " if after_position else ""
+    return (
+        f"SELECT {_LOT_COLUMNS} FROM lots WHERE member_pk = {member} AND remaining > 0 "
+        f"{position}ORDER BY expires_at, seq LIMIT {_LOT_CHUNK}"
+    )
+
+
+_FIRST_LOTS = _open_lots_query("?", after_position=False)
+_LOTS_AFTER = _open_lots_query("?", after_position=True)
+_FIRST_LOTS_OF_MEMBER_ID = _open_lots_query(
+    "(SELECT pk FROM members WHERE program_id = ? AND member_id = ?)", after_position=False
 )
 
 
-def _member_query(count: int, lock_suffix: str, with_expiration: bool) -> str:
-    """`count` members of a program by member_id (locked if asked, in primary-key order so
-    concurrent bulk requests never deadlock), each with its program's policy and the soonest
-    moment anything falls due for it. The sub-selects take no parameters, so even a cached
-    generic plan reads them from the partial indexes instead of scanning all lots."""
+def _member_query(count: int, *, lock_suffix: str, with_expiration: bool) -> str:
+    """`count` members of a program by member_id, with their program's policy and due times.
+
+    Locked if asked, in primary-key order so concurrent bulk requests never deadlock. The
+    sub-selects (the soonest moment anything falls due) take no parameters, so even a cached
+    generic plan reads them from the partial indexes instead of scanning all lots.
+    """
     # The points of the soonest-expiring open lots (all lots expiring at that instant).
     expiring = (
         ", (SELECT SUM(l.remaining) FROM lots l WHERE l.member_pk = m.pk "
@@ -265,7 +271,7 @@ def _member_query(count: int, lock_suffix: str, with_expiration: bool) -> str:
     )
 
 
-def _member_state(row: Sequence[Any], at: int, with_expiration: bool) -> MemberState:
+def _member_state(row: Sequence[Any], at: int, *, with_expiration: bool) -> MemberState:
     due = any(moment is not None and moment <= at for moment in row[16:18])
     soonest = row[17]
     upcoming = (
@@ -455,22 +461,24 @@ class SqlTx:
         with_expiration: bool = False,
         spending: int | None = None,
     ) -> MemberState | None:
+        query = _member_query(
+            1, lock_suffix=self._lock_suffix(lock), with_expiration=with_expiration
+        )
+        found = self._run(query, (program_id, member_id))
+        at = to_micros(now)
         if spending is None:
-            states = self.member_states(
-                program_id, [member_id], now=now, lock=lock, with_expiration=with_expiration
-            )
-            return states.get(member_id)
-        # The first lots go out right behind the member's statement and come back with it (one
-        # round trip on PostgreSQL's pipeline). They are read after the member's row is locked,
-        # so they are the lots as the lock's previous holder left them.
-        query = _member_query(1, self._lock_suffix(lock), with_expiration)
-        member = self._run(query, (program_id, member_id))
-        first_lots = self._run(_FIRST_LOTS_OF_MEMBER_ID, (program_id, member_id))
-        row, rows = member.fetchone(), list(first_lots.fetchall())
-        if row is None:
+            rows = list(found.fetchall())
+            return _member_state(rows[0], at, with_expiration=with_expiration) if rows else None
+        # A spend's first lots go out right behind the member's statement and come back with it
+        # (one round trip on PostgreSQL's pipeline). They are read once the member's row is
+        # locked, so they are the lots as the lock's previous holder left them.
+        lots = self._run(_FIRST_LOTS_OF_MEMBER_ID, (program_id, member_id))
+        rows, first_lots = list(found.fetchall()), list(lots.fetchall())
+        if not rows:
             return None
-        state = _member_state(row, to_micros(now), with_expiration)
-        return replace(state, spend_lots=self._covering_lots(state.member.pk, spending, rows))
+        state = _member_state(rows[0], at, with_expiration=with_expiration)
+        spend_lots = self._covering_lots(state.member.pk, spending, first_lots)
+        return replace(state, spend_lots=spend_lots)
 
     def member_states(
         self,
@@ -486,11 +494,13 @@ class SqlTx:
         for start in range(0, len(member_ids), 500):  # one round trip per 500 members
             chunk = member_ids[start : start + 500]
             rows = self._all(
-                _member_query(len(chunk), self._lock_suffix(lock), with_expiration),
+                _member_query(
+                    len(chunk), lock_suffix=self._lock_suffix(lock), with_expiration=with_expiration
+                ),
                 (program_id, *chunk),
             )
             for row in rows:
-                states[row[2]] = _member_state(row, at, with_expiration)
+                states[row[2]] = _member_state(row, at, with_expiration=with_expiration)
         return states
 
     def save_account(self, member_pk: int, account: Account) -> None:
@@ -581,13 +591,17 @@ class SqlTx:
                 (member_pk, limit),
             )
             return [_lot(r) for r in rows]
-        # Only as many lots as it takes to cover `covering` points, a chunk at a time, so a
-        # member with thousands of open lots costs a spend no more than the lots it draws on.
-        first = self._all(_FIRST_LOTS, (member_pk,)) if covering > 0 else []
-        return self._covering_lots(member_pk, covering, first)
+        return self._covering_lots(member_pk, covering)
 
-    def _covering_lots(self, member_pk: int, covering: int, rows: list[Any]) -> list[Lot]:
-        """`rows`, the first chunk of open lots, and as many more chunks as `covering` needs."""
+    def _covering_lots(
+        self, member_pk: int, covering: int, first: list[Any] | None = None
+    ) -> list[Lot]:
+        """Open lots in spend order, a chunk at a time, until they cover `covering` points (all
+        of them if they don't), so a member with thousands of open lots costs a spend no more
+        than the lots it draws on. `first`: the first chunk's rows, when already read."""
+        if covering <= 0:
+            return []
+        rows = self._all(_FIRST_LOTS, (member_pk,)) if first is None else first
         lots: list[Lot] = []
         total = 0
         while True:
