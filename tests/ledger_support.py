@@ -36,11 +36,11 @@ def move_to(clock: FakeClock, when: str | datetime) -> None:
 
 def sweep(store: Store, clock: Clock) -> SweepReport:
     """What `tally sweep` does, at the clock's time, on this thread's own event loop."""
-    return run_async(store, Ledger(store, clock=clock).sweep)
+    return run_async(store, Ledger(store, clock=clock).lifecycle.sweep)
 
 
 def program_id(store: Store, name: str = "acme") -> int:
-    return store.transact(lambda tx: tx.ensure_program(name, now=datetime.now(UTC))).id
+    return store.transact(lambda tx: tx.programs.ensure(name, now=datetime.now(UTC))).id
 
 
 def lot_remainders(store: Store, member_id: str, *, program: str = "acme") -> list[int]:
@@ -51,9 +51,9 @@ def lot_remainders(store: Store, member_id: str, *, program: str = "acme") -> li
     pid = program_id(store, program)
 
     def work(tx: Any) -> list[int]:
-        member = tx.get_member(pid, member_id)
+        member = tx.members.get(pid, member_id)
         assert member is not None, member_id
-        return [lot.remaining for lot in tx.open_lots(member.pk)]
+        return [lot.remaining for lot in tx.lots.open(member.pk)]
 
     return store.transact(work)
 
@@ -61,7 +61,7 @@ def lot_remainders(store: Store, member_id: str, *, program: str = "acme") -> li
 def stored_balance(store: Store, member_id: str, *, program: str = "acme") -> int:
     """The balance as stored, without anything falling due first."""
     pid = program_id(store, program)
-    member = store.transact(lambda tx: tx.get_member(pid, member_id))
+    member = store.transact(lambda tx: tx.members.get(pid, member_id))
     assert member is not None, member_id
     return int(member.account.balance)
 

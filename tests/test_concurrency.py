@@ -148,8 +148,8 @@ def test_a_revoked_key_is_refused_within_a_second_by_every_server(cluster: Clust
     for index in range(len(cluster.urls) * 4):  # warm every process's key cache
         assert cluster.post(index, "/v1/members", {}).status_code == 201
     store = open_store(cluster.database_url)
-    key_id = store.transact(lambda tx: tx.list_keys())[0].id
-    store.transact(lambda tx: tx.revoke_key(key_id, now=datetime.now(UTC)))
+    key_id = store.transact(lambda tx: tx.keys.all())[0].id
+    store.transact(lambda tx: tx.keys.revoke(key_id, now=datetime.now(UTC)))
     store.close()
     deadline = time.monotonic() + 1.0
     # Until the second is up, a process may still trust its cached verification.

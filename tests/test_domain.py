@@ -1,4 +1,4 @@
-"""The pure rules of `tally.domain`: spend order, what falls due and when, account counters.
+"""Lot rules (`tally.rules.lots`: spend order, what falls due and when) and `Account` counters.
 
 Lot scenarios are small tables. A lot is `(points, expires)` with `expires` a date or None
 (never); lots are numbered by their place in the table, which is also their ledger position.
@@ -12,18 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tally.domain import (
-    Account,
-    Draw,
-    EntryType,
-    Expiry,
-    Lot,
-    Maturity,
-    PendingAward,
-    default_expiry,
-    due_events,
-    plan_spend,
-)
+from tally.domain import Account, Draw, EntryType, Lot
+from tally.rules.lots import Expiry, Maturity, PendingAward, default_expiry, due_events, plan_draws
 from tests.ledger_support import at
 
 LotRow = tuple[int, str | None]
@@ -41,7 +31,7 @@ def draws_of(rows: list[tuple[int, int]]) -> list[Draw]:
     return [Draw(f"lot{index}", points) for index, points in rows]
 
 
-# plan_spend
+# plan_draws
 
 SPENDS = [
     pytest.param(
@@ -84,21 +74,21 @@ SPENDS = [
 def test_a_spend_draws_from_lots_in_spend_order(
     lots: list[LotRow], spend: int, draws: list[tuple[int, int]]
 ) -> None:
-    assert plan_spend(lots_of(lots), spend) == draws_of(draws)
+    assert plan_draws(lots_of(lots), spend) == draws_of(draws)
 
 
 def test_a_tie_on_expiry_goes_to_the_lowest_ledger_position_whatever_the_list_order() -> None:
     expires = at("2026-01-31")
     newer = Lot("newer", 40, expires, seq=9)
     older = Lot("older", 40, expires, seq=3)
-    assert plan_spend([newer, older], 50) == [Draw("older", 40), Draw("newer", 10)]
+    assert plan_draws([newer, older], 50) == [Draw("older", 40), Draw("newer", 10)]
 
 
 def test_never_expiring_lots_tie_break_on_ledger_position_too() -> None:
     newer = Lot("newer", 40, None, seq=7)
     older = Lot("older", 40, None, seq=2)
     soon = Lot("soon", 5, at("2099-12-31"), seq=8)
-    assert plan_spend([newer, older, soon], 50) == [
+    assert plan_draws([newer, older, soon], 50) == [
         Draw("soon", 5),
         Draw("older", 40),
         Draw("newer", 5),
@@ -107,12 +97,12 @@ def test_never_expiring_lots_tie_break_on_ledger_position_too() -> None:
 
 def test_a_spend_larger_than_the_lots_is_refused() -> None:
     with pytest.raises(ValueError):
-        plan_spend(lots_of([(100, "2026-01-31"), (50, None)]), 151)
+        plan_draws(lots_of([(100, "2026-01-31"), (50, None)]), 151)
 
 
 def test_a_spend_of_lots_that_were_all_drawn_is_refused() -> None:
     with pytest.raises(ValueError):
-        plan_spend(lots_of([(0, None)]), 1)
+        plan_draws(lots_of([(0, None)]), 1)
 
 
 lot_strategy = st.builds(
@@ -131,9 +121,9 @@ def test_any_affordable_spend_takes_whole_lots_in_order_then_part_of_one(
     spend = data.draw(st.integers(1, max(1, sum(lot.remaining for lot in lots))))
     if spend > sum(lot.remaining for lot in lots):
         with pytest.raises(ValueError):
-            plan_spend(lots, spend)
+            plan_draws(lots, spend)
         return
-    draws = plan_spend(lots, spend)
+    draws = plan_draws(lots, spend)
     by_id = {lot.entry_id: lot for lot in lots}
     assert sum(draw.points for draw in draws) == spend
     assert all(0 < draw.points <= by_id[draw.lot_id].remaining for draw in draws)

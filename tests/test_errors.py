@@ -297,7 +297,7 @@ def test_a_revoked_key_is_refused(store: Store, clock: FakeClock) -> None:
         api = Api(client, revoked.secret, store=store, clock=clock)
         api.member("m")
         api.award("m", 10)
-        assert store.transact(lambda tx: tx.revoke_key(revoked.key_id, now=clock()))
+        assert store.transact(lambda tx: tx.keys.revoke(revoked.key_id, now=clock()))
         before = everything(api, key=other)
         for response in (
             api.get("/v1/members/m/balance"),
@@ -319,7 +319,7 @@ def test_a_revoked_key_stays_refused_with_a_valid_body_and_an_idempotency_key(
         api.member("m")
         body = {"member_id": "m", "points": 5, "reason": "x"}
         assert api.post("/v1/points/award", body, idem="k-1").status_code == 201
-        store.transact(lambda tx: tx.revoke_key(revoked.key_id, now=clock()))
+        store.transact(lambda tx: tx.keys.revoke(revoked.key_id, now=clock()))
         assert_error(api.post("/v1/points/award", body, idem="k-1"), 401, "unauthorized")
 
 

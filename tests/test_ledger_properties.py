@@ -392,7 +392,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule()
     def sweep(self) -> None:
-        run_async(self.store, Ledger(self.store, clock=self.clock).sweep)
+        run_async(self.store, Ledger(self.store, clock=self.clock).lifecycle.sweep)
 
     # invariants
 

@@ -71,7 +71,7 @@ def test_the_server_matures_pending_points_by_itself(database_url: str) -> None:
         # Watch the database directly: reading through the API would apply it on its own.
         deadline = time.monotonic() + 20
         while True:
-            entry = store.transact(lambda tx: tx.get_entry(1, created["transaction_id"]))
+            entry = store.transact(lambda tx: tx.entries.get(1, created["transaction_id"]))
             assert entry is not None
             if entry.status == EntryStatus.POSTED:
                 break

@@ -22,13 +22,13 @@ NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def _program(store: Store, name: str = "p") -> int:
-    return store.transact(lambda tx: tx.ensure_program(name, now=NOW)).id
+    return store.transact(lambda tx: tx.programs.ensure(name, now=NOW)).id
 
 
 def _member(store: Store, program_id: int, member_id: str = "m") -> int:
     def work(tx: Tx) -> int:
-        tx.insert_member(program_id, Profile(member_id), now=NOW)
-        found = tx.get_member(program_id, member_id)
+        tx.members.insert(program_id, Profile(member_id), now=NOW)
+        found = tx.members.get(program_id, member_id)
         assert found is not None
         return found.pk
 
@@ -37,10 +37,10 @@ def _member(store: Store, program_id: int, member_id: str = "m") -> int:
 
 def test_a_member_id_is_unique_within_a_program_only(store: Store) -> None:
     first, second = _program(store, "a"), _program(store, "b")
-    assert store.transact(lambda tx: tx.insert_member(first, Profile("m"), now=NOW))
-    assert not store.transact(lambda tx: tx.insert_member(first, Profile("m"), now=NOW))
-    assert store.transact(lambda tx: tx.insert_member(second, Profile("m"), now=NOW))
-    assert store.transact(lambda tx: tx.get_member(second, "zz")) is None
+    assert store.transact(lambda tx: tx.members.insert(first, Profile("m"), now=NOW))
+    assert not store.transact(lambda tx: tx.members.insert(first, Profile("m"), now=NOW))
+    assert store.transact(lambda tx: tx.members.insert(second, Profile("m"), now=NOW))
+    assert store.transact(lambda tx: tx.members.get(second, "zz")) is None
 
 
 def test_ensure_program_returns_the_same_program_twice(store: Store) -> None:
@@ -51,19 +51,19 @@ def test_work_that_raises_leaves_nothing_behind(store: Store) -> None:
     program_id = _program(store)
 
     def work(tx: Tx) -> None:
-        tx.insert_member(program_id, Profile("ghost"), now=NOW)
+        tx.members.insert(program_id, Profile("ghost"), now=NOW)
         raise MemberNotFound("changed my mind")
 
     with pytest.raises(MemberNotFound):
         store.transact(work)
-    assert store.transact(lambda tx: tx.get_member(program_id, "ghost")) is None
+    assert store.transact(lambda tx: tx.members.get(program_id, "ghost")) is None
 
 
 def test_the_database_itself_refuses_a_negative_balance(store: Store) -> None:
     program_id = _program(store)
     pk = _member(store, program_id)
     with pytest.raises(Exception):  # noqa: B017 - each driver raises its own integrity error
-        store.transact(lambda tx: tx.save_account(pk, Account(balance=-1)))
+        store.transact(lambda tx: tx.members.save_account(pk, Account(balance=-1)))
 
 
 def test_open_lots_come_in_spend_order(store: Store) -> None:
@@ -80,22 +80,22 @@ def test_open_lots_come_in_spend_order(store: Store) -> None:
     def work(tx: Tx) -> list[str]:
         for lot in lots:
             _entry_for_lot(tx, program_id, pk, lot)
-            tx.insert_lot(lot, member_pk=pk)
-        tx.set_remaining("late", 0)
-        return [lot.entry_id for lot in tx.open_lots(pk)]
+            tx.lots.insert(lot, member_pk=pk)
+        tx.lots.set_remaining("late", 0)
+        return [lot.entry_id for lot in tx.lots.open(pk)]
 
     assert store.transact(work) == ["soon", "soon-too", "never-old", "never-new"]
-    due = store.transact(lambda tx: tx.open_lots(pk, expiring_by=NOW + timedelta(days=1)))
+    due = store.transact(lambda tx: tx.lots.due(pk, by=NOW + timedelta(days=1)))
     assert [lot.entry_id for lot in due] == ["soon", "soon-too"]
 
     def next_expiration(tx: Tx) -> object:
-        state = tx.member_state(program_id, "m", now=NOW, lock=False, with_expiration=True)
+        state = tx.members.state_with_expiration(program_id, "m", now=NOW)
         assert state is not None
         return state.next_expiration
 
     # The lots expiring soonest, added up when they expire at the same instant.
     assert store.transact(next_expiration) == (10, NOW + timedelta(days=1))
-    store.transact(lambda tx: [tx.set_remaining(lot, 0) for lot in ("soon", "soon-too")])
+    store.transact(lambda tx: [tx.lots.set_remaining(lot, 0) for lot in ("soon", "soon-too")])
     assert store.transact(next_expiration) is None  # never-expiring lots only
 
 
@@ -108,24 +108,24 @@ def test_a_member_read_for_a_spend_brings_the_lots_that_spend_draws_on(store: St
     def fill(tx: Tx) -> None:
         for lot in lots:
             _entry_for_lot(tx, program_id, pk, lot)
-            tx.insert_lot(lot, member_pk=pk)
+            tx.lots.insert(lot, member_pk=pk)
 
     store.transact(fill)
     for spending in (0, 1, 32, 33, 64, 65, 70, 500):
 
         def work(tx: Tx, spending: int = spending) -> tuple[object, list[Lot]]:
-            state = tx.member_state(program_id, "m", now=NOW, lock=True, spending=spending)
+            state = tx.members.state_for_spend(program_id, "m", now=NOW, points=spending)
             assert state is not None and state.member.pk == pk
-            return state.spend_lots, tx.open_lots(pk, covering=spending)
+            return state.spend_lots, tx.lots.covering(pk, spending)
 
         brought, read = store.transact(work)
         assert brought == read, spending
         assert sum(lot.remaining for lot in read) >= min(spending, 70)
         assert [lot.entry_id for lot in read[:2]] == (["lot69", "lot68"] if spending else [])
-    plain = store.transact(lambda tx: tx.member_state(program_id, "m", now=NOW, lock=True))
+    plain = store.transact(lambda tx: tx.members.state(program_id, "m", now=NOW, lock=True))
     assert plain is not None and plain.spend_lots is None
     missing = store.transact(
-        lambda tx: tx.member_state(program_id, "nobody", now=NOW, lock=True, spending=5)
+        lambda tx: tx.members.state_for_spend(program_id, "nobody", now=NOW, points=5)
     )
     assert missing is None
 
@@ -137,29 +137,29 @@ def test_one_statement_reads_answer_refuse_a_second_statement_and_leave_the_stor
     _member(store, program_id)
 
     def member_count(tx: Tx) -> int:
-        return tx.count_members(program_id)
+        return tx.members.count(program_id)
 
     def two_statements(tx: Tx) -> None:
-        tx.get_member(program_id, "m")
-        tx.count_members(program_id)
+        tx.members.get(program_id, "m")
+        tx.members.count(program_id)
 
     def fails_after_its_statement(tx: Tx) -> None:
-        tx.get_member(program_id, "m")
+        tx.members.get(program_id, "m")
         raise MemberNotFound("the work failed after its statement")
 
     async def reads() -> list[object]:
-        seen: list[object] = [await store.read(member_count, one_statement=True)]
+        seen: list[object] = [await store.lookup(member_count)]
         with pytest.raises(AssertionError, match="second statement"):
-            await store.read(two_statements, one_statement=True)
+            await store.lookup(two_statements)
         for _ in range(20):  # more times than the pool has connections
             with pytest.raises(MemberNotFound):
-                await store.read(fails_after_its_statement, one_statement=True)
+                await store.lookup(fails_after_its_statement)
         # The same loop's connections still serve every kind of work afterwards.
-        seen.append(await store.read(member_count, one_statement=True))
+        seen.append(await store.lookup(member_count))
         seen.append(await store.read(two_statements))
-        added = await store.write(lambda tx: tx.insert_member(program_id, Profile("n"), now=NOW))
+        added = await store.write(lambda tx: tx.members.insert(program_id, Profile("n"), now=NOW))
         seen.append(added)
-        seen.append(await store.read(member_count, one_statement=True))
+        seen.append(await store.lookup(member_count))
         return seen
 
     assert run_async(store, reads) == [1, 1, None, True, 2]
@@ -172,16 +172,16 @@ def test_writes_that_refuse_after_writing_leave_nothing_and_the_store_usable(
 
     def refuses_after_writing(name: str) -> Callable[[Tx], None]:
         def work(tx: Tx) -> None:
-            tx.insert_member(program_id, Profile(name), now=NOW)
+            tx.members.insert(program_id, Profile(name), now=NOW)
             raise MemberNotFound("the work refused after writing")
 
         return work
 
     def fails_in_the_database(tx: Tx) -> None:
-        tx.insert_member(program_id, Profile("bad"), now=NOW)
-        member = tx.get_member(program_id, "bad")
+        tx.members.insert(program_id, Profile("bad"), now=NOW)
+        member = tx.members.get(program_id, "bad")
         assert member is not None
-        tx.save_account(member.pk, Account(balance=-1))  # breaks a CHECK constraint
+        tx.members.save_account(member.pk, Account(balance=-1))  # breaks a CHECK constraint
 
     async def writes() -> list[object]:
         for n in range(20):  # more times than the pool has connections
@@ -192,21 +192,23 @@ def test_writes_that_refuse_after_writing_leave_nothing_and_the_store_usable(
         # Every connection of the loop commits the next write on its own, and only it.
         added = await asyncio.gather(
             *(
-                store.write(lambda tx, n=n: tx.insert_member(program_id, Profile(f"m{n}"), now=NOW))
+                store.write(
+                    lambda tx, n=n: tx.members.insert(program_id, Profile(f"m{n}"), now=NOW)
+                )
                 for n in range(10)
             )
         )
-        count = await store.read(lambda tx: tx.count_members(program_id), one_statement=True)
+        count = await store.lookup(lambda tx: tx.members.count(program_id))
         return [*added, count]
 
     assert run_async(store, writes) == [True] * 10 + [10]
-    assert store.transact(lambda tx: tx.count_members(program_id)) == 10
+    assert store.transact(lambda tx: tx.members.count(program_id)) == 10
 
 
 def _entry_for_lot(tx: Tx, program_id: int, pk: int, lot: Lot) -> None:
     from tally.domain import Entry, EntryStatus, EntryType
 
-    tx.insert_entry(
+    tx.entries.insert(
         Entry(
             id=lot.entry_id,
             program_id=program_id,
@@ -231,19 +233,19 @@ def _entry_for_lot(tx: Tx, program_id: int, pk: int, lot: Lot) -> None:
 def test_replies_are_kept_per_program_and_purged_by_age(store: Store) -> None:
     first, second = _program(store, "a"), _program(store, "b")
     reply = StoredReply("f1", 201, b'{"ok":true}')
-    store.transact(lambda tx: tx.put_reply(first, "k", reply, now=NOW))
-    assert store.transact(lambda tx: tx.claim_idempotency_key(first, "k"))
-    assert store.transact(lambda tx: tx.get_reply(first, "k")) == reply
-    assert store.transact(lambda tx: tx.get_reply(second, "k")) is None
-    assert store.transact(lambda tx: tx.purge_replies(before=NOW)) == 0
-    assert store.transact(lambda tx: tx.purge_replies(before=NOW + timedelta(seconds=1))) == 1
-    assert store.transact(lambda tx: tx.get_reply(first, "k")) is None
+    store.transact(lambda tx: tx.replies.put(first, "k", reply, now=NOW))
+    assert store.transact(lambda tx: tx.replies.claim(first, "k"))
+    assert store.transact(lambda tx: tx.replies.get(first, "k")) == reply
+    assert store.transact(lambda tx: tx.replies.get(second, "k")) is None
+    assert store.transact(lambda tx: tx.replies.purge(before=NOW)) == 0
+    assert store.transact(lambda tx: tx.replies.purge(before=NOW + timedelta(seconds=1))) == 1
+    assert store.transact(lambda tx: tx.replies.get(first, "k")) is None
 
 
 def test_a_key_is_revoked_once(store: Store) -> None:
     program_id = _program(store)
     store.transact(
-        lambda tx: tx.insert_key(
+        lambda tx: tx.keys.insert(
             key_id="key_1",
             program_id=program_id,
             scope=Scope.READ.value,
@@ -252,11 +254,11 @@ def test_a_key_is_revoked_once(store: Store) -> None:
             now=NOW,
         )
     )
-    found = store.transact(lambda tx: tx.find_key("h"))
+    found = store.transact(lambda tx: tx.keys.find("h"))
     assert found is not None and (found.scope, found.revoked) == ("read", False)
-    assert store.transact(lambda tx: tx.revoke_key("key_1", now=NOW))
-    assert not store.transact(lambda tx: tx.revoke_key("key_1", now=NOW))
-    revoked = store.transact(lambda tx: tx.find_key("h"))
+    assert store.transact(lambda tx: tx.keys.revoke("key_1", now=NOW))
+    assert not store.transact(lambda tx: tx.keys.revoke("key_1", now=NOW))
+    revoked = store.transact(lambda tx: tx.keys.find("h"))
     assert revoked is not None and revoked.revoked
 
 
@@ -276,11 +278,11 @@ def test_concurrent_writes_with_failures_mixed_in_each_get_their_own_outcome(
     async def award(member_id: str, points: int, key: str | None = None) -> object:
         command = AwardCommand(member_id, points, "r")
         idem = None if key is None else Idempotency(key, "fp-" + key)
-        return await ledger.award(program_id, command, idempotency=idem, render=_render)
+        return await ledger.points.award(program_id, command, idempotency=idem, render=_render)
 
     async def deduct(member_id: str, points: int) -> object:
         command = DeductCommand(member_id, points, "r")
-        return await ledger.deduct(program_id, command, idempotency=None, render=_render)
+        return await ledger.points.deduct(program_id, command, idempotency=None, render=_render)
 
     async def everything() -> list[object]:
         calls = []
@@ -293,7 +295,7 @@ def test_concurrent_writes_with_failures_mixed_in_each_get_their_own_outcome(
     assert kinds.count("MemberNotFound") == 60
     assert kinds.count("Reply") + kinds.count("InsufficientPoints") == 180
     balances = store.transact(
-        lambda tx: [tx.get_member(program_id, m).account for m in ("a", "b")]  # type: ignore[union-attr]
+        lambda tx: [tx.members.get(program_id, m).account for m in ("a", "b")]  # type: ignore[union-attr]
     )
     assert balances[0].balance == 600
     deducted = sum(1 for o in outcomes[2::4] if not isinstance(o, InsufficientPoints))

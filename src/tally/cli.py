@@ -123,7 +123,7 @@ def keys_create(database_url: str, program: str, scope: str) -> None:
 def keys_list(database_url: str) -> None:
     """List keys (never their secrets)."""
     with _opened(database_url) as store:
-        rows = store.transact(lambda tx: tx.list_keys())
+        rows = store.transact(lambda tx: tx.keys.all())
     for key in rows:
         state = "revoked " + key.revoked_at.isoformat() if key.revoked_at else "active"
         click.echo(f"{key.id}  {key.program_name}  {key.scope.value}  {key.prefix}…  {state}")
@@ -135,7 +135,7 @@ def keys_list(database_url: str) -> None:
 def keys_revoke(database_url: str, key_id: str) -> None:
     """Revoke a key; every server refuses it within a second."""
     with _opened(database_url) as store:
-        done = store.transact(lambda tx: tx.revoke_key(key_id, now=system_clock()))
+        done = store.transact(lambda tx: tx.keys.revoke(key_id, now=system_clock()))
     if not done:
         click.echo(f"No active key {key_id}.", err=True)
         sys.exit(1)

@@ -26,8 +26,8 @@ def create_key(store: Store, *, program: str, scope: Scope, now: datetime) -> Cr
     key_id = ids.new_id("key_")
 
     def work(tx: Tx) -> CreatedKey:
-        found = tx.ensure_program(program, now=now)
-        tx.insert_key(
+        found = tx.programs.ensure(program, now=now)
+        tx.keys.insert(
             key_id=key_id,
             program_id=found.id,
             scope=scope.value,
@@ -42,7 +42,7 @@ def create_key(store: Store, *, program: str, scope: Scope, now: datetime) -> Cr
 
 def bootstrap(store: Store, *, now: datetime) -> CreatedKey | None:
     """On an empty database: the `default` program and a write key (None if not empty)."""
-    if store.transact(lambda tx: tx.count_programs()) > 0:
+    if store.transact(lambda tx: tx.programs.count()) > 0:
         return None
     return create_key(store, program="default", scope=Scope.WRITE, now=now)
 
@@ -98,8 +98,8 @@ def verify(store: Store) -> list[Mismatch]:
     """Recompute every counter from the ledger rows; every difference found, or []."""
 
     def work(tx: Tx) -> list[Mismatch]:
-        found = [problem for check in tx.ledger_checks() for problem in _recount(check)]
-        for entry_id, should, drawn in tx.unbalanced_spends():
+        found = [problem for check in tx.audit.ledger_checks() for problem in _recount(check)]
+        for entry_id, should, drawn in tx.audit.unbalanced_spends():
             found.append(Mismatch(entry_id, f"accounts for {should} points, its draws for {drawn}"))
         return found
 
@@ -121,4 +121,4 @@ def run_async(store: Store, main: Callable[[], Awaitable[T]]) -> T:
 
 def sweep_now(store: Store, *, clock: Clock = system_clock) -> SweepReport:
     """`tally sweep`: apply everything due, then drop expired idempotency replies."""
-    return run_async(store, Ledger(store, clock=clock).sweep)
+    return run_async(store, Ledger(store, clock=clock).lifecycle.sweep)

@@ -1,9 +1,16 @@
-"""The storage contract: what the service needs from a database, and nothing more.
+"""The storage contract: what the service needs from a database, split by role.
 
 A `Store` runs a unit of work (a function of a `Tx`) atomically: all of it commits or none of it
 does, and the caller hears back only after the commit is durable. The work decides *what*
 happens; the store decides *how* it reaches the disk (alone, or grouped with other work into one
 commit, each in its own savepoint so one failure never undoes another).
+
+A `Tx` is a handful of small interfaces, one per role, each a few named operations:
+- the ledger's own rows: `members`, `entries`, `lots`, `catalog` (rewards and redemptions) and
+  `replies` (what an Idempotency-Key answered);
+- administration: `programs` and `keys`;
+- `audit`: what `tally verify` and the sweep read across every member.
+Nothing here says SQL: `tally.storage` implements it, once, for SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -28,6 +35,11 @@ from tally.domain import (
 )
 
 T = TypeVar("T")
+
+
+class Conflict(Exception):
+    """The database aborted the transaction to break a lock conflict (a deadlock or a
+    serialization failure): nothing was committed, and the same work may simply run again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,96 +80,97 @@ class MemberState:
     member: Member
     expire_after_days: int | None
     due: bool
-    # The soonest lot expiry (points, when); only read when asked for (`with_expiration`),
+    # The soonest lot expiry (points, when), read by `MemberRows.state_with_expiration` only;
     # None otherwise and when nothing will expire.
     next_expiration: tuple[int, datetime] | None = None
-    # The open lots a spend of `spending` points draws on (as `Tx.open_lots(covering=...)`),
-    # read together with the member; None when not asked for.
+    # The open lots a spend draws on, read by `MemberRows.state_for_spend` only.
     spend_lots: list[Lot] | None = None
 
 
-class Tx(Protocol):
-    """The operations available inside one transaction."""
+# The ledger's own rows.
 
-    # programs and keys
-    def ensure_program(self, name: str, *, now: datetime) -> Program: ...
-    def get_program(self, program_id: int) -> Program: ...
-    def count_programs(self) -> int: ...
-    def set_expiry_policy(self, program_id: int, days: int | None) -> None: ...
-    def insert_key(
-        self,
-        *,
-        key_id: str,
-        program_id: int,
-        scope: str,
-        secret_hash: str,
-        prefix: str,
-        now: datetime,
-    ) -> None: ...
-    def find_key(self, secret_hash: str) -> KeyRecord | None: ...
-    def list_keys(self) -> list[ApiKey]: ...
-    def revoke_key(self, key_id: str, *, now: datetime) -> bool: ...
 
-    # idempotency
-    def claim_idempotency_key(self, program_id: int, key: str) -> bool: ...
-    def get_reply(self, program_id: int, key: str) -> StoredReply | None: ...
-    def put_reply(
-        self, program_id: int, key: str, reply: StoredReply, *, now: datetime
-    ) -> None: ...
-    def purge_replies(self, *, before: datetime) -> int: ...
+class MemberRows(Protocol):
+    """Members, their counters (the `Account`) and the state a change starts from."""
 
-    # members
-    def insert_member(self, program_id: int, profile: Profile, *, now: datetime) -> bool: ...
-    def get_member(self, program_id: int, member_id: str) -> Member | None: ...
-    def list_members(self, program_id: int, *, offset: int, limit: int) -> list[Member]: ...
-    def count_members(self, program_id: int) -> int: ...
-    def member_state(
-        self,
-        program_id: int,
-        member_id: str,
-        *,
-        now: datetime,
-        lock: bool,
-        with_expiration: bool = False,
-        spending: int | None = None,
-    ) -> MemberState | None:
-        """The member's state; with `spending`, also the lots that spend would draw on."""
+    def insert(self, program_id: int, profile: Profile, *, now: datetime) -> bool:
+        """False when the program already has a member with this id."""
         ...
 
-    def member_states(
-        self, program_id: int, member_ids: list[str], *, now: datetime, lock: bool
-    ) -> dict[str, MemberState]: ...
+    def get(self, program_id: int, member_id: str) -> Member | None: ...
+    def page(self, program_id: int, *, offset: int, limit: int) -> list[Member]: ...
+    def count(self, program_id: int) -> int: ...
+
+    def state(
+        self, program_id: int, member_id: str, *, now: datetime, lock: bool
+    ) -> MemberState | None:
+        """The member with its policy and whether work is due by `now`; locked if asked."""
+        ...
+
+    def state_for_spend(
+        self, program_id: int, member_id: str, *, now: datetime, points: int
+    ) -> MemberState | None:
+        """`state(lock=True)` plus the open lots a spend of `points` draws on (`spend_lots`)."""
+        ...
+
+    def state_with_expiration(
+        self, program_id: int, member_id: str, *, now: datetime
+    ) -> MemberState | None:
+        """`state(lock=False)` plus the soonest expiry (`next_expiration`), in one statement."""
+        ...
+
+    def states(
+        self, program_id: int, member_ids: list[str], *, now: datetime
+    ) -> dict[str, MemberState]:
+        """The states of those of `member_ids` that exist, locked in one global order."""
+        ...
+
     def save_account(self, member_pk: int, account: Account) -> None: ...
     def save_accounts(self, accounts: dict[int, Account]) -> None: ...
 
-    # ledger entries
-    def insert_entry(self, entry: Entry) -> None: ...
-    def insert_entries(self, entries: list[Entry]) -> None: ...
+
+class EntryRows(Protocol):
+    """The immutable ledger rows; only a pending award ever changes (it posts or is cancelled)."""
+
+    def insert(self, entry: Entry) -> None: ...
+    def insert_many(self, entries: list[Entry]) -> None: ...
     def post_pending(
         self, entry_id: str, *, seq: int, balance_after: int, posted_at: datetime
     ) -> None: ...
     def cancel_pending(self, entry_id: str) -> None: ...
-    def get_entry(self, program_id: int, entry_id: str) -> Entry | None: ...
-    def list_entries(
+    def get(self, program_id: int, entry_id: str) -> Entry | None: ...
+    def page(
         self, member: Member, query: HistoryQuery, *, offset: int, limit: int, newest_first: bool
     ) -> list[Entry]: ...
-    def count_entries(self, member: Member, query: HistoryQuery) -> int: ...
-    def pending_awards(self, member_pk: int, *, due_by: datetime | None = None) -> list[Entry]: ...
+    def count(self, member: Member, query: HistoryQuery) -> int: ...
+    def pending_awards(self, member_pk: int, *, due_by: datetime) -> list[Entry]: ...
 
-    # lots
-    def insert_lot(self, lot: Lot, *, member_pk: int) -> None: ...
-    def insert_lots(self, lots: list[tuple[Lot, int]]) -> None: ...
-    def open_lots(
-        self, member_pk: int, *, expiring_by: datetime | None = None, covering: int | None = None
-    ) -> list[Lot]:
-        """Open lots in spend order: all, those expiring by a time, or just enough to cover."""
+
+class LotRows(Protocol):
+    """What is left of each posted award or refund, and what each spend drew from which lot."""
+
+    def insert(self, lot: Lot, *, member_pk: int) -> None: ...
+    def insert_many(self, lots: list[tuple[Lot, int]]) -> None: ...
+
+    def open(self, member_pk: int) -> list[Lot]:
+        """Every open lot of the member, in spend order."""
+        ...
+
+    def due(self, member_pk: int, *, by: datetime) -> list[Lot]:
+        """The open lots that expire by `by`, in spend order."""
+        ...
+
+    def covering(self, member_pk: int, points: int) -> list[Lot]:
+        """The first open lots in spend order that hold `points` (all of them if they don't)."""
         ...
 
     def set_remaining(self, lot_id: str, remaining: int) -> None: ...
     def insert_draws(self, spend_id: str, draws: list[Draw]) -> None: ...
-    def members_with_due_work(self, *, now: datetime, limit: int) -> list[tuple[int, str]]: ...
 
-    # rewards and redemptions
+
+class CatalogRows(Protocol):
+    """Rewards and the redemptions made of them."""
+
     def insert_reward(self, reward: Reward) -> None: ...
     def get_reward(
         self, program_id: int, reward_id: str, *, lock: bool = False
@@ -173,9 +186,83 @@ class Tx(Protocol):
     def count_redemptions(self, member: Member) -> int: ...
     def cancel_redemption(self, redemption_id: str, *, refund_id: str, now: datetime) -> None: ...
 
-    # verification
+
+class ReplyRows(Protocol):
+    """Replies stored under Idempotency-Keys, in the same transaction as their effect."""
+
+    def claim(self, program_id: int, key: str) -> bool:
+        """False when another transaction is working under the same key right now."""
+        ...
+
+    def get(self, program_id: int, key: str) -> StoredReply | None: ...
+    def put(self, program_id: int, key: str, reply: StoredReply, *, now: datetime) -> None: ...
+    def purge(self, *, before: datetime) -> int: ...
+
+
+# Administration.
+
+
+class ProgramRows(Protocol):
+    """Programs (tenants) and their settings."""
+
+    def ensure(self, name: str, *, now: datetime) -> Program: ...
+    def get(self, program_id: int) -> Program: ...
+    def count(self) -> int: ...
+    def set_expiry_policy(self, program_id: int, days: int | None) -> None: ...
+
+
+class KeyRows(Protocol):
+    """API keys, found by the hash of their secret (the secret itself is never stored)."""
+
+    def insert(
+        self,
+        *,
+        key_id: str,
+        program_id: int,
+        scope: str,
+        secret_hash: str,
+        prefix: str,
+        now: datetime,
+    ) -> None: ...
+    def find(self, secret_hash: str) -> KeyRecord | None: ...
+    def all(self) -> list[ApiKey]: ...
+    def revoke(self, key_id: str, *, now: datetime) -> bool: ...
+
+
+# Audit.
+
+
+class AuditQueries(Protocol):
+    """Reads across every member: for `tally verify` and for the sweep."""
+
     def ledger_checks(self) -> Iterator[LedgerCheck]: ...
-    def unbalanced_spends(self) -> list[tuple[str, int, int]]: ...
+
+    def unbalanced_spends(self) -> list[tuple[str, int, int]]:
+        """(entry id, points it should account for, points its draws account for) that differ."""
+        ...
+
+    def members_with_due_work(self, *, now: datetime, limit: int) -> list[tuple[int, str]]: ...
+
+
+class Tx(Protocol):
+    """One open transaction: every role's operations, all in it."""
+
+    @property
+    def members(self) -> MemberRows: ...
+    @property
+    def entries(self) -> EntryRows: ...
+    @property
+    def lots(self) -> LotRows: ...
+    @property
+    def catalog(self) -> CatalogRows: ...
+    @property
+    def replies(self) -> ReplyRows: ...
+    @property
+    def programs(self) -> ProgramRows: ...
+    @property
+    def keys(self) -> KeyRows: ...
+    @property
+    def audit(self) -> AuditQueries: ...
 
 
 class Store(Protocol):
@@ -186,16 +273,20 @@ class Store(Protocol):
         ...
 
     async def write(self, work: Callable[[Tx], T]) -> T:
-        """Run `work` atomically, possibly in a group commit; return after it is durable."""
+        """Run `work` atomically, possibly in a group commit; return after it is durable.
+
+        Raises `Conflict` when the database aborted it to break a lock conflict."""
         ...
 
-    async def read(self, work: Callable[[Tx], T], *, one_statement: bool = False) -> T:
-        """Run `work` on a consistent snapshot; it must not write.
+    async def read(self, work: Callable[[Tx], T]) -> T:
+        """Run `work` on a consistent snapshot; it must not write."""
+        ...
 
-        With `one_statement=True`, `work` issues exactly one statement, which sees a consistent
-        snapshot by itself: the store may skip opening a transaction (one round trip instead of
-        three on PostgreSQL). A second statement raises.
-        """
+    async def lookup(self, work: Callable[[Tx], T]) -> T:
+        """Run `work`, which issues exactly one statement (a second one raises).
+
+        One statement sees a consistent snapshot by itself, so the store may skip opening a
+        transaction: one round trip instead of three on PostgreSQL."""
         ...
 
     def migrate(self) -> list[str]:

@@ -129,7 +129,7 @@ async def _sweep_forever(ledger: Ledger, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            await ledger.sweep()
+            await ledger.lifecycle.sweep()
         except Exception:
             log.exception("background sweep failed; will try again")
 

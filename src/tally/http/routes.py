@@ -172,7 +172,7 @@ def _ledger(request: Request) -> Ledger:
 
 
 async def _caller(request: Request, needs: Scope) -> int:
-    principal = await _ledger(request).authenticate(inputs.bearer(request), needs=needs)
+    principal = await _ledger(request).access.authenticate(inputs.bearer(request), needs=needs)
     return principal.program_id
 
 
@@ -198,7 +198,7 @@ def _award_command(body: s.AwardIn) -> AwardCommand:
 async def award(request: Request) -> Response:
     program_id, raw = await _write_input(request)
     command = _award_command(inputs.decode(raw, s.AwardIn))
-    reply = await _ledger(request).award(
+    reply = await _ledger(request).points.award(
         program_id,
         command,
         idempotency=inputs.idempotency(request, raw),
@@ -220,7 +220,7 @@ async def award_bulk(request: Request) -> Response:
     program_id, raw = await _write_input(request)
     body = inputs.decode(raw, s.BulkAwardIn)
     command = BulkCommand([_bulk_item(item, i) for i, item in enumerate(body.awards)], body.atomic)
-    reply = await _ledger(request).award_bulk(
+    reply = await _ledger(request).points.award_bulk(
         program_id,
         command,
         idempotency=inputs.idempotency(request, raw),
@@ -235,7 +235,7 @@ async def deduct(request: Request) -> Response:
     command = DeductCommand(
         body.member_id, body.points, body.reason, body.reference, s.stored_json(body.metadata)
     )
-    reply = await _ledger(request).deduct(
+    reply = await _ledger(request).points.deduct(
         program_id,
         command,
         idempotency=inputs.idempotency(request, raw),
@@ -246,7 +246,7 @@ async def deduct(request: Request) -> Response:
 
 async def balance(request: Request) -> Response:
     program_id = await _caller(request, Scope.READ)
-    view: BalanceView = await _ledger(request).balance(
+    view: BalanceView = await _ledger(request).points.balance(
         program_id, inputs.path_id(request, "member_id")
     )
     a = view.account
@@ -267,7 +267,7 @@ async def balance(request: Request) -> Response:
 async def history(request: Request) -> Response:
     program_id = await _caller(request, Scope.READ)
     query, page = inputs.history_query(request), inputs.page(request)
-    listing = await _ledger(request).history(
+    listing = await _ledger(request).points.history(
         program_id, inputs.path_id(request, "member_id"), query, page
     )
     return _listing(listing, transaction_out)
@@ -275,7 +275,7 @@ async def history(request: Request) -> Response:
 
 async def transaction(request: Request) -> Response:
     program_id = await _caller(request, Scope.READ)
-    entry = await _ledger(request).transaction(
+    entry = await _ledger(request).points.transaction(
         program_id, inputs.path_id(request, "transaction_id")
     )
     return json_response(ok(transaction_out(entry)))
@@ -283,7 +283,7 @@ async def transaction(request: Request) -> Response:
 
 async def cancel_transaction(request: Request) -> Response:
     program_id, raw = await _write_input(request)
-    reply = await _ledger(request).cancel_award(
+    reply = await _ledger(request).lifecycle.cancel_award(
         program_id,
         inputs.path_id(request, "transaction_id"),
         idempotency=inputs.idempotency(request, raw),
@@ -296,7 +296,7 @@ async def create_member(request: Request) -> Response:
     program_id, raw = await _write_input(request)
     body = inputs.decode(raw, s.MemberIn) if raw.strip() else s.MemberIn()
     profile = Profile(body.member_id or "", body.email, body.name, s.stored_json(body.metadata))
-    reply = await _ledger(request).create_member(
+    reply = await _ledger(request).members.create(
         program_id,
         profile,
         idempotency=inputs.idempotency(request, raw),
@@ -307,19 +307,19 @@ async def create_member(request: Request) -> Response:
 
 async def get_member(request: Request) -> Response:
     program_id = await _caller(request, Scope.READ)
-    member = await _ledger(request).member(program_id, inputs.path_id(request, "member_id"))
+    member = await _ledger(request).members.get(program_id, inputs.path_id(request, "member_id"))
     return json_response(ok(member_out(member)))
 
 
 async def list_members(request: Request) -> Response:
     program_id = await _caller(request, Scope.READ)
-    listing = await _ledger(request).members(program_id, inputs.page(request))
+    listing = await _ledger(request).members.listing(program_id, inputs.page(request))
     return _listing(listing, member_out)
 
 
 async def get_program(request: Request) -> Response:
     program_id = await _caller(request, Scope.READ)
-    return json_response(ok(program_out(await _ledger(request).program(program_id))))
+    return json_response(ok(program_out(await _ledger(request).programs.get(program_id))))
 
 
 async def patch_program(request: Request) -> Response:
@@ -327,9 +327,9 @@ async def patch_program(request: Request) -> Response:
     body = inputs.decode(raw, s.ProgramPatch)
     ledger = _ledger(request)
     if body.points_expire_after_days is msgspec.UNSET:
-        program = await ledger.program(program_id)
+        program = await ledger.programs.get(program_id)
     else:
-        program = await ledger.set_expiry_policy(program_id, body.points_expire_after_days)
+        program = await ledger.programs.set_expiry_policy(program_id, body.points_expire_after_days)
     return json_response(ok(program_out(program)))
 
 
@@ -339,7 +339,7 @@ async def create_reward(request: Request) -> Response:
     draft = RewardDraft(
         body.name, body.points_cost, body.stock, body.active, s.stored_json(body.metadata)
     )
-    reply = await _ledger(request).create_reward(
+    reply = await _ledger(request).rewards.create(
         program_id,
         draft,
         idempotency=inputs.idempotency(request, raw),
@@ -350,12 +350,14 @@ async def create_reward(request: Request) -> Response:
 
 async def list_rewards(request: Request) -> Response:
     program_id = await _caller(request, Scope.READ)
-    return _listing(await _ledger(request).rewards(program_id, inputs.page(request)), reward_out)
+    return _listing(
+        await _ledger(request).rewards.listing(program_id, inputs.page(request)), reward_out
+    )
 
 
 async def get_reward(request: Request) -> Response:
     program_id = await _caller(request, Scope.READ)
-    reward = await _ledger(request).reward(program_id, inputs.path_id(request, "reward_id"))
+    reward = await _ledger(request).rewards.get(program_id, inputs.path_id(request, "reward_id"))
     return json_response(ok(reward_out(reward)))
 
 
@@ -372,7 +374,7 @@ async def patch_reward(request: Request) -> Response:
         metadata=None if body.metadata is unset else s.stored_json(body.metadata),
         metadata_set=body.metadata is not unset,
     )
-    reward = await _ledger(request).update_reward(
+    reward = await _ledger(request).rewards.update(
         program_id, inputs.path_id(request, "reward_id"), changes
     )
     return json_response(ok(reward_out(reward)))
@@ -384,7 +386,7 @@ async def redeem(request: Request) -> Response:
     command = RedeemCommand(
         body.member_id, body.reward_id, body.quantity, s.stored_json(body.metadata)
     )
-    reply = await _ledger(request).redeem(
+    reply = await _ledger(request).rewards.redeem(
         program_id,
         command,
         idempotency=inputs.idempotency(request, raw),
@@ -395,7 +397,7 @@ async def redeem(request: Request) -> Response:
 
 async def cancel_redemption(request: Request) -> Response:
     program_id, raw = await _write_input(request)
-    reply = await _ledger(request).cancel_redemption(
+    reply = await _ledger(request).rewards.cancel_redemption(
         program_id,
         inputs.path_id(request, "redemption_id"),
         idempotency=inputs.idempotency(request, raw),
@@ -406,13 +408,15 @@ async def cancel_redemption(request: Request) -> Response:
 
 async def get_redemption(request: Request) -> Response:
     program_id = await _caller(request, Scope.READ)
-    found = await _ledger(request).redemption(program_id, inputs.path_id(request, "redemption_id"))
+    found = await _ledger(request).rewards.redemption(
+        program_id, inputs.path_id(request, "redemption_id")
+    )
     return json_response(ok(redemption_out(found)))
 
 
 async def member_redemptions(request: Request) -> Response:
     program_id = await _caller(request, Scope.READ)
-    listing = await _ledger(request).redemptions(
+    listing = await _ledger(request).rewards.redemptions(
         program_id, inputs.path_id(request, "member_id"), inputs.page(request)
     )
     return _listing(listing, redemption_out)

@@ -17,15 +17,14 @@ from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from tally.errors import Unavailable
-from tally.ports import Tx
+from tally.ports import Conflict, Tx
 from tally.storage.bridge import BridgedConnection, run_in_greenlet
 from tally.storage.migrate import apply_migrations
 from tally.storage.sql import Connection, Dialect, SqlTx
 
 T = TypeVar("T")
 
-RETRIES = 5
-_RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+_CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
 
 def _claim_advisory(conn: Connection, program_id: int, key: str) -> bool:
@@ -65,21 +64,19 @@ class PostgresStore:
         return apply_migrations(yoyo_url=yoyo_url, backend_name="postgres")
 
     def transact(self, work: Callable[[Tx], T]) -> T:
-        for attempt in _attempts():
-            with attempt, self._blocking_pool().connection() as conn:
-                try:
-                    # Pipeline mode: statements whose results are not read (BEGIN, the
-                    # writes, COMMIT) travel together; a read waits only for itself.
-                    with conn.pipeline():
-                        conn.execute("BEGIN")
-                        result = work(SqlTx(conn, DIALECT))
-                        conn.execute("COMMIT")
-                    return result
-                except BaseException:
-                    if not conn.closed:
-                        conn.execute("ROLLBACK")
-                    raise
-        raise AssertionError("unreachable")
+        with _translated(), self._blocking_pool().connection() as conn:
+            try:
+                # Pipeline mode: statements whose results are not read (BEGIN, the writes,
+                # COMMIT) travel together; a read waits only for itself.
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    result = work(SqlTx(conn, DIALECT))
+                    conn.execute("COMMIT")
+                return result
+            except BaseException:
+                if not conn.closed:
+                    conn.execute("ROLLBACK")
+                raise
 
     async def write(self, work: Callable[[Tx], T]) -> T:
         # Pipelined: a write's INSERTs, UPDATEs and COMMIT go in one round trip, which shortens
@@ -87,12 +84,20 @@ class PostgresStore:
         # pipeline costs CPU, so they run plain.
         return await self._run(work, "BEGIN", pipelined=True)
 
-    async def read(self, work: Callable[[Tx], T], *, one_statement: bool = False) -> T:
-        if one_statement:
-            return await self._read_one(work)
+    async def read(self, work: Callable[[Tx], T]) -> T:
         return await self._run(
             work, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", pipelined=False
         )
+
+    async def lookup(self, work: Callable[[Tx], T]) -> T:
+        """One statement on an autocommit connection: it sees one snapshot by itself, so no
+        BEGIN and no COMMIT, one round trip. (Nothing enforces READ ONLY here; `SqlTx` refuses
+        a second statement, and the reads that use this path are plain SELECTs.)"""
+        pool = await self._pool_for_loop()
+        with _translated():
+            async with pool.connection() as conn:
+                tx = SqlTx(BridgedConnection(conn), DIALECT, one_statement=True)
+                return await run_in_greenlet(work, tx)
 
     async def aclose(self) -> None:
         pool = self._async_pools.pop(asyncio.get_running_loop(), None)
@@ -132,69 +137,37 @@ class PostgresStore:
             await pool.open()
         return pool
 
-    async def _read_one(self, work: Callable[[Tx], T]) -> T:
-        """One statement on an autocommit connection: it sees one snapshot by itself, so no
-        BEGIN and no COMMIT, one round trip. (Nothing enforces READ ONLY here; `SqlTx` refuses
-        a second statement, and the reads that use this path are plain SELECTs.)"""
-        pool = await self._pool_for_loop()
-        for attempt in _attempts():
-            with attempt:
-                async with pool.connection() as conn:
-                    tx = SqlTx(BridgedConnection(conn), DIALECT, one_statement=True)
-                    return await run_in_greenlet(work, tx)
-        raise AssertionError("unreachable")
-
     async def _run(self, work: Callable[[Tx], T], begin: str, *, pipelined: bool) -> T:
         pool = await self._pool_for_loop()
-        for attempt in _attempts():
-            with attempt:
-                async with pool.connection() as conn:
-                    try:
-                        async with conn.pipeline() if pipelined else _nothing():
-                            await conn.execute(begin)
-                            tx = SqlTx(BridgedConnection(conn), DIALECT)
-                            result = await run_in_greenlet(work, tx)
-                            await conn.execute("COMMIT")
-                        return result
-                    except BaseException:
-                        if not conn.closed:
-                            await conn.execute("ROLLBACK")
-                        raise
-        raise AssertionError("unreachable")
+        with _translated():
+            async with pool.connection() as conn:
+                try:
+                    async with conn.pipeline() if pipelined else _nothing():
+                        await conn.execute(begin)
+                        tx = SqlTx(BridgedConnection(conn), DIALECT)
+                        result = await run_in_greenlet(work, tx)
+                        await conn.execute("COMMIT")
+                    return result
+                except BaseException:
+                    if not conn.closed:
+                        await conn.execute("ROLLBACK")
+                    raise
 
 
-class _Attempt:
-    """One try of a unit of work: deadlocks retry; lost connections become `Unavailable`."""
-
-    def __init__(self, last: bool) -> None:
-        self.last = last
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, _: Any
-    ) -> bool:
-        if error is None:
-            return False
-        if isinstance(error, _RETRYABLE):
-            if self.last:
-                raise Unavailable(
-                    "The database is busy; nothing was changed. Please retry."
-                ) from error
-            return True  # swallow: the caller's loop tries again
-        if isinstance(error, psycopg.OperationalError | PoolTimeout):
-            raise Unavailable(
-                "The database is unreachable; nothing was changed. Please retry."
-            ) from error
-        return False
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Driver errors the service understands: lock conflicts (the runner retries those) and a
+    lost or unreachable database (`Unavailable`); everything else passes unchanged."""
+    try:
+        yield
+    except _CONFLICTS as error:
+        raise Conflict(str(error)) from error
+    except (psycopg.OperationalError, PoolTimeout) as error:
+        raise Unavailable(
+            "The database is unreachable; nothing was changed. Please retry."
+        ) from error
 
 
 @contextlib.asynccontextmanager
 async def _nothing() -> AsyncIterator[None]:
     yield
-
-
-def _attempts() -> Iterator[_Attempt]:
-    for attempt in range(RETRIES):
-        yield _Attempt(last=attempt == RETRIES - 1)

@@ -141,12 +141,15 @@ class SqliteStore:
         result: T = await job.future
         return result
 
-    async def read(self, work: Callable[[Tx], T], *, one_statement: bool = False) -> T:
-        # Reads are short indexed lookups: running them on the event loop's own connection is
-        # cheaper than a hop to a thread. WAL lets them run beside the writer.
+    # Reads are short indexed lookups: running them on the event loop's own connection is
+    # cheaper than a hop to a thread. WAL lets them run beside the writer.
+
+    async def lookup(self, work: Callable[[Tx], T]) -> T:
+        # One statement reads one snapshot without BEGIN.
+        return work(SqlTx(self._connection(), DIALECT, one_statement=True))
+
+    async def read(self, work: Callable[[Tx], T]) -> T:
         conn = self._connection()
-        if one_statement:  # one statement reads one snapshot without BEGIN
-            return work(SqlTx(conn, DIALECT, one_statement=True))
         conn.execute("BEGIN")
         try:
             return work(SqlTx(conn, DIALECT))

@@ -1,0 +1,37 @@
+"""Tally's use cases, one module per feature over one shared `Runner`.
+
+`runner` owns the transaction, idempotency and retries; `accounts` loads a member up to date and
+saves what a rule planned; `members`, `points`, `lifecycle`, `rewards`, `programs` and `access`
+are the features. A new feature is a new module here and one more field of `Ledger`. Nothing
+here speaks HTTP or SQL.
+"""
+
+from __future__ import annotations
+
+from tally.commands import Clock
+from tally.keys import KeyCache
+from tally.ports import Store
+from tally.service.access import Access
+from tally.service.lifecycle import Lifecycle
+from tally.service.members import Members
+from tally.service.points import Points
+from tally.service.programs import Programs
+from tally.service.rewards import Rewards
+from tally.service.runner import Runner, system_clock
+
+__all__ = ["Ledger", "system_clock"]
+
+
+class Ledger:
+    """Every use case of one running server (or one CLI command) over one store."""
+
+    def __init__(
+        self, store: Store, *, clock: Clock = system_clock, key_cache: KeyCache | None = None
+    ) -> None:
+        runner = Runner(store, clock=clock)
+        self.access = Access(runner, key_cache=key_cache or KeyCache())
+        self.members = Members(runner)
+        self.points = Points(runner)
+        self.lifecycle = Lifecycle(runner)
+        self.rewards = Rewards(runner)
+        self.programs = Programs(runner)

@@ -1,0 +1,184 @@
+"""Loading a member up to date and saving what a rule planned for it, inside one transaction.
+
+Before any read or change of a member, what is due by `now` is applied first (pending awards
+post, lots expire), so no answer ever shows a stale figure. The decisions are `tally.rules`';
+this module only reads the rows they need and writes the rows they return.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from tally.commands import Posting
+from tally.domain import EntryStatus, EntryType, Lot, Member
+from tally.errors import MemberNotFound
+from tally.ports import MemberState, Tx
+from tally.rules import points as rules
+from tally.rules.lots import Maturity, PendingAward, due_events
+from tally.service.runner import Due
+
+
+def locked_member(tx: Tx, program_id: int, member_id: str, now: datetime) -> MemberState:
+    """The member, locked for a change and brought up to date with everything due by `now`."""
+    found = tx.members.state(program_id, member_id, now=now, lock=True)
+    return _caught_up(tx, found, member_id, now)
+
+
+def locked_for_spend(
+    tx: Tx, program_id: int, member_id: str, now: datetime, points: int
+) -> MemberState:
+    """`locked_member`, with the lots a spend of `points` draws on (`spend_lots`).
+
+    They are dropped when a catch-up ran (it may expire lots and post pending awards), and
+    `spend` then reads them itself.
+    """
+    found = tx.members.state_for_spend(program_id, member_id, now=now, points=points)
+    return _caught_up(tx, found, member_id, now)
+
+
+def _caught_up(tx: Tx, locked: MemberState | None, member_id: str, now: datetime) -> MemberState:
+    if locked is None:
+        raise MemberNotFound(f"Member {member_id} does not exist.")
+    if locked.due:
+        member = catch_up(tx, locked.member, now)
+        return replace(locked, member=member, due=False, spend_lots=None)
+    return locked
+
+
+def locked_members(
+    tx: Tx, program_id: int, member_ids: list[str], now: datetime
+) -> dict[str, MemberState]:
+    """The members that exist among `member_ids`, locked and brought up to date, in one go."""
+    states = tx.members.states(program_id, member_ids, now=now)
+    for member_id, state in states.items():
+        if state.due:
+            states[member_id] = replace(state, member=catch_up(tx, state.member, now), due=False)
+    return states
+
+
+def catch_up(tx: Tx, member: Member, now: datetime) -> Member:
+    """Post pending awards and expire lots that are due by `now`, in the order they fell due."""
+    pending = [
+        PendingAward(e.id, e.points, e.available_at or e.created_at, e.expires_at)
+        for e in tx.entries.pending_awards(member.pk, due_by=now)
+    ]
+    account = member.account
+    for event in due_events(pending, tx.lots.due(member.pk, by=now), now=now):
+        if isinstance(event, Maturity):
+            account, lot = rules.plan_maturity(account, event)
+            tx.entries.post_pending(
+                lot.entry_id, seq=lot.seq, balance_after=account.balance, posted_at=event.at
+            )
+            tx.lots.insert(lot, member_pk=member.pk)
+        else:
+            expired = rules.plan_expiry(member, account, event)
+            write_spend(tx, expired)
+            account = expired.account
+    tx.members.save_account(member.pk, account)
+    return replace(member, account=account)
+
+
+def current_state(
+    tx: Tx,
+    program_id: int,
+    member_id: str,
+    now: datetime,
+    writable: bool,
+    *,
+    with_expiration: bool = False,
+) -> MemberState:
+    """The member's state with everything due by `now` applied.
+
+    A read cannot apply anything: it raises `Due`, and the read runs again as a write, where
+    the member is locked and brought up to date. A read that finds nothing due is one statement.
+    """
+    if writable:
+        state = locked_member(tx, program_id, member_id, now)
+        if not with_expiration:
+            return state
+        # Read again after the catch-up, which may have expired the soonest lots.
+        found = tx.members.state_with_expiration(program_id, member_id, now=now)
+        assert found is not None and not found.due
+        return found
+    if with_expiration:
+        found = tx.members.state_with_expiration(program_id, member_id, now=now)
+    else:
+        found = tx.members.state(program_id, member_id, now=now, lock=False)
+    if found is None:
+        raise MemberNotFound(f"Member {member_id} does not exist.")
+    if found.due:
+        raise Due()
+    return found
+
+
+def current_member(
+    tx: Tx, program_id: int, member_id: str, now: datetime, writable: bool
+) -> Member:
+    """The member with everything due by `now` applied (see `current_state`)."""
+    return current_state(tx, program_id, member_id, now, writable).member
+
+
+def write_awards(tx: Tx, postings: list[Posting]) -> None:
+    """Write planned awards: their entries, a lot for each posted one, each member's account."""
+    tx.entries.insert_many([p.entry for p in postings])
+    tx.lots.insert_many(
+        [
+            (rules.lot_of(p.entry), p.entry.member_pk)
+            for p in postings
+            if p.entry.status is EntryStatus.POSTED
+        ]
+    )
+    # Only each member's last account matters: it already counts the earlier awards.
+    tx.members.save_accounts({p.entry.member_pk: p.account for p in postings})
+
+
+def write_spend(tx: Tx, spend: rules.Spend) -> None:
+    """Write a planned spend or expiry: its entry, the lots' new remainders and the draws (the
+    caller saves the account)."""
+    tx.entries.insert(spend.entry)
+    for lot_id, remaining in spend.remaining.items():
+        tx.lots.set_remaining(lot_id, remaining)
+    tx.lots.insert_draws(spend.entry.id, spend.draws)
+
+
+def spend(
+    tx: Tx,
+    member: Member,
+    kind: EntryType,
+    points: int,
+    *,
+    reason: str,
+    now: datetime,
+    reference: str | None = None,
+    metadata: str | None = None,
+    lots: list[Lot] | None = None,
+) -> Posting:
+    """Take `points` from the member's lots in spend order, as one entry of `kind`.
+
+    `lots`: the open lots covering `points`, when they were read with the member.
+    """
+    rules.check_spendable(member, points)  # before reading lots a refused spend never needs
+    if lots is None:
+        lots = tx.lots.covering(member.pk, points)
+    planned = rules.plan_spend(
+        member, lots, kind, points, reason=reason, now=now, reference=reference, metadata=metadata
+    )
+    write_spend(tx, planned)
+    tx.members.save_account(member.pk, planned.account)
+    return planned.posting
+
+
+def refund(tx: Tx, locked: MemberState, points: int, *, reason: str, now: datetime) -> Posting:
+    """Give `points` back as a new lot that expires under the program's current policy."""
+    posting = rules.plan_refund(
+        locked.member,
+        points,
+        expire_after_days=locked.expire_after_days,
+        reason=reason,
+        now=now,
+    )
+    tx.entries.insert(posting.entry)
+    tx.lots.insert(rules.lot_of(posting.entry), member_pk=locked.member.pk)
+    tx.members.save_account(locked.member.pk, posting.account)
+    return posting

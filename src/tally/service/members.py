@@ -1,0 +1,57 @@
+"""Use cases of members: enrol, fetch, list."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from tally import ids
+from tally.commands import Idempotency, Listing, Reply
+from tally.domain import Member, Page, Profile
+from tally.errors import MemberExists, MemberNotFound
+from tally.ports import Tx
+from tally.service.runner import Render, Runner
+
+
+class Members:
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    async def create(
+        self,
+        program_id: int,
+        profile: Profile,
+        *,
+        idempotency: Idempotency | None,
+        render: Render[Member],
+    ) -> Reply:
+        """Enrol a member under the id given, or a new `mem_` id when none is."""
+
+        def effect(tx: Tx, now: datetime) -> Member:
+            chosen = (
+                profile if profile.member_id else replace(profile, member_id=ids.new_id("mem_"))
+            )
+            if not tx.members.insert(program_id, chosen, now=now):
+                raise MemberExists(f"Member {chosen.member_id} already exists.")
+            member = tx.members.get(program_id, chosen.member_id)
+            assert member is not None
+            return member
+
+        return await self._runner.change(program_id, idempotency, effect, render)
+
+    async def get(self, program_id: int, member_id: str) -> Member:
+        def read(tx: Tx, now: datetime, writable: bool) -> Member:
+            member = tx.members.get(program_id, member_id)
+            if member is None:
+                raise MemberNotFound(f"Member {member_id} does not exist.")
+            return member
+
+        return await self._runner.view_one(read)
+
+    async def listing(self, program_id: int, page: Page) -> Listing[Member]:
+        def read(tx: Tx, now: datetime, writable: bool) -> Listing[Member]:
+            total = tx.members.count(program_id)
+            rows = tx.members.page(program_id, offset=page.offset, limit=page.size)
+            return Listing(rows, total, page)
+
+        return await self._runner.view(read)

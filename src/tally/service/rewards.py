@@ -1,0 +1,170 @@
+"""Use cases of the reward catalog: rewards, redemptions, and cancelling a redemption (which
+refunds its points and puts the stock back)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tally import ids
+from tally.commands import (
+    Idempotency,
+    Listing,
+    RedeemCommand,
+    RedemptionResult,
+    Reply,
+    RewardChanges,
+    RewardDraft,
+)
+from tally.domain import EntryType, Page, Redemption, RedemptionStatus, Reward
+from tally.errors import MemberNotFound, RedemptionNotFound, RewardNotFound
+from tally.ports import Tx
+from tally.rules import rewards as rules
+from tally.service import accounts
+from tally.service.runner import Render, Runner
+
+
+class Rewards:
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    async def create(
+        self,
+        program_id: int,
+        draft: RewardDraft,
+        *,
+        idempotency: Idempotency | None,
+        render: Render[Reward],
+    ) -> Reply:
+        def effect(tx: Tx, now: datetime) -> Reward:
+            reward = rules.new_reward(draft, program_id=program_id, now=now)
+            tx.catalog.insert_reward(reward)
+            return reward
+
+        return await self._runner.change(program_id, idempotency, effect, render)
+
+    async def get(self, program_id: int, reward_id: str) -> Reward:
+        def read(tx: Tx, now: datetime, writable: bool) -> Reward:
+            return _reward_or_raise(tx, program_id, reward_id)
+
+        return await self._runner.view_one(read)
+
+    async def listing(self, program_id: int, page: Page) -> Listing[Reward]:
+        def read(tx: Tx, now: datetime, writable: bool) -> Listing[Reward]:
+            rows = tx.catalog.list_rewards(program_id, offset=page.offset, limit=page.size)
+            return Listing(rows, tx.catalog.count_rewards(program_id), page)
+
+        return await self._runner.view(read)
+
+    async def update(self, program_id: int, reward_id: str, changes: RewardChanges) -> Reward:
+        def work(tx: Tx) -> Reward:
+            reward = _reward_or_raise(tx, program_id, reward_id, lock=True)
+            reward = rules.changed_reward(reward, changes)
+            tx.catalog.update_reward(reward)
+            return reward
+
+        return await self._runner.write(work)
+
+    async def redeem(
+        self,
+        program_id: int,
+        cmd: RedeemCommand,
+        *,
+        idempotency: Idempotency | None,
+        render: Render[RedemptionResult],
+    ) -> Reply:
+        def effect(tx: Tx, now: datetime) -> RedemptionResult:
+            member = accounts.locked_member(tx, program_id, cmd.member_id, now).member
+            reward = _reward_or_raise(tx, program_id, cmd.reward_id, lock=True)
+            points = rules.redemption_cost(reward, cmd.quantity)
+            posting = accounts.spend(
+                tx,
+                member,
+                EntryType.REDEEM,
+                points,
+                reason=reward.name,
+                now=now,
+                metadata=cmd.metadata,
+            )
+            restocked = rules.restocked(reward, -cmd.quantity)
+            if restocked is not None:
+                tx.catalog.update_reward(restocked)
+            redemption = Redemption(
+                id=ids.new_id("red_"),
+                program_id=program_id,
+                member_pk=member.pk,
+                member_id=member.member_id,
+                reward_id=reward.id,
+                quantity=cmd.quantity,
+                points=points,
+                status=RedemptionStatus.COMPLETED,
+                transaction_id=posting.entry.id,
+                refund_transaction_id=None,
+                created_at=now,
+                cancelled_at=None,
+            )
+            tx.catalog.insert_redemption(redemption)
+            return RedemptionResult(redemption, posting.entry)
+
+        return await self._runner.change(program_id, idempotency, effect, render)
+
+    async def cancel_redemption(
+        self,
+        program_id: int,
+        redemption_id: str,
+        *,
+        idempotency: Idempotency | None,
+        render: Render[RedemptionResult],
+    ) -> Reply:
+        def effect(tx: Tx, now: datetime) -> RedemptionResult:
+            found = _redemption_or_raise(tx, program_id, redemption_id)
+            locked = accounts.locked_member(tx, program_id, found.member_id, now)
+            redemption = _redemption_or_raise(tx, program_id, redemption_id, lock=True)
+            rules.check_cancellable(redemption)
+            reward = _reward_or_raise(tx, program_id, redemption.reward_id, lock=True)
+            posting = accounts.refund(
+                tx,
+                locked,
+                redemption.points,
+                reason=rules.refund_reason(reward, redemption),
+                now=now,
+            )
+            restocked = rules.restocked(reward, redemption.quantity)
+            if restocked is not None:
+                tx.catalog.update_reward(restocked)
+            tx.catalog.cancel_redemption(redemption.id, refund_id=posting.entry.id, now=now)
+            cancelled = rules.cancelled(redemption, refund_id=posting.entry.id, now=now)
+            return RedemptionResult(cancelled, posting.entry)
+
+        return await self._runner.change(program_id, idempotency, effect, render)
+
+    async def redemption(self, program_id: int, redemption_id: str) -> Redemption:
+        def read(tx: Tx, now: datetime, writable: bool) -> Redemption:
+            return _redemption_or_raise(tx, program_id, redemption_id)
+
+        return await self._runner.view_one(read)
+
+    async def redemptions(self, program_id: int, member_id: str, page: Page) -> Listing[Redemption]:
+        def read(tx: Tx, now: datetime, writable: bool) -> Listing[Redemption]:
+            member = tx.members.get(program_id, member_id)
+            if member is None:
+                raise MemberNotFound(f"Member {member_id} does not exist.")
+            rows = tx.catalog.list_redemptions(member, offset=page.offset, limit=page.size)
+            return Listing(rows, tx.catalog.count_redemptions(member), page)
+
+        return await self._runner.view(read)
+
+
+def _reward_or_raise(tx: Tx, program_id: int, reward_id: str, *, lock: bool = False) -> Reward:
+    reward = tx.catalog.get_reward(program_id, reward_id, lock=lock)
+    if reward is None:
+        raise RewardNotFound(f"Reward {reward_id} does not exist.")
+    return reward
+
+
+def _redemption_or_raise(
+    tx: Tx, program_id: int, redemption_id: str, *, lock: bool = False
+) -> Redemption:
+    redemption = tx.catalog.get_redemption(program_id, redemption_id, lock=lock)
+    if redemption is None:
+        raise RedemptionNotFound(f"Redemption {redemption_id} does not exist.")
+    return redemption
