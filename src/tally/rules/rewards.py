@@ -9,7 +9,7 @@ from datetime import datetime
 
 from tally import ids
 from tally.commands import RewardChanges, RewardDraft
-from tally.domain import Redemption, RedemptionStatus, Reward
+from tally.domain import Entry, Member, Redemption, RedemptionStatus, Reward
 from tally.errors import NotCancellable, OutOfStock, RewardInactive
 
 
@@ -45,6 +45,26 @@ def redemption_cost(reward: Reward, quantity: int) -> int:
     if reward.stock is not None and reward.stock < quantity:
         raise OutOfStock(f"Reward {reward.id} has {reward.stock} in stock, {quantity} asked for.")
     return reward.points_cost * quantity
+
+
+def new_redemption(
+    member: Member, reward: Reward, quantity: int, *, points: int, entry: Entry, now: datetime
+) -> Redemption:
+    """A completed redemption of `quantity` of `reward`, paid for by the spend `entry`."""
+    return Redemption(
+        id=ids.new_id("red_"),
+        program_id=member.program_id,
+        member_pk=member.pk,
+        member_id=member.member_id,
+        reward_id=reward.id,
+        quantity=quantity,
+        points=points,
+        status=RedemptionStatus.COMPLETED,
+        transaction_id=entry.id,
+        refund_transaction_id=None,
+        created_at=now,
+        cancelled_at=None,
+    )
 
 
 def restocked(reward: Reward, change: int) -> Reward | None:

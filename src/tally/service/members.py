@@ -1,4 +1,5 @@
-"""Use cases of members: enrol, fetch, list."""
+"""Use cases of members: enrol, fetch, list (rows through `Tx`, transactions through the
+runner; nothing here speaks SQL or HTTP)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Use cases of points: award (one or in bulk), deduct, and read balances and history."""
+"""Use cases of points: award (one or in bulk), deduct, and read balances and history.
+
+Each loads the member through `accounts`, asks `tally.rules.points` what the change is, and
+saves it; the rules themselves are not here.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Use cases of a program's own settings (today: its expiry policy)."""
+"""Use cases of a program's own settings (today: its expiry policy). Programs and keys are
+created from the command line (`tally.maintenance`), not here."""
 
 from __future__ import annotations
 

@@ -1,11 +1,10 @@
 """Use cases of the reward catalog: rewards, redemptions, and cancelling a redemption (which
-refunds its points and puts the stock back)."""
+refunds its points and puts the stock back). What each costs and allows is `tally.rules`'."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from tally import ids
 from tally.commands import (
     Idempotency,
     Listing,
@@ -15,7 +14,7 @@ from tally.commands import (
     RewardChanges,
     RewardDraft,
 )
-from tally.domain import EntryType, Page, Redemption, RedemptionStatus, Reward
+from tally.domain import EntryType, Page, Redemption, Reward
 from tally.errors import MemberNotFound, RedemptionNotFound, RewardNotFound
 from tally.ports import Tx
 from tally.rules import rewards as rules
@@ -88,19 +87,8 @@ class Rewards:
             restocked = rules.restocked(reward, -cmd.quantity)
             if restocked is not None:
                 tx.catalog.update_reward(restocked)
-            redemption = Redemption(
-                id=ids.new_id("red_"),
-                program_id=program_id,
-                member_pk=member.pk,
-                member_id=member.member_id,
-                reward_id=reward.id,
-                quantity=cmd.quantity,
-                points=points,
-                status=RedemptionStatus.COMPLETED,
-                transaction_id=posting.entry.id,
-                refund_transaction_id=None,
-                created_at=now,
-                cancelled_at=None,
+            redemption = rules.new_redemption(
+                member, reward, cmd.quantity, points=points, entry=posting.entry, now=now
             )
             tx.catalog.insert_redemption(redemption)
             return RedemptionResult(redemption, posting.entry)

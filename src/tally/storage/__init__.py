@@ -1,4 +1,9 @@
-"""Storage backends, chosen by the scheme of the database URL."""
+"""Storage backends, chosen by the scheme of the database URL.
+
+`sql/` holds the queries (one module per role of `tally.ports.Tx`), shared by both backends;
+`sqlite.py` and `postgres.py` hold connections, transactions and commits; `bridge.py` runs the
+synchronous query code over psycopg's asyncio driver; `migrations/` the schema of each.
+"""
 
 from __future__ import annotations
 
