@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from tally import __version__
+from tally.http.errors import status_of
 
 if TYPE_CHECKING:
     from tally.http.routes import RouteSpec
@@ -19,26 +20,6 @@ _QUERY: dict[str, dict[str, Any]] = {
     "type": {"type": "string", "enum": ["award", "redeem", "deduct", "expire", "refund"]},
     "from": {"type": "string", "description": "RFC 3339 time with a zone, or YYYY-MM-DD."},
     "to": {"type": "string", "description": "RFC 3339 time, or YYYY-MM-DD (the whole day)."},
-}
-
-_STATUS = {
-    "invalid_json": "400",
-    "unauthorized": "401",
-    "forbidden": "403",
-    "member_not_found": "404",
-    "transaction_not_found": "404",
-    "reward_not_found": "404",
-    "redemption_not_found": "404",
-    "member_exists": "409",
-    "not_cancellable": "409",
-    "idempotency_in_progress": "409",
-    "payload_too_large": "413",
-    "unsupported_media_type": "415",
-    "validation_error": "422",
-    "insufficient_points": "422",
-    "idempotency_key_reused": "422",
-    "out_of_stock": "422",
-    "reward_inactive": "422",
 }
 
 
@@ -99,9 +80,9 @@ def openapi_document(routes: tuple[RouteSpec, ...]) -> dict[str, Any]:
                 },
             }
         codes = ("unauthorized", "forbidden", *route.errors)
-        for status in sorted({_STATUS[c] for c in codes}):
-            named = sorted(c for c in codes if _STATUS[c] == status)
-            operation["responses"][status] = {
+        for status in sorted({status_of(c) for c in codes}):
+            named = sorted(c for c in codes if status_of(c) == status)
+            operation["responses"][str(status)] = {
                 "description": "Error: " + ", ".join(named),
                 "content": {"application/json": {"schema": ref_of[schemas.ErrorOut]}},
             }

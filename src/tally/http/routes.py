@@ -32,6 +32,7 @@ from tally.domain import Entry, Member, Profile, Program, Redemption, Reward, Sc
 from tally.errors import TallyError
 from tally.http import inputs
 from tally.http import schemas as s
+from tally.http.errors import error_body
 from tally.service import Ledger
 
 encode = msgspec.json.Encoder().encode
@@ -131,14 +132,6 @@ def redemption_out(r: Redemption) -> s.RedemptionOut:
 
 def program_out(program: Program) -> s.ProgramOut:
     return s.ProgramOut(program.name, program.points_expire_after_days, program.created_at)
-
-
-def error_body(error: TallyError) -> s.ErrorBody:
-    details = [
-        {**({"field": d.field} if d.field else {}), "message": d.message, **d.extra}
-        for d in error.details
-    ]
-    return s.ErrorBody(error.code, error.message, details)
 
 
 def _bulk_out(outcome: BulkOutcome) -> s.BulkOut:
