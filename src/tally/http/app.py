@@ -2,7 +2,7 @@
 `app_from_env`, the factory `tally serve` runs.
 
 Every error is answered here, once, through the error table in `errors.py`; the routes
-themselves are in `routes.py`.
+themselves are in `routes/`, what they read and send in `inputs.py` and `outputs.py`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from tally.config import Settings
 from tally.errors import MethodNotAllowed, NotFound, TallyError
 from tally.http.errors import error_response
 from tally.http.openapi import DOCS_HTML, openapi_document
-from tally.http.routes import ROUTES, encode, json_response
+from tally.http.outputs import encode, json_response
+from tally.http.routes import ROUTES
 from tally.http.tuning import tune_collector_for_serving
 from tally.keys import KeyCache
 from tally.ports import Store

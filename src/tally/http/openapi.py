@@ -10,7 +10,7 @@ from tally import __version__
 from tally.http.errors import status_of
 
 if TYPE_CHECKING:
-    from tally.http.routes import RouteSpec
+    from tally.http.routes.spec import RouteSpec
 
 _REF = "#/components/schemas/{name}"
 
