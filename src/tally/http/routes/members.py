@@ -11,7 +11,7 @@ from starlette.responses import Response
 from tally.domain import Profile
 from tally.http import callers, inputs, outputs
 from tally.http import schemas as s
-from tally.http.routes.spec import PAGING, WRITE_ERRORS, RouteSpec
+from tally.http.routes.spec import PAGING, RouteSpec
 
 
 async def create_member(request: Request) -> Response:
@@ -50,7 +50,7 @@ ROUTES = (
         response=s.MemberOut,
         status=201,
         body=s.MemberIn,
-        errors=(*WRITE_ERRORS, "member_exists"),
+        errors=("member_exists",),
     ),
     RouteSpec(
         method="GET",
@@ -61,7 +61,6 @@ ROUTES = (
         response=s.MemberOut,
         listing=True,
         query=PAGING,
-        errors=("validation_error",),
     ),
     RouteSpec(
         method="GET",

@@ -15,7 +15,7 @@ from tally.commands import AwardCommand, BulkCommand, BulkItemError, DeductComma
 from tally.errors import TallyError
 from tally.http import callers, inputs, outputs
 from tally.http import schemas as s
-from tally.http.routes.spec import PAGING, WRITE_ERRORS, RouteSpec
+from tally.http.routes.spec import PAGING, RouteSpec
 
 
 def _award_command(body: s.AwardIn) -> AwardCommand:
@@ -134,7 +134,7 @@ ROUTES = (
         response=s.TransactionOut,
         listing=True,
         query=(*PAGING, "type", "from", "to"),
-        errors=("member_not_found", "validation_error"),
+        errors=("member_not_found",),
     ),
     RouteSpec(
         method="POST",
@@ -145,7 +145,7 @@ ROUTES = (
         response=s.TransactionCreatedOut,
         status=201,
         body=s.AwardIn,
-        errors=(*WRITE_ERRORS, "member_not_found"),
+        errors=("member_not_found",),
     ),
     RouteSpec(
         method="POST",
@@ -155,7 +155,6 @@ ROUTES = (
         tag="Points",
         response=s.BulkOut,
         body=s.BulkAwardSchema,
-        errors=WRITE_ERRORS,
     ),
     RouteSpec(
         method="POST",
@@ -166,7 +165,7 @@ ROUTES = (
         response=s.TransactionCreatedOut,
         status=201,
         body=s.DeductIn,
-        errors=(*WRITE_ERRORS, "member_not_found", "insufficient_points"),
+        errors=("member_not_found", "insufficient_points"),
     ),
     RouteSpec(
         method="GET",

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from tally.http import callers, inputs, outputs
 from tally.http import schemas as s
-from tally.http.routes.spec import WRITE_ERRORS, RouteSpec
+from tally.http.routes.spec import RouteSpec
 
 
 async def get_program(request: Request) -> Response:
@@ -48,6 +48,5 @@ ROUTES = (
         tag="Program",
         response=s.ProgramOut,
         body=s.ProgramPatch,
-        errors=WRITE_ERRORS,
     ),
 )

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from tally.commands import RedeemCommand, RewardChanges, RewardDraft
 from tally.http import callers, inputs, outputs
 from tally.http import schemas as s
-from tally.http.routes.spec import PAGING, WRITE_ERRORS, RouteSpec
+from tally.http.routes.spec import PAGING, RouteSpec
 
 # Rewards
 
@@ -120,7 +120,6 @@ ROUTES = (
         response=s.RewardOut,
         status=201,
         body=s.RewardIn,
-        errors=WRITE_ERRORS,
     ),
     RouteSpec(
         method="GET",
@@ -131,7 +130,6 @@ ROUTES = (
         response=s.RewardOut,
         listing=True,
         query=PAGING,
-        errors=("validation_error",),
     ),
     RouteSpec(
         method="GET",
@@ -150,7 +148,7 @@ ROUTES = (
         tag="Rewards",
         response=s.RewardOut,
         body=s.RewardPatch,
-        errors=(*WRITE_ERRORS, "reward_not_found"),
+        errors=("reward_not_found",),
     ),
     RouteSpec(
         method="POST",
@@ -162,7 +160,6 @@ ROUTES = (
         status=201,
         body=s.RedemptionIn,
         errors=(
-            *WRITE_ERRORS,
             "member_not_found",
             "reward_not_found",
             "reward_inactive",
@@ -197,6 +194,6 @@ ROUTES = (
         response=s.RedemptionOut,
         listing=True,
         query=PAGING,
-        errors=("member_not_found", "validation_error"),
+        errors=("member_not_found",),
     ),
 )
