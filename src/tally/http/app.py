@@ -1,8 +1,9 @@
-"""`create_app`: the ASGI application, its router built from the route table, and
-`app_from_env`, the factory `tally serve` runs.
+"""`create_app`: the ASGI application (its router built from the route table, its exception
+handlers, the background sweep) and `app_from_env`, the factory `tally serve` runs.
 
-Every error is answered here, once, through the error table in `errors.py`; the routes
-themselves are in `routes/`, what they read and send in `inputs.py` and `outputs.py`.
+Every error is answered here, once, with the error table of `errors.py`. The routes themselves
+are in `routes/`, what they read and send in `inputs.py` and `outputs.py`, the OpenAPI document
+in `openapi.py`.
 """
 
 from __future__ import annotations
