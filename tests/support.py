@@ -1,9 +1,12 @@
-"""Test helpers: a movable clock, an API client with a key, and real server processes."""
+"""Test helpers: a movable clock, an API client with a key (that checks every answer against the
+OpenAPI document), and real server processes."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,6 +24,8 @@ from starlette.testclient import TestClient
 from tally.config import Settings
 from tally.domain import Scope
 from tally.http.app import create_app
+from tally.http.openapi import openapi_document
+from tally.http.routes import ROUTES
 from tally.maintenance import create_key
 from tally.ports import Store
 
@@ -46,15 +51,95 @@ def serve_app(store: Store, *, clock: FakeClock, **settings: Any) -> Iterator[Te
         yield client
 
 
+@dataclass(frozen=True)
+class Operation:
+    """One operation of the OpenAPI document and the statuses it lists."""
+
+    method: str
+    template: str
+    pattern: re.Pattern[str]
+    responses: dict[str, Any]
+
+    def lists(self, status: int, code: str | None) -> bool:
+        """Whether the document lists `status` here, and names `code` for it (when an error)."""
+        answer = self.responses.get(str(status))
+        if answer is None:
+            return False
+        return code is None or code in answer["description"].removeprefix("Error: ").split(", ")
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    """What a path template matches: a `{name}` is one segment, as in Starlette's router."""
+    parts = re.split(r"(\{[^}/]+\})", template)
+    return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts))
+
+
+@functools.cache
+def documented_operations() -> tuple[Operation, ...]:
+    """The operations of the OpenAPI document, built once per test process."""
+    document = openapi_document(ROUTES)
+    return tuple(
+        Operation(method.upper(), template, _pattern(template), operation["responses"])
+        for template, operations in document["paths"].items()
+        for method, operation in operations.items()
+    )
+
+
+def documented_operation(method: str, path: str) -> Operation | None:
+    """The operation that serves `method path`, or None for a route the table does not have."""
+    for operation in documented_operations():
+        if operation.method == method and operation.pattern.fullmatch(path):
+            return operation
+    return None
+
+
+def error_code(response: httpx.Response) -> str | None:
+    """The error code of a refusal (None for a success or a body that is not the envelope)."""
+    if response.status_code < 400:
+        return None
+    response.read()
+    try:
+        code = response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None
+
+
+def assert_documented(response: httpx.Response) -> None:
+    """The response's status, and its error code, are listed for its operation in the document.
+
+    A path that is no route of the table (an unknown route, /openapi.json) is not checked.
+    """
+    request = response.request
+    operation = documented_operation(request.method, request.url.path)
+    if operation is None:
+        return
+    code = error_code(response)
+    assert operation.lists(response.status_code, code), (
+        f"{request.method} {operation.template} answered {response.status_code} {code or ''},"
+        " which its OpenAPI entry does not list"
+    )
+
+
 @dataclass
 class Api:
-    """A client of one program, holding its write key."""
+    """A client of one program, holding its write key.
+
+    Every answer its client receives is checked against the OpenAPI document
+    (`assert_documented`), so every test that talks to the API also proves the document lists
+    what the API answered.
+    """
 
     client: TestClient | httpx.Client
     key: str
     store: Store
     clock: FakeClock | None = None
     _keys: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        hooks = self.client.event_hooks["response"]
+        if assert_documented not in hooks:
+            hooks.append(assert_documented)
 
     def headers(self, key: str | None = None, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.key}", **extra}

@@ -1,9 +1,34 @@
-"""The OpenAPI document describes every route, request, response and error; /docs renders it."""
+"""The OpenAPI document describes every route, request, response and error; /docs renders it.
+
+Every status a route answers is listed in its entry: a battery of requests proves it for every
+route here, and the shared client (`tests.support.Api`) checks every answer of the whole suite.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import httpx
+import pytest
+
+from tally.domain import Scope
+from tally.http.errors import STATUS_OF_CODE
+from tally.http.openapi import openapi_document
 from tally.http.routes import ROUTES
-from tests.support import Api
+from tally.http.routes.spec import RouteSpec
+from tally.maintenance import create_key
+from tally.ports import Store
+from tests.support import (
+    Api,
+    FakeClock,
+    assert_documented,
+    documented_operation,
+    error_code,
+    serve_app,
+)
 
 
 def test_the_document_lists_every_route_with_its_success_and_error_answers(api: Api) -> None:
@@ -42,3 +67,181 @@ def test_docs_page_renders_the_document(api: Api) -> None:
     assert response.status_code == 200
     assert "text/html" in response.headers["content-type"]
     assert "/openapi.json" in response.text
+
+
+def test_the_served_document_is_the_one_the_tests_check_answers_against(api: Api) -> None:
+    assert api.client.get("/openapi.json").json() == json.loads(
+        json.dumps(openapi_document(ROUTES))
+    )
+
+
+def test_every_error_code_a_route_can_answer_has_a_status_in_the_error_table() -> None:
+    unknown = {
+        f"{route.method} {route.path}": code
+        for route in ROUTES
+        for code in route.error_codes
+        if code not in STATUS_OF_CODE
+    }
+    assert unknown == {}
+
+
+def test_every_operation_lists_a_bug_and_an_unavailable_database_with_retry_after() -> None:
+    document = openapi_document(ROUTES)
+    for route in ROUTES:
+        responses = document["paths"][route.path][route.method.lower()]["responses"]
+        assert "internal_error" in responses["500"]["description"]
+        assert "unavailable" in responses["503"]["description"]
+        assert "Retry-After" in responses["503"]["headers"]
+
+
+# Every route, sent a battery of good and bad requests: every status it answers is documented.
+
+LIMIT = 1000
+UNKNOWN_KEY = "tally_" + "A" * 43
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One request of the battery (headers beyond the key; `content` wins over `body`)."""
+
+    path: str
+    body: Any = None
+    content: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    key: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+
+
+def the_world(api: Api) -> dict[str, str]:
+    """One of everything in program `acme`: the ids a route's path can name."""
+    api.member("m")
+    api.award("m", 100)
+    pending = api.award("m", 40, available_at="2026-02-01T00:00:00Z")["transaction_id"]
+    reward = api.post("/v1/rewards", {"name": "Mug", "points_cost": 10, "stock": 5})
+    reward_id = reward.json()["data"]["reward_id"]
+    redemption = api.post("/v1/redemptions", {"member_id": "m", "reward_id": reward_id})
+    return {
+        "member_id": "m",
+        "transaction_id": pending,
+        "reward_id": reward_id,
+        "redemption_id": redemption.json()["data"]["redemption_id"],
+    }
+
+
+UNKNOWN_IDS = {
+    "member_id": "ghost",
+    "transaction_id": "txn_01NOSUCHTRANSACTION0000000",
+    "reward_id": "rwd_01NOSUCHREWARD000000000000",
+    "redemption_id": "red_01NOSUCHREDEMPTION00000000",
+}
+
+# A body each write accepts (None: the route reads a body but never decodes it).
+VALID_BODIES: dict[tuple[str, str], Callable[[dict[str, str]], dict[str, Any] | None]] = {
+    ("POST", "/v1/members"): lambda ids: {"member_id": "newcomer"},
+    ("POST", "/v1/points/award"): lambda ids: {"member_id": "m", "points": 5, "reason": "x"},
+    ("POST", "/v1/points/award/bulk"): lambda ids: {
+        "awards": [{"member_id": "m", "points": 5, "reason": "x"}]
+    },
+    ("POST", "/v1/points/deduct"): lambda ids: {"member_id": "m", "points": 5, "reason": "x"},
+    ("POST", "/v1/transactions/{transaction_id}/cancel"): lambda ids: None,
+    ("PATCH", "/v1/program"): lambda ids: {"points_expire_after_days": 30},
+    ("POST", "/v1/rewards"): lambda ids: {"name": "Cap", "points_cost": 20},
+    ("PATCH", "/v1/rewards/{reward_id}"): lambda ids: {"name": "Big mug"},
+    ("POST", "/v1/redemptions"): lambda ids: {"member_id": "m", "reward_id": ids["reward_id"]},
+    ("POST", "/v1/redemptions/{redemption_id}/cancel"): lambda ids: None,
+}
+
+BAD_QUERIES = [
+    {"page": "0"},
+    {"per_page": "101"},
+    {"per_page": "ten"},
+    {"type": "bonus"},
+    {"from": "next week"},
+    {"from": "2026-02-01", "to": "2026-01-01"},
+]
+
+
+def battery(api: Api, route: RouteSpec, ids: dict[str, str]) -> dict[str, Sent]:
+    """Requests for `route`: good ones, and every way its shape lets a request be wrong."""
+    path, unknown_path = route.path.format(**ids), route.path.format(**UNKNOWN_IDS)
+    body = None if route.scope is Scope.READ else VALID_BODIES[route.method, route.path](ids)
+    json_type = {"Content-Type": "application/json"}
+    # A write's requests carry its valid body unless the body is what they get wrong.
+    valid = b"" if body is None else json.dumps(body).encode()
+    good = Sent(path) if route.scope is Scope.READ else Sent(path, content=valid, headers=json_type)
+    idempotent = replace(good, headers={**good.headers, "Idempotency-Key": "battery"})
+    sent = {
+        "valid, with an Idempotency-Key": idempotent,
+        "the same again": idempotent,
+        # the same fields, other bytes: another request to the fingerprint
+        "the same key, another body": replace(idempotent, content=valid + b" "),
+        "valid, again": good,
+        "no key": replace(good, key=""),
+        "an unknown key": replace(good, key=UNKNOWN_KEY),
+        "a read key": replace(good, key=api.key_for("acme", Scope.READ)),
+        "another program's key": replace(good, key=api.key_for("other")),
+        "unknown ids in the path": replace(good, path=unknown_path),
+        "a bad Idempotency-Key": replace(
+            good, headers={**good.headers, "Idempotency-Key": "x" * 256}
+        ),
+        **{f"query {query}": replace(good, params=query) for query in BAD_QUERIES},
+    }
+    if route.scope is Scope.READ:
+        return sent
+    sent |= {
+        "a body over the limit": replace(good, content=b'{"pad": "' + b"x" * LIMIT + b'"}'),
+        "text/plain": replace(good, content=valid or b"{}", headers={"Content-Type": "text/plain"}),
+        "no Content-Type": replace(good, content=valid or b"{}", headers={}),
+        "invalid JSON": replace(good, content=b'{"member_id": '),
+        "a JSON array": replace(good, content=b"[]"),
+        "an empty body": replace(good, content=b""),
+    }
+    if body is not None:
+        sent["an unknown field"] = Sent(path, body={**body, "typo": 1})
+        sent |= {f"{name} of a wrong type": Sent(path, body={**body, name: [1]}) for name in body}
+        named = {name: UNKNOWN_IDS[name] for name in body if name in UNKNOWN_IDS}
+        sent["unknown ids in the body"] = Sent(path, body={**body, **named})
+    return sent
+
+
+def send(api: Api, route: RouteSpec, request: Sent) -> httpx.Response:
+    headers = {**request.headers}
+    if request.key != "":
+        headers["Authorization"] = f"Bearer {request.key or api.key}"
+    return api.client.request(
+        route.method,
+        request.path,
+        json=None if request.content is not None else request.body,
+        content=request.content,
+        headers=headers,
+        params=request.params or None,
+    )
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=[f"{r.method} {r.path}" for r in ROUTES])
+def test_every_status_a_route_answers_is_listed_in_its_openapi_entry(
+    store: Store, clock: FakeClock, route: RouteSpec
+) -> None:
+    key = create_key(store, program="acme", scope=Scope.WRITE, now=clock()).secret
+    with serve_app(store, clock=clock, max_body_bytes=LIMIT) as client:
+        api = Api(client, key, store=store, clock=clock)
+        ids = the_world(api)
+        # This test checks the answers itself, to list every undocumented one at once.
+        client.event_hooks["response"].remove(assert_documented)
+        answers = {}
+        for name, request in battery(api, route, ids).items():
+            response = send(api, route, request)
+            answers[name] = (response.status_code, error_code(response))
+    operation = documented_operation(route.method, route.path.format(**ids))
+    assert operation is not None and operation.template == route.path
+    assert {name: answer for name, answer in answers.items() if not operation.lists(*answer)} == {}
+    # The battery reached each kind of refusal the route's shape implies.
+    answered = {status for status, _ in answers.values()}
+    expected = {401} | ({404} if "{" in route.path else set())
+    if route.scope is Scope.WRITE:
+        expected |= {403, 413, 415}
+    if route.body is not None:
+        expected |= {400, 422}
+    if route.method == "POST" or route.query:
+        expected |= {422}
+    assert expected <= answered, answers

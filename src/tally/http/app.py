@@ -1,4 +1,10 @@
-"""`create_app`: the ASGI application. The one place that maps error codes to HTTP statuses."""
+"""`create_app`: the ASGI application (its router built from the route table, its exception
+handlers, the background sweep) and `app_from_env`, the factory `tally serve` runs.
+
+Every error is answered here, once, with the error table of `errors.py`. The routes themselves
+are in `routes/`, what they read and send in `inputs.py` and `outputs.py`, the OpenAPI document
+in `openapi.py`.
+"""
 
 from __future__ import annotations
 
@@ -17,48 +23,16 @@ from starlette.routing import Route
 from tally.commands import Clock
 from tally.config import Settings
 from tally.errors import MethodNotAllowed, NotFound, TallyError
-from tally.http import schemas
+from tally.http.errors import error_response
 from tally.http.openapi import DOCS_HTML, openapi_document
-from tally.http.routes import ROUTES, encode, error_body, json_response
+from tally.http.outputs import encode, json_response
+from tally.http.routes import ROUTES
 from tally.http.tuning import tune_collector_for_serving
 from tally.keys import KeyCache
 from tally.ports import Store
 from tally.service import Ledger, system_clock
 
 log = logging.getLogger("tally")
-
-STATUS_OF_CODE: dict[str, int] = {
-    "invalid_json": 400,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "not_found": 404,
-    "member_not_found": 404,
-    "transaction_not_found": 404,
-    "reward_not_found": 404,
-    "redemption_not_found": 404,
-    "method_not_allowed": 405,
-    "member_exists": 409,
-    "idempotency_in_progress": 409,
-    "not_cancellable": 409,
-    "payload_too_large": 413,
-    "unsupported_media_type": 415,
-    "validation_error": 422,
-    "insufficient_points": 422,
-    "idempotency_key_reused": 422,
-    "out_of_stock": 422,
-    "reward_inactive": 422,
-    "rate_limited": 429,
-    "internal_error": 500,
-    "unavailable": 503,
-}
-
-
-def error_response(error: TallyError) -> Response:
-    body = encode(schemas.ErrorOut(success=False, error=error_body(error)))
-    response = json_response(body, STATUS_OF_CODE.get(error.code, 500))
-    if error.code == "unavailable":
-        response.headers["Retry-After"] = "1"
-    return response
 
 
 async def _tally_error(request: Request, exc: Exception) -> Response:

@@ -1,4 +1,9 @@
-"""The OpenAPI 3.1 document, built from the route table and the msgspec schemas."""
+"""The OpenAPI 3.1 document, built from the route table, the error table and the msgspec schemas.
+
+Each operation lists every status it can answer with: its success, and one entry per status
+its error codes (`RouteSpec.error_codes`) have in the error table, naming those codes. Routes
+that are not in the table (`/openapi.json`, `/docs`) are not described.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from tally import __version__
+from tally.http import schemas
+from tally.http.errors import RETRY_AFTER_SECONDS, status_of
 
 if TYPE_CHECKING:
-    from tally.http.routes import RouteSpec
+    from tally.http.routes.spec import RouteSpec
 
 _REF = "#/components/schemas/{name}"
 
@@ -21,38 +28,21 @@ _QUERY: dict[str, dict[str, Any]] = {
     "to": {"type": "string", "description": "RFC 3339 time, or YYYY-MM-DD (the whole day)."},
 }
 
-_STATUS = {
-    "invalid_json": "400",
-    "unauthorized": "401",
-    "forbidden": "403",
-    "member_not_found": "404",
-    "transaction_not_found": "404",
-    "reward_not_found": "404",
-    "redemption_not_found": "404",
-    "member_exists": "409",
-    "not_cancellable": "409",
-    "idempotency_in_progress": "409",
-    "payload_too_large": "413",
-    "unsupported_media_type": "415",
-    "validation_error": "422",
-    "insufficient_points": "422",
-    "idempotency_key_reused": "422",
-    "out_of_stock": "422",
-    "reward_inactive": "422",
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "Retries with the same key and body have exactly one effect.",
+}
+
+_RETRY_AFTER = {
+    "description": "Seconds to wait before retrying.",
+    "schema": {"type": "integer", "minimum": 0},
 }
 
 
-def _envelope(schema: dict[str, Any], *, listing: bool) -> dict[str, Any]:
-    data = {"type": "array", "items": schema} if listing else schema
-    properties: dict[str, Any] = {"success": {"const": True}, "data": data}
-    if listing:
-        properties["meta"] = {"$ref": _REF.format(name="ListMeta")}
-    return {"type": "object", "properties": properties, "required": list(properties)}
-
-
 def openapi_document(routes: tuple[RouteSpec, ...]) -> dict[str, Any]:
-    from tally.http import schemas
-
     types: list[Any] = [schemas.ErrorOut, schemas.ListMeta]
     for route in routes:
         types += [t for t in (route.body, route.response) if t is not None]
@@ -60,52 +50,7 @@ def openapi_document(routes: tuple[RouteSpec, ...]) -> dict[str, Any]:
     ref_of = dict(zip(types, refs, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        operation: dict[str, Any] = {
-            "summary": route.summary,
-            "tags": [route.tag],
-            "security": [{"bearer": []}],
-            "parameters": [
-                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-                for name in _path_names(route.path)
-            ]
-            + [
-                {"name": name, "in": "query", "required": False, "schema": _QUERY[name]}
-                for name in route.query
-            ],
-            "responses": {},
-        }
-        if route.method == "POST":
-            operation["parameters"].append(
-                {
-                    "name": "Idempotency-Key",
-                    "in": "header",
-                    "required": False,
-                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                    "description": "Retries with the same key and body have exactly one effect.",
-                }
-            )
-        if route.body is not None:
-            operation["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": ref_of[route.body]}},
-            }
-        if route.response is not None:
-            operation["responses"][str(route.status)] = {
-                "description": "Success",
-                "content": {
-                    "application/json": {
-                        "schema": _envelope(ref_of[route.response], listing=route.listing)
-                    }
-                },
-            }
-        codes = ("unauthorized", "forbidden", *route.errors)
-        for status in sorted({_STATUS[c] for c in codes}):
-            named = sorted(c for c in codes if _STATUS[c] == status)
-            operation["responses"][status] = {
-                "description": "Error: " + ", ".join(named),
-                "content": {"application/json": {"schema": ref_of[schemas.ErrorOut]}},
-            }
-        paths.setdefault(route.path, {})[route.method.lower()] = operation
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, ref_of)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -119,6 +64,57 @@ def openapi_document(routes: tuple[RouteSpec, ...]) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _operation(route: RouteSpec, ref_of: dict[Any, Any]) -> dict[str, Any]:
+    parameters: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _path_names(route.path)
+    ]
+    parameters += [
+        {"name": name, "in": "query", "required": False, "schema": _QUERY[name]}
+        for name in route.query
+    ]
+    if route.method == "POST":
+        parameters.append(_IDEMPOTENCY_KEY)
+    operation: dict[str, Any] = {
+        "summary": route.summary,
+        "tags": [route.tag],
+        "security": [{"bearer": []}],
+        "parameters": parameters,
+    }
+    if route.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": ref_of[route.body]}},
+        }
+    success = _envelope(ref_of[route.response], listing=route.listing)
+    responses: dict[str, Any] = {
+        str(route.status): {
+            "description": "Success",
+            "content": {"application/json": {"schema": success}},
+        }
+    }
+    codes = route.error_codes
+    for status in sorted({status_of(code) for code in codes}):
+        named = sorted(code for code in codes if status_of(code) == status)
+        answer: dict[str, Any] = {
+            "description": "Error: " + ", ".join(named),
+            "content": {"application/json": {"schema": ref_of[schemas.ErrorOut]}},
+        }
+        if any(code in RETRY_AFTER_SECONDS for code in named):
+            answer["headers"] = {"Retry-After": _RETRY_AFTER}
+        responses[str(status)] = answer
+    operation["responses"] = responses
+    return operation
+
+
+def _envelope(schema: dict[str, Any], *, listing: bool) -> dict[str, Any]:
+    data = {"type": "array", "items": schema} if listing else schema
+    properties: dict[str, Any] = {"success": {"const": True}, "data": data}
+    if listing:
+        properties["meta"] = {"$ref": _REF.format(name="ListMeta")}
+    return {"type": "object", "properties": properties, "required": list(properties)}
 
 
 def _path_names(path: str) -> list[str]:

@@ -1,7 +1,8 @@
 """Request and response bodies. Requests reject unknown fields; validation happens in msgspec.
 
 Response structs mirror `../shared/spec/api.md`; `metadata` travels as the JSON text it was
-stored as (`msgspec.Raw`), so it is returned byte for byte and never re-encoded.
+stored as (`msgspec.Raw`), so it is returned byte for byte and never re-encoded. The checks
+msgspec cannot express are in `inputs.py`; domain values become these structs in `outputs.py`.
 """
 
 from __future__ import annotations

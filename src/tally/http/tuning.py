@@ -1,4 +1,7 @@
-"""How a `tally serve` process sets up Python itself (the bench's references do the same)."""
+"""How a `tally serve` process sets up Python itself (the bench's references do the same).
+
+Nothing here is about HTTP; it lives here because only the serving process uses it.
+"""
 
 from __future__ import annotations
 

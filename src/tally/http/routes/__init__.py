@@ -1,0 +1,17 @@
+"""`ROUTES`: the one table of `/v1` routes that the router and the OpenAPI document are built from.
+
+One module per feature holds its handlers and its rows, in the same shape: `members`, `points`,
+`program`, `rewards` (with redemptions). A row's fields are `spec.RouteSpec`.
+"""
+
+from __future__ import annotations
+
+from tally.http.routes import members, points, program, rewards
+from tally.http.routes.spec import RouteSpec
+
+ROUTES: tuple[RouteSpec, ...] = (
+    *members.ROUTES,
+    *points.ROUTES,
+    *program.ROUTES,
+    *rewards.ROUTES,
+)

@@ -1,0 +1,76 @@
+"""Members: enrol one, list them, fetch one.
+
+A member's balance and history are points (`points.py`); their redemptions are in `rewards.py`.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tally.domain import Profile
+from tally.http import callers, inputs, outputs
+from tally.http import schemas as s
+from tally.http.routes.spec import PAGING, RouteSpec
+
+
+async def create_member(request: Request) -> Response:
+    write = await callers.writer(request)
+    # Every field of a member is optional, so an empty body enrols one with a generated id.
+    body = inputs.decode(write.body, s.MemberIn) if write.body.strip() else s.MemberIn()
+    profile = Profile(body.member_id or "", body.email, body.name, s.stored_json(body.metadata))
+    reply = await callers.ledger(request).members.create(
+        write.program_id,
+        profile,
+        idempotency=inputs.idempotency(request, write.body),
+        render=outputs.created(outputs.member_out),
+    )
+    return outputs.reply_response(reply)
+
+
+async def list_members(request: Request) -> Response:
+    program_id = await callers.reader(request)
+    listing = await callers.ledger(request).members.listing(program_id, inputs.page(request))
+    return outputs.listing_response(listing, outputs.member_out)
+
+
+async def get_member(request: Request) -> Response:
+    program_id = await callers.reader(request)
+    member = await callers.ledger(request).members.get(
+        program_id, inputs.path_id(request, "member_id")
+    )
+    return outputs.json_response(outputs.ok(outputs.member_out(member)))
+
+
+ROUTES = (
+    RouteSpec(
+        method="POST",
+        path="/v1/members",
+        handler=create_member,
+        summary="Enrol a member",
+        tag="Members",
+        response=s.MemberOut,
+        status=201,
+        body=s.MemberIn,
+        errors=("member_exists",),
+    ),
+    RouteSpec(
+        method="GET",
+        path="/v1/members",
+        handler=list_members,
+        summary="List members",
+        tag="Members",
+        response=s.MemberOut,
+        listing=True,
+        query=PAGING,
+    ),
+    RouteSpec(
+        method="GET",
+        path="/v1/members/{member_id}",
+        handler=get_member,
+        summary="Get a member",
+        tag="Members",
+        response=s.MemberOut,
+        errors=("member_not_found",),
+    ),
+)

@@ -1,0 +1,190 @@
+"""Points: award (one or in bulk), deduct, a member's balance and history, one transaction and
+the cancelling of a pending award.
+
+Spending points on a reward is a redemption (`rewards.py`); the expiry policy is the program's
+(`program.py`).
+"""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tally.commands import AwardCommand, BulkCommand, BulkItemError, DeductCommand
+from tally.errors import TallyError
+from tally.http import callers, inputs, outputs
+from tally.http import schemas as s
+from tally.http.routes.spec import PAGING, RouteSpec
+
+
+def _award_command(body: s.AwardIn) -> AwardCommand:
+    return AwardCommand(
+        member_id=body.member_id,
+        points=body.points,
+        reason=body.reason,
+        reference=body.reference,
+        metadata=s.stored_json(body.metadata),
+        available_at=inputs.utc(body.available_at),
+        expires_at=inputs.utc(body.expires_at),
+    )
+
+
+def _bulk_item(raw: msgspec.Raw, index: int) -> AwardCommand | BulkItemError:
+    """One item of a bulk award: a bad one fails alone, carrying the member it named."""
+    try:
+        return _award_command(inputs.decode(bytes(raw), s.AwardIn, prefix=f"awards[{index}]."))
+    except TallyError as error:
+        loose = msgspec.json.decode(raw)
+        member_id = loose.get("member_id") if isinstance(loose, dict) else None
+        return BulkItemError(member_id if isinstance(member_id, str) else None, error)
+
+
+async def award(request: Request) -> Response:
+    write = await callers.writer(request)
+    command = _award_command(inputs.decode(write.body, s.AwardIn))
+    reply = await callers.ledger(request).points.award(
+        write.program_id,
+        command,
+        idempotency=inputs.idempotency(request, write.body),
+        render=outputs.created(outputs.created_out),
+    )
+    return outputs.reply_response(reply)
+
+
+async def award_bulk(request: Request) -> Response:
+    write = await callers.writer(request)
+    body = inputs.decode(write.body, s.BulkAwardIn)
+    command = BulkCommand([_bulk_item(item, i) for i, item in enumerate(body.awards)], body.atomic)
+    reply = await callers.ledger(request).points.award_bulk(
+        write.program_id,
+        command,
+        idempotency=inputs.idempotency(request, write.body),
+        render=outputs.okay(outputs.bulk_out),
+    )
+    return outputs.reply_response(reply)
+
+
+async def deduct(request: Request) -> Response:
+    write = await callers.writer(request)
+    body = inputs.decode(write.body, s.DeductIn)
+    command = DeductCommand(
+        body.member_id, body.points, body.reason, body.reference, s.stored_json(body.metadata)
+    )
+    reply = await callers.ledger(request).points.deduct(
+        write.program_id,
+        command,
+        idempotency=inputs.idempotency(request, write.body),
+        render=outputs.created(outputs.created_out),
+    )
+    return outputs.reply_response(reply)
+
+
+async def balance(request: Request) -> Response:
+    program_id = await callers.reader(request)
+    view = await callers.ledger(request).points.balance(
+        program_id, inputs.path_id(request, "member_id")
+    )
+    return outputs.json_response(outputs.ok(outputs.balance_out(view)))
+
+
+async def history(request: Request) -> Response:
+    program_id = await callers.reader(request)
+    query, page = inputs.history_query(request), inputs.page(request)
+    listing = await callers.ledger(request).points.history(
+        program_id, inputs.path_id(request, "member_id"), query, page
+    )
+    return outputs.listing_response(listing, outputs.transaction_out)
+
+
+async def get_transaction(request: Request) -> Response:
+    program_id = await callers.reader(request)
+    entry = await callers.ledger(request).points.transaction(
+        program_id, inputs.path_id(request, "transaction_id")
+    )
+    return outputs.json_response(outputs.ok(outputs.transaction_out(entry)))
+
+
+async def cancel_transaction(request: Request) -> Response:
+    # The body is read (and limited) like any write's, but nothing in it is used.
+    write = await callers.writer(request)
+    reply = await callers.ledger(request).lifecycle.cancel_award(
+        write.program_id,
+        inputs.path_id(request, "transaction_id"),
+        idempotency=inputs.idempotency(request, write.body),
+        render=outputs.okay(lambda posting: outputs.transaction_out(posting.entry)),
+    )
+    return outputs.reply_response(reply)
+
+
+ROUTES = (
+    RouteSpec(
+        method="GET",
+        path="/v1/members/{member_id}/balance",
+        handler=balance,
+        summary="Get a member's balance",
+        tag="Points",
+        response=s.BalanceOut,
+        errors=("member_not_found",),
+    ),
+    RouteSpec(
+        method="GET",
+        path="/v1/members/{member_id}/transactions",
+        handler=history,
+        summary="A member's transaction history, newest first",
+        tag="Points",
+        response=s.TransactionOut,
+        listing=True,
+        query=(*PAGING, "type", "from", "to"),
+        errors=("member_not_found",),
+    ),
+    RouteSpec(
+        method="POST",
+        path="/v1/points/award",
+        handler=award,
+        summary="Award points",
+        tag="Points",
+        response=s.TransactionCreatedOut,
+        status=201,
+        body=s.AwardIn,
+        errors=("member_not_found",),
+    ),
+    RouteSpec(
+        method="POST",
+        path="/v1/points/award/bulk",
+        handler=award_bulk,
+        summary="Award points to up to 10,000 members in one request",
+        tag="Points",
+        response=s.BulkOut,
+        body=s.BulkAwardSchema,
+    ),
+    RouteSpec(
+        method="POST",
+        path="/v1/points/deduct",
+        handler=deduct,
+        summary="Deduct points (manual adjustment)",
+        tag="Points",
+        response=s.TransactionCreatedOut,
+        status=201,
+        body=s.DeductIn,
+        errors=("member_not_found", "insufficient_points"),
+    ),
+    RouteSpec(
+        method="GET",
+        path="/v1/transactions/{transaction_id}",
+        handler=get_transaction,
+        summary="Get a transaction",
+        tag="Points",
+        response=s.TransactionOut,
+        errors=("transaction_not_found",),
+    ),
+    RouteSpec(
+        method="POST",
+        path="/v1/transactions/{transaction_id}/cancel",
+        handler=cancel_transaction,
+        summary="Cancel a pending award",
+        tag="Points",
+        response=s.TransactionOut,
+        errors=("transaction_not_found", "not_cancellable"),
+    ),
+)

@@ -1,0 +1,54 @@
+"""The program: its settings (today the default lifetime of new awards), read and changed.
+
+Keys and the program's creation are the command line's (`tally keys`), not the API's.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tally.http import callers, inputs, outputs
+from tally.http import schemas as s
+from tally.http.routes.spec import RouteSpec
+
+
+async def get_program(request: Request) -> Response:
+    program_id = await callers.reader(request)
+    program = await callers.ledger(request).programs.get(program_id)
+    return outputs.json_response(outputs.ok(outputs.program_out(program)))
+
+
+async def patch_program(request: Request) -> Response:
+    write = await callers.writer(request)
+    body = inputs.decode(write.body, s.ProgramPatch)
+    ledger = callers.ledger(request)
+    if body.points_expire_after_days is msgspec.UNSET:  # nothing to change: answer as it is
+        program = await ledger.programs.get(write.program_id)
+    else:
+        program = await ledger.programs.set_expiry_policy(
+            write.program_id, body.points_expire_after_days
+        )
+    return outputs.json_response(outputs.ok(outputs.program_out(program)))
+
+
+ROUTES = (
+    RouteSpec(
+        method="GET",
+        path="/v1/program",
+        handler=get_program,
+        summary="The program's settings",
+        tag="Program",
+        response=s.ProgramOut,
+    ),
+    RouteSpec(
+        method="PATCH",
+        path="/v1/program",
+        handler=patch_program,
+        summary="Change the program's settings",
+        tag="Program",
+        response=s.ProgramOut,
+        body=s.ProgramPatch,
+    ),
+)
