@@ -68,7 +68,8 @@ class Points:
             accounts.write_awards(tx, [posting for _, posting in outcome.postings])
             return outcome
 
-        return await self._runner.change(program_id, idempotency, effect, render)
+        # Off the event loop: up to 10,000 awards must not hold up every other request.
+        return await self._runner.change(program_id, idempotency, effect, render, in_thread=True)
 
     async def deduct(
         self,

@@ -8,6 +8,7 @@ stored under its key in the same commit as the change). Feature modules (`member
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -41,10 +42,17 @@ class Runner:
         self.clock = clock
         self._inflight: set[tuple[int, str]] = set()
 
-    async def write(self, work: Callable[[Tx], T]) -> T:
-        """Run `work` as one atomic, durable write; again if the database aborted it."""
+    async def write(self, work: Callable[[Tx], T], *, in_thread: bool = False) -> T:
+        """Run `work` as one atomic, durable write; again if the database aborted it.
+
+        `in_thread`: run it on a worker thread in a transaction of its own (`Store.transact`),
+        for work long enough to stall the event loop (a 10,000-item bulk award takes hundreds of
+        milliseconds of CPU; on the loop every other request would wait for it).
+        """
         for attempt in range(ATTEMPTS):
             try:
+                if in_thread:
+                    return await asyncio.to_thread(self.store.transact, work)
                 return await self.store.write(work)
             except Conflict:
                 if attempt == ATTEMPTS - 1:
@@ -59,9 +67,12 @@ class Runner:
         idempotency: Idempotency | None,
         effect: Callable[[Tx, datetime], R],
         render: Render[R],
+        *,
+        in_thread: bool = False,
     ) -> Reply:
         """Apply `effect` once: its reply is stored under the Idempotency-Key in the same commit,
-        and a retry with the key gets that reply back instead of a second effect."""
+        and a retry with the key gets that reply back instead of a second effect. `in_thread`:
+        as for `write`."""
         marker = None if idempotency is None else (program_id, idempotency.key)
         if marker is not None:
             if marker in self._inflight:
@@ -81,7 +92,7 @@ class Runner:
             return Reply(status, body)
 
         try:
-            return await self.write(work)
+            return await self.write(work, in_thread=in_thread)
         finally:
             if marker is not None:
                 self._inflight.discard(marker)

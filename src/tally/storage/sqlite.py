@@ -103,6 +103,7 @@ class SqliteStore:
         self._drainer: asyncio.Task[None] | None = None
         self._writer: sqlite3.Connection | None = None
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tally-sqlite-disk")
+        self._turn_path = f"{self.path}-writer.lock"
         self._turn_file: Any = None
         self._holding = False  # this process holds the write turn
         self._opened: list[sqlite3.Connection] = []
@@ -118,18 +119,22 @@ class SqliteStore:
         return applied
 
     def transact(self, work: Callable[[Tx], T]) -> T:
-        conn = self._connection()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as error:
-            raise _translate(error) from error
-        try:
-            result = work(SqlTx(conn, DIALECT))
-            conn.execute("COMMIT")
-            return result
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        # It takes the write turn the group commits take (below), so it queues with them in the
+        # kernel instead of polling SQLite's busy handler while they come and go.
+        with open(self._turn_path, "a") as turn:  # the turn is given back when this closes
+            fcntl.flock(turn, fcntl.LOCK_EX)
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as error:
+                raise _translate(error) from error
+            try:
+                result = work(SqlTx(conn, DIALECT))
+                conn.execute("COMMIT")
+                return result
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
     async def write(self, work: Callable[[Tx], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -218,7 +223,7 @@ class SqliteStore:
         """Wait for this process's turn to write (`--workers N` share one file), then BEGIN."""
         if self._writer is None:
             self._writer = connect(self.path)
-            self._turn_file = open(f"{self.path}-writer.lock", "a")  # noqa: SIM115
+            self._turn_file = open(self._turn_path, "a")  # noqa: SIM115
         # The kernel wakes the next writer the moment the lock is free, where SQLite's busy
         # handler would sleep and poll. SQLite's own lock still guards the file.
         fcntl.flock(self._turn_file, fcntl.LOCK_EX)
