@@ -6,7 +6,7 @@ import asyncio
 import random
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -207,6 +207,48 @@ def test_writes_that_refuse_after_writing_leave_nothing_and_the_store_usable(
 
     assert run_async(store, writes) == [True] * 10 + [10]
     assert store.transact(lambda tx: tx.members.count(program_id)) == 10
+
+
+class Interrupted(BaseException):
+    """Not an `Exception`: like `KeyboardInterrupt`, it gets past `except Exception`."""
+
+
+def test_work_that_raises_a_base_exception_fails_alone_and_every_write_still_answers(
+    store: Store,
+) -> None:
+    program_id = _program(store)
+
+    def interrupted(tx: Tx) -> None:
+        tx.members.insert(program_id, Profile("ghost"), now=NOW)
+        raise Interrupted()
+
+    def enrol(name: str) -> Callable[[Tx], bool]:
+        return lambda tx: tx.members.insert(program_id, Profile(name), now=NOW)
+
+    async def bounded(write: Awaitable[object]) -> object:
+        try:
+            return await asyncio.wait_for(write, timeout=10)
+        except Interrupted as error:
+            return error
+
+    async def writes() -> list[object]:
+        # Together (one group commit on SQLite), then alone, then the next write.
+        together = [store.write(enrol("a")), store.write(interrupted), store.write(enrol("b"))]
+        seen = list(await asyncio.gather(*(bounded(write) for write in together)))
+        seen.append(await bounded(store.write(interrupted)))
+        seen.append(await bounded(store.write(enrol("c"))))
+        return seen
+
+    outcomes = run_async(store, writes)
+    assert [type(outcome).__name__ for outcome in outcomes] == [
+        "bool",
+        "Interrupted",
+        "bool",
+        "Interrupted",
+        "bool",
+    ]
+    everyone = store.transact(lambda tx: tx.members.page(program_id, offset=0, limit=10))
+    assert sorted(member.member_id for member in everyone) == ["a", "b", "c"]
 
 
 def _entry_for_lot(tx: Tx, program_id: int, pk: int, lot: Lot) -> None:
