@@ -145,6 +145,64 @@ def test_two_dozen_retries_of_one_idempotency_key_have_exactly_one_effect(
     assert cluster.get("/v1/members/m/transactions").json()["meta"]["total"] == 1
 
 
+def funded_members(cluster: Cluster, count: int, points: int) -> list[str]:
+    """`count` new members with `points` each."""
+    names = [f"r{i:02}" for i in range(count)]
+    for name in names:
+        assert cluster.post(0, "/v1/members", {"member_id": name}).status_code == 201
+    awards = [{"member_id": name, "points": points, "reason": "funds"} for name in names]
+    funded = cluster.post(0, "/v1/points/award/bulk", {"awards": awards})
+    assert funded.status_code == 200 and funded.json()["data"]["processed"] == count
+    return names
+
+
+def new_reward(cluster: Cluster, **fields: Any) -> str:
+    response = cluster.post(0, "/v1/rewards", {"name": "Mug", "points_cost": 40, **fields})
+    assert response.status_code == 201, response.text
+    return str(response.json()["data"]["reward_id"])
+
+
+def test_thirty_members_racing_for_ten_in_stock_get_exactly_ten(cluster: Cluster) -> None:
+    names = funded_members(cluster, 30, 100)
+    reward_id = new_reward(cluster, stock=10)
+    responses = all_at_once(
+        30,
+        lambda i: cluster.post(
+            i, "/v1/redemptions", {"member_id": names[i], "reward_id": reward_id}
+        ),
+    )
+    codes = [r.status_code for r in responses]
+    assert sorted(codes) == [201] * 10 + [422] * 20
+    assert {r.json()["error"]["code"] for r in responses if r.status_code == 422} == {
+        "out_of_stock"
+    }
+    assert cluster.get(f"/v1/rewards/{reward_id}").json()["data"]["stock"] == 0
+    for name, code in zip(names, codes, strict=True):
+        balance = cluster.get(f"/v1/members/{name}/balance").json()["data"]
+        spent = 40 if code == 201 else 0
+        assert (balance["balance"], balance["lifetime_redeemed"]) == (100 - spent, spent)
+    assert ledger_is_consistent(cluster.database_url)
+
+
+def test_thirty_concurrent_redemptions_of_an_unlimited_reward_all_succeed(
+    cluster: Cluster,
+) -> None:
+    names = funded_members(cluster, 30, 100)
+    reward_id = new_reward(cluster)
+    responses = all_at_once(
+        30,
+        lambda i: cluster.post(
+            i, "/v1/redemptions", {"member_id": names[i], "reward_id": reward_id}
+        ),
+    )
+    assert [r.status_code for r in responses] == [201] * 30, responses[0].text
+    assert cluster.get(f"/v1/rewards/{reward_id}").json()["data"]["stock"] is None
+    for name in names:
+        balance = cluster.get(f"/v1/members/{name}/balance").json()["data"]
+        assert (balance["balance"], balance["lifetime_redeemed"]) == (60, 40)
+    assert ledger_is_consistent(cluster.database_url)
+
+
 def test_a_revoked_key_is_refused_within_a_second_by_every_server(cluster: Cluster) -> None:
     for index in range(len(cluster.urls) * 4):  # warm every process's key cache
         assert cluster.post(index, "/v1/members", {}).status_code == 201
