@@ -6,17 +6,23 @@ The FakeClock starts at 2026-01-01T12:00Z; after every test the `api` fixture ch
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from tally.commands import RedeemCommand, RedemptionResult
 from tally.domain import Scope
 from tally.maintenance import run_async
+from tally.ports import Store
 from tally.service import Ledger
+from tally.storage.postgres import PostgresStore
 from tally.storage.sqlite import SqliteStore
 from tests.ledger_support import (
     assert_ledger_order,
@@ -461,6 +467,37 @@ def test_a_redemptions_metadata_is_kept_on_its_redeem_transaction(api: Api) -> N
     metadata = {"order": "SO-1", "lines": [1, 2]}
     made = redeemed(api, "m", new_reward(api, "Mug", 10), metadata=metadata)
     assert transaction(api, made["transaction_id"])["metadata"] == metadata
+
+
+def test_a_redemptions_metadata_is_stored_on_the_redemptions_own_row(api: Api) -> None:
+    """The contract's redemption has no `metadata` field, so the answer does not show it; the
+    redemption's row keeps it all the same (read here straight from the database)."""
+    member_with(api, "m", 100)
+    reward_id = new_reward(api, "Mug", 10)
+    metadata = {"order": "SO-1", "note": "gift wrap ✓", "lines": [1, 2]}
+    made = redeemed(api, "m", reward_id, metadata=metadata)
+    plain = redeemed(api, "m", reward_id)
+
+    def stored(redemption_id: str) -> object:
+        (text,) = stored_row(
+            api.store, "SELECT metadata FROM redemptions WHERE id = ?", redemption_id
+        )
+        return None if text is None else json.loads(text)
+
+    assert stored(made["redemption_id"]) == metadata
+    assert stored(plain["redemption_id"]) is None
+    assert cancel(api, made["redemption_id"]).status_code == 200
+    assert stored(made["redemption_id"]) == metadata
+
+
+def stored_row(store: Store, query: str, *params: object) -> tuple[object, ...]:
+    """One row read from the database behind the store, past the storage interface."""
+    if isinstance(store, SqliteStore):
+        with contextlib.closing(sqlite3.connect(store.path)) as conn:
+            return tuple(conn.execute(query, params).fetchone())
+    assert isinstance(store, PostgresStore)
+    with psycopg.connect(store.url) as conn:
+        return tuple(conn.execute(query.replace("?", "%s"), params).fetchone() or ())
 
 
 # Cancelling a redemption
