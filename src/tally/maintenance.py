@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 def create_key(store: Store, *, program: str, scope: Scope, now: datetime) -> CreatedKey:
     new = generate_key()
-    key_id = ids.new_id("key_")
+    key_id = ids.new_id("key_", now)
 
     def work(tx: Tx) -> CreatedKey:
         found = tx.programs.ensure(program, now=now)
@@ -40,7 +40,7 @@ def bootstrap(store: Store, *, now: datetime) -> CreatedKey | None:
     program and one key between them, printed by one of them.
     """
     new = generate_key()
-    key_id = ids.new_id("key_")
+    key_id = ids.new_id("key_", now)
 
     def work(tx: Tx) -> CreatedKey | None:
         if tx.programs.count() > 0:

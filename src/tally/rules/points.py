@@ -73,7 +73,7 @@ def new_entry(
 ) -> Entry:
     """An entry at the account's newest ledger position (posted ones carry the new balance)."""
     return Entry(
-        id=ids.new_id("txn_"),
+        id=ids.new_id("txn_", now),
         program_id=member.program_id,
         member_pk=member.pk,
         member_id=member.member_id,
