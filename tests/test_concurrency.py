@@ -204,19 +204,31 @@ def test_thirty_concurrent_redemptions_of_an_unlimited_reward_all_succeed(
 
 
 def test_a_revoked_key_is_refused_within_a_second_by_every_server(cluster: Cluster) -> None:
+    """Every process caches verified keys (0.5 s by default). After the revocation, requests
+    go to every server until each has refused a run of them; whatever was still accepted was
+    sent less than a second after the revocation. Nothing waits for the second to pass."""
     for index in range(len(cluster.urls) * 4):  # warm every process's key cache
         assert cluster.post(index, "/v1/members", {}).status_code == 201
     store = open_store(cluster.database_url)
     key_id = store.transact(lambda tx: tx.keys.all())[0].id
     store.transact(lambda tx: tx.keys.revoke(key_id, now=datetime.now(UTC)))
     store.close()
-    deadline = time.monotonic() + 1.0
-    # Until the second is up, a process may still trust its cached verification.
-    while time.monotonic() < deadline:
-        cluster.post(0, "/v1/members", {})
-    # From then on every process of every server refuses it.
-    for index in range(len(cluster.urls) * 16):
-        assert cluster.post(index, "/v1/members", {}).status_code == 401
+    revoked_at = time.monotonic()
+    refusals = [0] * len(cluster.urls)  # the current run of refusals from each server
+    last_accepted = revoked_at
+    deadline = revoked_at + 30
+    while min(refusals) < 16:  # a run long enough to reach both workers of a server
+        assert time.monotonic() < deadline, "a server kept accepting the revoked key"
+        for index in range(len(cluster.urls)):
+            sent = time.monotonic()
+            status = cluster.post(index, "/v1/members", {}).status_code
+            assert status in (201, 401)
+            if status == 201:
+                refusals[index] = 0
+                last_accepted = max(last_accepted, sent)
+            else:
+                refusals[index] += 1
+    assert last_accepted - revoked_at < 1.0
 
 
 def test_overlapping_bulk_awards_in_opposite_orders_all_apply_round_after_round(
