@@ -66,7 +66,10 @@ def test_work_that_raises_leaves_nothing_behind(store: Store) -> None:
 def test_the_database_itself_refuses_a_negative_balance(store: Store) -> None:
     program_id = _program(store)
     pk = _member(store, program_id)
-    with pytest.raises(Exception):  # noqa: B017 - each driver raises its own integrity error
+    refusal = (
+        sqlite3.IntegrityError if isinstance(store, SqliteStore) else psycopg.errors.CheckViolation
+    )
+    with pytest.raises(refusal, match="balance"):
         store.transact(lambda tx: tx.members.save_account(pk, Account(balance=-1)))
 
 
