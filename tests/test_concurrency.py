@@ -203,6 +203,59 @@ def test_thirty_concurrent_redemptions_of_an_unlimited_reward_all_succeed(
     assert ledger_is_consistent(cluster.database_url)
 
 
+def test_cancels_racing_for_each_redemption_refund_each_exactly_once(cluster: Cluster) -> None:
+    """Four redemptions, each cancelled eight times at once (32 requests together): each is
+    refunded once, every other cancel is not_cancellable."""
+    (name,) = funded_members(cluster, 1, 200)
+    reward_id = new_reward(cluster, stock=4)
+    paths = []
+    for _ in range(4):
+        made = cluster.post(0, "/v1/redemptions", {"member_id": name, "reward_id": reward_id})
+        assert made.status_code == 201, made.text
+        paths.append(f"/v1/redemptions/{made.json()['data']['redemption_id']}/cancel")
+    responses = all_at_once(32, lambda i: cluster.post(i, paths[i % 4], None))
+    for which in range(4):
+        mine = responses[which::4]
+        assert sorted(r.status_code for r in mine) == [200] + [409] * 7
+        assert {r.json()["error"]["code"] for r in mine if r.status_code == 409} == {
+            "not_cancellable"
+        }
+    assert_refunded_once(cluster, name, reward_id, points=200, redemptions=4, stock=4)
+
+
+def test_ten_retries_of_one_cancel_at_once_refund_it_exactly_once(cluster: Cluster) -> None:
+    """The same cancel sent ten times with one Idempotency-Key: one runs, the others replay
+    its answer or are told it is still in progress."""
+    (name,) = funded_members(cluster, 1, 100)
+    reward_id = new_reward(cluster, stock=3)
+    made = cluster.post(0, "/v1/redemptions", {"member_id": name, "reward_id": reward_id})
+    assert made.status_code == 201, made.text
+    path = f"/v1/redemptions/{made.json()['data']['redemption_id']}/cancel"
+    responses = all_at_once(
+        10, lambda i: cluster.post(i, path, None, **{"Idempotency-Key": "cancel-1"})
+    )
+    done = [r for r in responses if r.status_code == 200]
+    waiting = [r for r in responses if r.status_code == 409]
+    assert len(done) + len(waiting) == 10
+    assert sum(r.headers.get("Idempotent-Replayed") != "true" for r in done) == 1
+    assert len({r.content for r in done}) == 1
+    assert {r.json()["error"]["code"] for r in waiting} <= {"idempotency_in_progress"}
+    assert_refunded_once(cluster, name, reward_id, points=100, redemptions=1, stock=3)
+
+
+def assert_refunded_once(
+    cluster: Cluster, member_id: str, reward_id: str, *, points: int, redemptions: int, stock: int
+) -> None:
+    """Every redemption was refunded once: points, counters, history and stock as before."""
+    balance = cluster.get(f"/v1/members/{member_id}/balance").json()["data"]
+    assert (balance["balance"], balance["lifetime_redeemed"]) == (points, 0)
+    history = cluster.get(f"/v1/members/{member_id}/transactions").json()["data"]
+    types = [row["type"] for row in history]
+    assert (types.count("refund"), types.count("redeem")) == (redemptions, redemptions)
+    assert cluster.get(f"/v1/rewards/{reward_id}").json()["data"]["stock"] == stock
+    assert ledger_is_consistent(cluster.database_url)
+
+
 def test_a_revoked_key_is_refused_within_a_second_by_every_server(cluster: Cluster) -> None:
     """Every process caches verified keys (0.5 s by default). After the revocation, requests
     go to every server until each has refused a run of them; whatever was still accepted was
