@@ -323,6 +323,38 @@ def test_a_revoked_key_stays_refused_with_a_valid_body_and_an_idempotency_key(
         assert_error(api.post("/v1/points/award", body, idem="k-1"), 401, "unauthorized")
 
 
+def test_a_revoked_key_is_trusted_from_the_cache_for_half_a_second_of_the_servers_clock(
+    store: Store, clock: FakeClock
+) -> None:
+    """A verified key is cached for 0.5 s (the default), so every server refuses a revoked
+    key within a second. The cache runs on the server's clock: here a frozen one, moved."""
+    revoked = create_key(store, program="acme", scope=Scope.WRITE, now=clock())
+    with serve_app(store, clock=clock) as client:
+        api = Api(client, revoked.secret, store=store, clock=clock)
+        assert api.get("/v1/members").status_code == 200  # verified, and cached
+        assert store.transact(lambda tx: tx.keys.revoke(revoked.key_id, now=clock()))
+        assert api.get("/v1/members").status_code == 200  # the cached verification
+        clock.advance(seconds=0.499)
+        assert api.get("/v1/members").status_code == 200
+        clock.advance(seconds=0.001)
+        assert_error(api.get("/v1/members"), 401, "unauthorized")
+        clock.advance(seconds=30)
+        assert_error(api.get("/v1/members"), 401, "unauthorized")
+
+
+def test_a_cached_key_is_looked_up_again_when_the_clock_goes_back(
+    store: Store, clock: FakeClock
+) -> None:
+    """A clock set back must not stretch how long a verification is trusted."""
+    revoked = create_key(store, program="acme", scope=Scope.WRITE, now=clock())
+    with serve_app(store, clock=clock) as client:
+        api = Api(client, revoked.secret, store=store, clock=clock)
+        assert api.get("/v1/members").status_code == 200
+        assert store.transact(lambda tx: tx.keys.revoke(revoked.key_id, now=clock()))
+        clock.advance(seconds=-1)
+        assert_error(api.get("/v1/members"), 401, "unauthorized")
+
+
 # 403 forbidden
 
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tally.commands import AwardCommand
+from tally.ports import Tx
+from tally.rules import points as point_rules
+from tally.service import accounts
+from tests.ledger_support import program_id
 from tests.support import Api
 
 SEED_AWARD = {
@@ -173,6 +178,56 @@ def test_bulk_award_of_ten_thousand_items_works_and_one_more_is_refused(api: Api
     assert too_many.status_code == 422
     assert too_many.json()["error"]["details"][0]["field"] == "awards"
     assert api.balance("a")["balance"] == 5_000
+
+
+LARGEST = 2**63 - 1  # every counter is a 64-bit integer
+
+
+def earned_nearly_all_there_is(api: Api, member_id: str, points: int) -> None:
+    """`points` more earned by the member than any one request may award: one award made by
+    the service's own rules, straight on the store."""
+    acme = program_id(api.store)
+    assert api.clock is not None
+    now = api.clock()
+
+    def work(tx: Tx) -> None:
+        member = accounts.locked_member(tx, acme, member_id, now).member
+        command = AwardCommand(member_id, points, "years of loyalty")
+        posting = point_rules.plan_award(member, command, expire_after_days=None, now=now)
+        accounts.write_awards(tx, [posting])
+
+    api.store.transact(work)
+
+
+def test_an_award_that_would_take_lifetime_earned_past_64_bits_is_refused(api: Api) -> None:
+    """The balance stays in range once points are spent, but lifetime_earned only grows."""
+    api.member("m")
+    earned_nearly_all_there_is(api, "m", LARGEST - 10)
+    assert api.deduct("m", 20).status_code == 201
+    assert api.award("m", 10)["new_balance"] == LARGEST - 20  # lifetime_earned is now LARGEST
+    refused = api.post("/v1/points/award", {"member_id": "m", "points": 1, "reason": "one more"})
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert (error["code"], error["details"][0]["field"]) == ("validation_error", "points")
+    later = {
+        "member_id": "m",
+        "points": 1,
+        "reason": "later",
+        "available_at": "2030-01-01T00:00:00Z",
+    }
+    assert api.post("/v1/points/award", later).status_code == 422
+    bulk = api.post(
+        "/v1/points/award/bulk",
+        {"awards": [{"member_id": "m", "points": 1, "reason": "bulk"}]},
+    )
+    assert bulk.status_code == 200, bulk.text
+    assert [e["error"]["code"] for e in bulk.json()["data"]["errors"]] == ["validation_error"]
+    balance = api.balance("m")
+    assert (balance["balance"], balance["lifetime_earned"], balance["pending"]) == (
+        LARGEST - 20,
+        LARGEST,
+        0,
+    )
 
 
 def test_history_is_newest_first_with_a_balance_after_chain_that_adds_up(api: Api) -> None:

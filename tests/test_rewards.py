@@ -6,12 +6,24 @@ The FakeClock starts at 2026-01-01T12:00Z; after every test the `api` fixture ch
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
+from tally.commands import RedeemCommand, RedemptionResult
 from tally.domain import Scope
+from tally.maintenance import run_async
+from tally.ports import Store
+from tally.service import Ledger
+from tally.storage.postgres import PostgresStore
+from tally.storage.sqlite import SqliteStore
 from tests.ledger_support import (
     assert_ledger_order,
     counters_add_up,
@@ -19,6 +31,7 @@ from tests.ledger_support import (
     full_history,
     lot_remainders,
     move_to,
+    program_id,
     stamp,
     transaction,
 )
@@ -272,6 +285,48 @@ def test_stock_never_falls_below_zero(api: Api) -> None:
     assert api.balance("m")["balance"] == 980
 
 
+def test_redemptions_of_an_unlimited_reward_do_not_wait_for_each_other(
+    api: Api, clock: FakeClock
+) -> None:
+    """Only a limited stock needs the reward's row lock. While one member's redemption of a
+    reward without stock is still in its transaction, another member's redemption (and a
+    cancel) of the same reward goes ahead instead of queueing behind it."""
+    if isinstance(api.store, SqliteStore):
+        pytest.skip("SQLite has no row locks: its writers take turns anyway")
+    for member_id in ("m", "h"):
+        member_with(api, member_id, 100)
+    reward_id = new_reward(api, "Sticker", 10)
+    made = redeemed(api, "m", reward_id)
+    holding, finished = threading.Event(), threading.Event()
+    finished_in_time: list[bool] = []
+
+    def render_slowly(result: RedemptionResult) -> tuple[int, bytes]:
+        # Called inside the redemption's transaction, after it took every lock it takes.
+        holding.set()
+        finished_in_time.append(finished.wait(timeout=10))
+        return 201, result.redemption.id.encode()
+
+    def redeem_and_hold() -> object:
+        ledger = Ledger(api.store, clock=clock)
+        command = RedeemCommand("h", reward_id)
+        acme = program_id(api.store)
+        return run_async(
+            api.store,
+            lambda: ledger.rewards.redeem(acme, command, idempotency=None, render=render_slowly),
+        )
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        held = pool.submit(redeem_and_hold)
+        assert holding.wait(timeout=10)
+        again = redeem(api, "m", reward_id)
+        cancelled = cancel(api, made["redemption_id"])
+        finished.set()
+        held.result(timeout=30)
+    assert finished_in_time == [True], "the redemption waited for another one's lock"
+    assert (again.status_code, cancelled.status_code) == (201, 200)
+    assert (api.balance("m")["balance"], api.balance("h")["balance"]) == (90, 90)
+
+
 def test_a_redemption_draws_from_the_soonest_expiring_lot_first(api: Api, clock: FakeClock) -> None:
     api.member("m")
     api.award("m", 100, expires_at=stamp("2026-03-31"))
@@ -412,6 +467,37 @@ def test_a_redemptions_metadata_is_kept_on_its_redeem_transaction(api: Api) -> N
     metadata = {"order": "SO-1", "lines": [1, 2]}
     made = redeemed(api, "m", new_reward(api, "Mug", 10), metadata=metadata)
     assert transaction(api, made["transaction_id"])["metadata"] == metadata
+
+
+def test_a_redemptions_metadata_is_stored_on_the_redemptions_own_row(api: Api) -> None:
+    """The contract's redemption has no `metadata` field, so the answer does not show it; the
+    redemption's row keeps it all the same (read here straight from the database)."""
+    member_with(api, "m", 100)
+    reward_id = new_reward(api, "Mug", 10)
+    metadata = {"order": "SO-1", "note": "gift wrap ✓", "lines": [1, 2]}
+    made = redeemed(api, "m", reward_id, metadata=metadata)
+    plain = redeemed(api, "m", reward_id)
+
+    def stored(redemption_id: str) -> object:
+        (text,) = stored_row(
+            api.store, "SELECT metadata FROM redemptions WHERE id = ?", redemption_id
+        )
+        return None if text is None else json.loads(text)
+
+    assert stored(made["redemption_id"]) == metadata
+    assert stored(plain["redemption_id"]) is None
+    assert cancel(api, made["redemption_id"]).status_code == 200
+    assert stored(made["redemption_id"]) == metadata
+
+
+def stored_row(store: Store, query: str, *params: object) -> tuple[object, ...]:
+    """One row read from the database behind the store, past the storage interface."""
+    if isinstance(store, SqliteStore):
+        with contextlib.closing(sqlite3.connect(store.path)) as conn:
+            return tuple(conn.execute(query, params).fetchone())
+    assert isinstance(store, PostgresStore)
+    with psycopg.connect(store.url) as conn:
+        return tuple(conn.execute(query.replace("?", "%s"), params).fetchone() or ())
 
 
 # Cancelling a redemption

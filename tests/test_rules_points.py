@@ -26,8 +26,22 @@ from tests.ledger_support import at
 NOW = at("2026-03-01T12:00")
 
 
-def member(balance: int = 0, pending: int = 0, last_seq: int = 0, member_id: str = "m") -> Member:
-    account = Account(balance=balance, pending=pending, lifetime_earned=balance, last_seq=last_seq)
+def member(
+    balance: int = 0,
+    pending: int = 0,
+    last_seq: int = 0,
+    member_id: str = "m",
+    *,
+    spent: int = 0,
+) -> Member:
+    """A member holding `balance` after earning `balance + spent` (and spending `spent`)."""
+    account = Account(
+        balance=balance,
+        pending=pending,
+        lifetime_earned=balance + spent,
+        lifetime_deducted=spent,
+        last_seq=last_seq,
+    )
     return Member(pk=7, program_id=1, profile=Profile(member_id), account=account, created_at=NOW)
 
 
@@ -73,6 +87,36 @@ def test_an_award_posts_now_or_waits_and_expires_by_its_date_or_the_policy(
     assert posting.entry.expires_at == expiry
     assert (posting.entry.seq, posting.account.last_seq, posting.account.entry_count) == (1, 1, 1)
     assert posting.entry.balance_after == (100 if status == "posted" else None)
+
+
+LIFETIME_LIMITS = [
+    # (balance, pending, spent, points, pending award?) -> allowed
+    (0, 0, MAX_BALANCE, 1, False, False),  # nothing left, but lifetime_earned is full
+    (10, 0, MAX_BALANCE - 20, 10, False, True),  # lifetime_earned reaches the limit exactly
+    (10, 0, MAX_BALANCE - 20, 11, False, False),
+    (10, 5, MAX_BALANCE - 20, 5, False, True),  # pending points count: they will be earned
+    (10, 5, MAX_BALANCE - 20, 6, False, False),
+    (10, 0, MAX_BALANCE - 20, 11, True, False),  # a pending award is checked when made
+    (0, 0, 0, 1_000_000_000, False, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("balance", "pending", "spent", "points", "later", "allowed"), LIFETIME_LIMITS
+)
+def test_an_award_never_takes_lifetime_earned_past_64_bits(
+    balance: int, pending: int, spent: int, points: int, later: bool, allowed: bool
+) -> None:
+    start = member(balance=balance, pending=pending, spent=spent)
+    command = award(points, available_at=at("2026-04-01") if later else None)
+    if allowed:
+        posting = rules.plan_award(start, command, expire_after_days=None, now=NOW)
+        earned = posting.account.lifetime_earned + posting.account.pending
+        assert earned == balance + spent + pending + points <= MAX_BALANCE
+        return
+    with pytest.raises(ValidationFailed) as refused:
+        rules.plan_award(start, command, expire_after_days=None, now=NOW)
+    assert refused.value.details[0].field == "points"
 
 
 @pytest.mark.parametrize(

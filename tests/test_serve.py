@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from tally.commands import CreatedKey
 from tally.domain import EntryStatus, Scope
-from tally.maintenance import create_key
+from tally.maintenance import bootstrap, create_key
+from tally.ports import Store
 from tally.storage import open_store
 from tests.support import free_port, start_server, tally_command
 
@@ -45,6 +49,71 @@ def test_serve_on_an_empty_database_prints_a_working_write_key(tmp_path: object)
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+def test_bootstraps_racing_on_an_empty_database_make_one_program_and_one_key(
+    database_url: str,
+) -> None:
+    """Eight first runs at once on one empty database, each with a store of its own (as eight
+    servers would be): exactly one creates `default` and gets a key to print."""
+    stores = [open_store(database_url) for _ in range(8)]
+    stores[0].migrate()
+    together = threading.Barrier(len(stores), timeout=30)
+
+    def first_run(store: Store) -> CreatedKey | None:
+        together.wait()
+        return bootstrap(store, now=datetime.now(UTC))
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(stores)) as pool:
+            created = list(pool.map(first_run, stores))
+        keys = stores[0].transact(lambda tx: tx.keys.all())
+        programs = stores[0].transact(lambda tx: tx.programs.count())
+    finally:
+        for store in stores:
+            store.close()
+    made = [key for key in created if key is not None]
+    assert len(made) == 1 and made[0].program == "default"
+    assert [(key.id, key.program_name) for key in keys] == [(made[0].key_id, "default")]
+    assert programs == 1
+
+
+def test_servers_started_together_on_an_empty_database_print_one_key(
+    database_url: str,
+) -> None:
+    """Three `tally serve` processes started at once on one database no one has used."""
+    ports = [free_port() for _ in range(3)]
+    processes = [
+        subprocess.Popen(
+            [*tally_command(), "serve", "--database", database_url, "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "TALLY_SWEEP_INTERVAL": "0"},
+            start_new_session=True,
+        )
+        for port in ports
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        for port in ports:
+            while True:
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "a server did not start"
+                    time.sleep(0.05)  # waiting for a port to open, not synchronising steps
+    finally:
+        for process in processes:
+            process.terminate()
+        printed = [process.communicate(timeout=30)[0].decode() for process in processes]
+    keys = [line for out in printed for line in out.splitlines() if line.startswith("tally_")]
+    assert len(keys) == 1, printed
+    store = open_store(database_url)
+    try:
+        assert len(store.transact(lambda tx: tx.keys.all())) == 1
+    finally:
+        store.close()
 
 
 def test_the_server_matures_pending_points_by_itself(database_url: str) -> None:

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
-from collections.abc import Callable
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
-from tally.commands import AwardCommand, DeductCommand, Idempotency, Posting
+from tally.commands import AwardCommand, BulkCommand, DeductCommand, Idempotency, Posting
 from tally.domain import Account, Lot, Profile, Scope
 from tally.errors import InsufficientPoints, MemberNotFound
-from tally.maintenance import run_async
+from tally.maintenance import run_async, verify
 from tally.ports import Store, StoredReply, Tx
-from tally.service import Ledger
+from tally.rules import points as point_rules
+from tally.service import Ledger, accounts
 from tally.storage.sqlite import SqliteStore
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -62,7 +66,10 @@ def test_work_that_raises_leaves_nothing_behind(store: Store) -> None:
 def test_the_database_itself_refuses_a_negative_balance(store: Store) -> None:
     program_id = _program(store)
     pk = _member(store, program_id)
-    with pytest.raises(Exception):  # noqa: B017 - each driver raises its own integrity error
+    refusal = (
+        sqlite3.IntegrityError if isinstance(store, SqliteStore) else psycopg.errors.CheckViolation
+    )
+    with pytest.raises(refusal, match="balance"):
         store.transact(lambda tx: tx.members.save_account(pk, Account(balance=-1)))
 
 
@@ -205,6 +212,48 @@ def test_writes_that_refuse_after_writing_leave_nothing_and_the_store_usable(
     assert store.transact(lambda tx: tx.members.count(program_id)) == 10
 
 
+class Interrupted(BaseException):
+    """Not an `Exception`: like `KeyboardInterrupt`, it gets past `except Exception`."""
+
+
+def test_work_that_raises_a_base_exception_fails_alone_and_every_write_still_answers(
+    store: Store,
+) -> None:
+    program_id = _program(store)
+
+    def interrupted(tx: Tx) -> None:
+        tx.members.insert(program_id, Profile("ghost"), now=NOW)
+        raise Interrupted()
+
+    def enrol(name: str) -> Callable[[Tx], bool]:
+        return lambda tx: tx.members.insert(program_id, Profile(name), now=NOW)
+
+    async def bounded(write: Awaitable[object]) -> object:
+        try:
+            return await asyncio.wait_for(write, timeout=10)
+        except Interrupted as error:
+            return error
+
+    async def writes() -> list[object]:
+        # Together (one group commit on SQLite), then alone, then the next write.
+        together = [store.write(enrol("a")), store.write(interrupted), store.write(enrol("b"))]
+        seen = list(await asyncio.gather(*(bounded(write) for write in together)))
+        seen.append(await bounded(store.write(interrupted)))
+        seen.append(await bounded(store.write(enrol("c"))))
+        return seen
+
+    outcomes = run_async(store, writes)
+    assert [type(outcome).__name__ for outcome in outcomes] == [
+        "bool",
+        "Interrupted",
+        "bool",
+        "Interrupted",
+        "bool",
+    ]
+    everyone = store.transact(lambda tx: tx.members.page(program_id, offset=0, limit=10))
+    assert sorted(member.member_id for member in everyone) == ["a", "b", "c"]
+
+
 def _entry_for_lot(tx: Tx, program_id: int, pk: int, lot: Lot) -> None:
     from tally.domain import Entry, EntryStatus, EntryType
 
@@ -302,3 +351,50 @@ def test_concurrent_writes_with_failures_mixed_in_each_get_their_own_outcome(
     assert balances[1].balance == 60 - deducted and balances[1].lifetime_deducted == deducted
     if isinstance(store, SqliteStore):
         assert store.commits < store.committed_jobs, "writes were not grouped into commits"
+
+
+def test_overlapping_bulks_lock_in_one_global_order_and_never_deadlock(store: Store) -> None:
+    """Two bulk awards of 1,200 members each (more locks than one query takes), sharing 900 of
+    them and listing them in opposite orders, run at the same time round after round: the locks
+    are taken in one order across queries, so the database never aborts either as a deadlock."""
+    program_id = _program(store)
+    names = [f"m{i:04}" for i in range(1_500)]
+    enrolment = random.Random(11).sample(names, len(names))  # primary keys in another order
+
+    def enrol(tx: Tx) -> None:
+        for name in enrolment:
+            tx.members.insert(program_id, Profile(name), now=NOW)
+
+    store.transact(enrol)
+    rounds = 6
+    start = threading.Barrier(2, timeout=60)
+
+    def bulk_awards(member_ids: list[str]) -> None:
+        """What `POST /v1/points/award/bulk` does in its transaction: one point to each."""
+
+        def work(tx: Tx) -> None:
+            states = accounts.locked_members(tx, program_id, member_ids, NOW)
+            members = {member_id: state.member for member_id, state in states.items()}
+            command = BulkCommand([AwardCommand(m, 1, "bulk") for m in member_ids])
+            outcome = point_rules.plan_bulk(command, members, expire_after_days=None, now=NOW)
+            assert outcome.failures == []
+            accounts.write_awards(tx, [posting for _, posting in outcome.postings])
+
+        try:
+            for _ in range(rounds):
+                start.wait()
+                store.transact(work)
+        except BaseException:
+            start.abort()  # the other thread stops waiting for this one
+            raise
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = [pool.submit(bulk_awards, ids) for ids in (names[:1_200], names[300:][::-1])]
+        for run in runs:
+            run.result(timeout=300)
+    everyone = store.transact(lambda tx: tx.members.page(program_id, offset=0, limit=2_000))
+    balances = {member.member_id: member.account.balance for member in everyone}
+    assert balances == {
+        name: rounds * ((name in names[:1_200]) + (name in names[300:])) for name in names
+    }
+    assert verify(store) == []

@@ -10,9 +10,8 @@ import hashlib
 import re
 import secrets
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 KEY_PREFIX = "tally_"
 _KEY_SHAPE = re.compile(r"^tally_[A-Za-z0-9_-]{43}$")
@@ -57,23 +56,24 @@ class KeyCache:
     """Verified keys for at most `ttl` seconds, so revocation reaches every process in time.
 
     Unknown keys are cached too (as None), so a flood of bad keys costs no database reads.
+    Time is passed in (the service's clock): an entry is trusted from when it was stored until
+    `ttl` later, and not at all by a clock that has gone back before it was stored.
     """
 
-    def __init__(self, *, ttl: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
-        self._ttl = ttl
-        self._clock = clock
-        self._entries: dict[str, tuple[float, Principal | None]] = {}
+    def __init__(self, *, ttl: float = 0.5) -> None:
+        self._ttl = timedelta(seconds=ttl)
+        self._entries: dict[str, tuple[datetime, datetime, Principal | None]] = {}
         self._lock = threading.Lock()
 
-    def get(self, secret_hash: str) -> tuple[bool, Principal | None]:
+    def get(self, secret_hash: str, *, now: datetime) -> tuple[bool, Principal | None]:
         """(found, principal): found is False when the key must be looked up again."""
         hit = self._entries.get(secret_hash)
-        if hit is None or hit[0] < self._clock():
+        if hit is None or not hit[0] <= now < hit[1]:
             return False, None
-        return True, hit[1]
+        return True, hit[2]
 
-    def put(self, secret_hash: str, principal: Principal | None) -> None:
+    def put(self, secret_hash: str, principal: Principal | None, *, now: datetime) -> None:
         with self._lock:
             if len(self._entries) > 100_000:
                 self._entries.clear()
-            self._entries[secret_hash] = (self._clock() + self._ttl, principal)
+            self._entries[secret_hash] = (now, now + self._ttl, principal)

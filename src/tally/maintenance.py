@@ -12,9 +12,10 @@ from tally import ids
 from tally.commands import Clock, CreatedKey, SweepReport
 from tally.domain import (
     EntryType,
+    Program,
     Scope,
 )
-from tally.keys import generate_key
+from tally.keys import NewKey, generate_key
 from tally.ports import LedgerCheck, Store, Tx
 from tally.service import Ledger, system_clock
 
@@ -23,28 +24,50 @@ T = TypeVar("T")
 
 def create_key(store: Store, *, program: str, scope: Scope, now: datetime) -> CreatedKey:
     new = generate_key()
-    key_id = ids.new_id("key_")
+    key_id = ids.new_id("key_", now)
 
     def work(tx: Tx) -> CreatedKey:
         found = tx.programs.ensure(program, now=now)
-        tx.keys.insert(
-            key_id=key_id,
-            program_id=found.id,
-            scope=scope.value,
-            secret_hash=new.secret_hash,
-            prefix=new.display_prefix,
-            now=now,
-        )
-        return CreatedKey(key_id, found.name, scope, new.secret)
+        return _insert_key(tx, found, scope, new, key_id=key_id, now=now)
 
     return store.transact(work)
 
 
 def bootstrap(store: Store, *, now: datetime) -> CreatedKey | None:
-    """On an empty database: the `default` program and a write key (None if not empty)."""
-    if store.transact(lambda tx: tx.programs.count()) > 0:
-        return None
-    return create_key(store, program="default", scope=Scope.WRITE, now=now)
+    """On an empty database: the `default` program and a write key (None if not empty).
+
+    One transaction, so that several servers starting at once on one empty database make one
+    program and one key between them, printed by one of them.
+    """
+    new = generate_key()
+    key_id = ids.new_id("key_", now)
+
+    def work(tx: Tx) -> CreatedKey | None:
+        if tx.programs.count() > 0:
+            return None
+        program = tx.programs.ensure("default", now=now)
+        # Another first run may have begun since the count. Its `default` row is unique, so
+        # `ensure` waited for it to commit (PostgreSQL; SQLite's writers take turns anyway),
+        # and it made a key: that run prints it, this one makes none.
+        if any(key.program_id == program.id for key in tx.keys.all()):
+            return None
+        return _insert_key(tx, program, Scope.WRITE, new, key_id=key_id, now=now)
+
+    return store.transact(work)
+
+
+def _insert_key(
+    tx: Tx, program: Program, scope: Scope, new: NewKey, *, key_id: str, now: datetime
+) -> CreatedKey:
+    tx.keys.insert(
+        key_id=key_id,
+        program_id=program.id,
+        scope=scope.value,
+        secret_hash=new.secret_hash,
+        prefix=new.display_prefix,
+        now=now,
+    )
+    return CreatedKey(key_id, program.name, scope, new.secret)
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,7 @@ def new_entry(
 ) -> Entry:
     """An entry at the account's newest ledger position (posted ones carry the new balance)."""
     return Entry(
-        id=ids.new_id("txn_"),
+        id=ids.new_id("txn_", now),
         program_id=member.program_id,
         member_pk=member.pk,
         member_id=member.member_id,
@@ -120,8 +120,7 @@ def plan_award(
             "expires_at must be later than available_at, or than now for points available now.",
         )
     account = member.account
-    if account.balance + account.pending + cmd.points > MAX_BALANCE:
-        raise invalid("points", f"Member {member.member_id} cannot hold more points.")
+    check_lifetime_room(member, cmd.points)
     if pending:
         account = account.hold(cmd.points).numbered().counted()
     else:
@@ -140,6 +139,27 @@ def plan_award(
         expires_at=expires_at,
     )
     return Posting(entry, account)
+
+
+def check_lifetime_room(member: Member, points: int) -> None:
+    """Every counter is a 64-bit integer, and `lifetime_earned` is the largest of them: it
+    only grows, and counts pending points too once they post. So an award may not take
+    `lifetime_earned + pending` past 2**63 - 1.
+
+    That bounds every other counter as well: the balance, and each of `lifetime_redeemed`,
+    `lifetime_deducted` and `lifetime_expired`, is at most `lifetime_earned` (they are never
+    negative and balance = earned - redeemed - deducted - expired), a refund gives back only
+    what was redeemed, and `pending` is part of the sum checked here.
+    """
+    account = member.account
+    room = MAX_BALANCE - account.lifetime_earned - account.pending
+    if points > room:
+        raise invalid(
+            "points",
+            f"Member {member.member_id} has earned {account.lifetime_earned} points "
+            f"({account.pending} more pending); {points} more would pass {MAX_BALANCE}, "
+            f"the most a member can ever earn. At most {max(room, 0)} can still be awarded.",
+        )
 
 
 def plan_bulk(

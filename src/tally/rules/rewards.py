@@ -15,7 +15,7 @@ from tally.errors import NotCancellable, OutOfStock, RewardInactive
 
 def new_reward(draft: RewardDraft, *, program_id: int, now: datetime) -> Reward:
     return Reward(
-        id=ids.new_id("rwd_"),
+        id=ids.new_id("rwd_", now),
         program_id=program_id,
         name=draft.name,
         points_cost=draft.points_cost,
@@ -52,7 +52,7 @@ def new_redemption(
 ) -> Redemption:
     """A completed redemption of `quantity` of `reward`, paid for by the spend `entry`."""
     return Redemption(
-        id=ids.new_id("red_"),
+        id=ids.new_id("red_", now),
         program_id=member.program_id,
         member_pk=member.pk,
         member_id=member.member_id,

@@ -18,13 +18,14 @@ class Access:
         if not secret or not well_formed(secret):
             raise Unauthorized("A valid API key is required: Authorization: Bearer <key>.")
         digest = hash_secret(secret)
-        found, principal = self._keys.get(digest)
+        now = self._runner.clock()
+        found, principal = self._keys.get(digest, now=now)
         if not found:
             record = await self._runner.store.lookup(lambda tx: tx.keys.find(digest))
             principal = None
             if record is not None and not record.revoked:
                 principal = Principal(record.key_id, record.program_id, record.scope)
-            self._keys.put(digest, principal)
+            self._keys.put(digest, principal, now=now)
         if principal is None:
             raise Unauthorized("The API key is unknown or has been revoked.")
         if needs is Scope.WRITE and principal.scope != Scope.WRITE:

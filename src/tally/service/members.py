@@ -30,7 +30,9 @@ class Members:
 
         def effect(tx: Tx, now: datetime) -> Member:
             chosen = (
-                profile if profile.member_id else replace(profile, member_id=ids.new_id("mem_"))
+                profile
+                if profile.member_id
+                else replace(profile, member_id=ids.new_id("mem_", now))
             )
             if not tx.members.insert(program_id, chosen, now=now):
                 raise MemberExists(f"Member {chosen.member_id} already exists.")

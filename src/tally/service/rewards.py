@@ -73,7 +73,7 @@ class Rewards:
     ) -> Reply:
         def effect(tx: Tx, now: datetime) -> RedemptionResult:
             member = accounts.locked_member(tx, program_id, cmd.member_id, now).member
-            reward = _reward_or_raise(tx, program_id, cmd.reward_id, lock=True)
+            reward = _reward_for_stock_change(tx, program_id, cmd.reward_id)
             points = rules.redemption_cost(reward, cmd.quantity)
             posting = accounts.spend(
                 tx,
@@ -108,7 +108,7 @@ class Rewards:
             locked = accounts.locked_member(tx, program_id, found.member_id, now)
             redemption = _redemption_or_raise(tx, program_id, redemption_id, lock=True)
             rules.check_cancellable(redemption)
-            reward = _reward_or_raise(tx, program_id, redemption.reward_id, lock=True)
+            reward = _reward_for_stock_change(tx, program_id, redemption.reward_id)
             posting = accounts.refund(
                 tx,
                 locked,
@@ -147,6 +147,20 @@ def _reward_or_raise(tx: Tx, program_id: int, reward_id: str, *, lock: bool = Fa
     if reward is None:
         raise RewardNotFound(f"Reward {reward_id} does not exist.")
     return reward
+
+
+def _reward_for_stock_change(tx: Tx, program_id: int, reward_id: str) -> Reward:
+    """The reward a redemption (or its cancellation) takes from or gives back to, locked only
+    when its stock is limited: an unlimited reward's row never changes, so locking it would
+    only make every redemption of it wait for the one before.
+
+    If a concurrent PATCH limits the stock after the unlocked read, this change simply comes
+    first (as if made before the PATCH); the stock the PATCH sets is the stock from then on.
+    """
+    reward = _reward_or_raise(tx, program_id, reward_id)
+    if reward.stock is None:
+        return reward
+    return _reward_or_raise(tx, program_id, reward_id, lock=True)
 
 
 def _redemption_or_raise(

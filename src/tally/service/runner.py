@@ -9,7 +9,9 @@ stored under its key in the same commit as the change). Feature modules (`member
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -26,6 +28,23 @@ ATTEMPTS = 5  # tries of one unit of work that the database keeps aborting for l
 Render = Callable[[R], tuple[int, bytes]]
 
 
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """How long to wait before running aborted work again: exponential, with full jitter.
+
+    Before retry `n` (1, 2, ...) the wait is drawn uniformly from [0, min(cap, first * 2**(n-1))):
+    two transactions aborted by the same deadlock do not collide again in lockstep, and the
+    waits stay a few milliseconds (the longest of the four retries is at most 16 ms).
+    """
+
+    first: float = 0.002
+    cap: float = 0.05
+    jitter: Callable[[], float] = random.random  # a fraction in [0, 1), drawn per retry
+
+    def pause(self, retry: int) -> float:
+        return self.jitter() * min(self.cap, self.first * 2.0 ** (retry - 1))
+
+
 class Due(Exception):
     """Raised inside a read when the member has work due: the read is retried as a write."""
 
@@ -37,28 +56,39 @@ def system_clock() -> datetime:
 class Runner:
     """Runs units of work on one store with one clock (one per server process or command)."""
 
-    def __init__(self, store: Store, *, clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock = system_clock,
+        backoff: Backoff = Backoff(),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.store = store
         self.clock = clock
+        self._backoff = backoff
+        self._sleep = sleep
         self._inflight: set[tuple[int, str]] = set()
 
     async def write(self, work: Callable[[Tx], T], *, in_thread: bool = False) -> T:
-        """Run `work` as one atomic, durable write; again if the database aborted it.
+        """Run `work` as one atomic, durable write; again, after a short random pause, if the
+        database aborted it to break a lock conflict (at most `ATTEMPTS` runs in all).
 
         `in_thread`: run it on a worker thread in a transaction of its own (`Store.transact`),
         for work long enough to stall the event loop (a 10,000-item bulk award takes hundreds of
         milliseconds of CPU; on the loop every other request would wait for it).
         """
-        for attempt in range(ATTEMPTS):
+        for attempt in range(1, ATTEMPTS + 1):
             try:
                 if in_thread:
                     return await asyncio.to_thread(self.store.transact, work)
                 return await self.store.write(work)
             except Conflict:
-                if attempt == ATTEMPTS - 1:
+                if attempt == ATTEMPTS:
                     raise Unavailable(
                         "The database is busy; nothing was changed. Please retry."
                     ) from None
+            await self._sleep(self._backoff.pause(attempt))
         raise AssertionError("unreachable")
 
     async def change(

@@ -214,6 +214,14 @@ class SqliteStore:
             await loop.run_in_executor(self._disk, self._abandon)
             self._settle_all(batch, _translate(error))
             return
+        except BaseException as error:
+            # Anything else (the drain cancelled at shutdown, a bug): no job waits forever, and
+            # the transaction and the turn are given back before the next batch begins.
+            self._disk.submit(self._abandon)
+            self._settle_all(batch, error)
+            if isinstance(error, Exception):
+                return
+            raise
         self.commits += 1
         self.committed_jobs += len(batch)
         for job in batch:
@@ -257,7 +265,7 @@ class SqliteStore:
                 job.outcome = job.work(tx)
                 if not alone:
                     conn.execute("RELEASE job")
-            except Exception as error:  # one job's failure must not sink the others
+            except BaseException as error:  # whatever one job raises, it fails alone
                 job.failure = _translate(error) if isinstance(error, sqlite3.Error) else error
                 conn.execute("ROLLBACK" if alone else "ROLLBACK TO job")
                 if not alone:

@@ -66,9 +66,12 @@ class SqlCatalog:
         )
 
     def insert_redemption(self, redemption: Redemption) -> None:
+        # The request's metadata is on the redeem entry that pays for the redemption (written
+        # just before, in this transaction); the redemption's row keeps the same text.
         self._s.run(
             "INSERT INTO redemptions (id, program_id, member_pk, reward_id, quantity, points, "
-            "status, transaction_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "status, transaction_id, created_at, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "(SELECT metadata FROM entries WHERE id = ?))",
             (
                 redemption.id,
                 redemption.program_id,
@@ -79,6 +82,7 @@ class SqlCatalog:
                 redemption.status.value,
                 redemption.transaction_id,
                 to_micros(redemption.created_at),
+                redemption.transaction_id,
             ),
         )
 

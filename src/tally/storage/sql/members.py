@@ -6,7 +6,7 @@ falls due for it (a pending award, a lot's expiry), locked when a change follows
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -29,8 +29,11 @@ _SAVE_ACCOUNT = (
 _STATES_PER_QUERY = 500
 
 
-def _state_query(count: int, *, lock_suffix: str, with_expiration: bool) -> str:
-    """`count` members of a program by member_id, with their program's policy and due times.
+def _state_query(
+    count: int, *, lock_suffix: str, with_expiration: bool, by: str = "m.member_id"
+) -> str:
+    """`count` members of a program by member_id (or by `m.pk`), with their program's policy
+    and due times.
 
     Locked if asked, in primary-key order so concurrent bulk requests never deadlock. The
     sub-selects (the soonest moment anything falls due) take no parameters, so even a cached
@@ -51,7 +54,7 @@ def _state_query(count: int, *, lock_suffix: str, with_expiration: bool) -> str:
         "(SELECT MIN(l.expires_at) FROM lots l "
         f"WHERE l.member_pk = m.pk AND l.remaining > 0){expiring} "
         "FROM members m JOIN programs p ON p.id = m.program_id "
-        f"WHERE m.program_id = ? AND m.member_id IN ({', '.join('?' * count)}) "
+        f"WHERE m.program_id = ? AND {by} IN ({', '.join('?' * count)}) "
         f"ORDER BY m.pk{lock_suffix}"
     )
 
@@ -147,14 +150,41 @@ class SqlMembers:
         self, program_id: int, member_ids: list[str], *, now: datetime
     ) -> dict[str, MemberState]:
         at = to_micros(now)
-        states: dict[str, MemberState] = {}
         lock = self._s.lock_suffix(True)
-        for start in range(0, len(member_ids), _STATES_PER_QUERY):  # one round trip per 500
-            chunk = member_ids[start : start + _STATES_PER_QUERY]
-            query = _state_query(len(chunk), lock_suffix=lock, with_expiration=False)
-            for row in self._s.all(query, (program_id, *chunk)):
-                states[row[2]] = _state(row, at, with_expiration=False)
-        return states
+        keys: list[Any] = member_ids
+        by = "m.member_id"
+        if lock and len(member_ids) > _STATES_PER_QUERY:
+            # Each query locks its rows in primary-key order; across queries the order must be
+            # the same global one, or two bulks over overlapping members (in other orders)
+            # deadlock. So the keys come first (unlocked), and each query takes the next ones.
+            keys, by = sorted(self._primary_keys(program_id, member_ids)), "m.pk"
+        found = self._chunked(
+            lambda count: _state_query(count, lock_suffix=lock, with_expiration=False, by=by),
+            program_id,
+            keys,
+        )
+        return {row[2]: _state(row, at, with_expiration=False) for row in found}
+
+    def _primary_keys(self, program_id: int, member_ids: list[str]) -> list[int]:
+        def query(count: int) -> str:
+            return (
+                "SELECT pk FROM members WHERE program_id = ? "
+                f"AND member_id IN ({', '.join('?' * count)})"
+            )
+
+        return [row[0] for row in self._chunked(query, program_id, member_ids)]
+
+    def _chunked(
+        self, query: Callable[[int], str], program_id: int, keys: Sequence[Any]
+    ) -> list[Any]:
+        """The rows of `query(n)` for `keys`, at most 500 keys a statement, in key order.
+
+        Every statement is sent before any result is read (one round trip on PostgreSQL's
+        pipeline); they still run, and take their locks, one after the other."""
+        size = _STATES_PER_QUERY
+        chunks = [keys[start : start + size] for start in range(0, len(keys), size)]
+        sent = [self._s.run(query(len(chunk)), (program_id, *chunk)) for chunk in chunks]
+        return [row for cursor in sent for row in cursor.fetchall()]
 
     def save_account(self, member_pk: int, account: Account) -> None:
         self._s.run(_SAVE_ACCOUNT, rows.account_row(member_pk, account))
