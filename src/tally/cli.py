@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sqlite3
 import sys
 from collections.abc import Iterator
+from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
 
 import click
 import psycopg
 
-from tally.config import DEFAULT_DATABASE_URL
+from tally.config import DEFAULT_DATABASE_URL, Settings
 from tally.domain import Scope
 from tally.errors import TallyError
 from tally.maintenance import bootstrap, create_key, sweep_now, verify
@@ -69,9 +71,18 @@ def main() -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 def serve(database_url: str, host: str, port: int, workers: int) -> None:
-    """Apply pending migrations and serve the API."""
+    """Apply pending migrations and serve the API.
+
+    SIGTERM stops accepting connections, lets the requests in flight finish (their writes
+    committed and answered) for up to TALLY_SHUTDOWN_GRACE_SECONDS, closes the database and
+    exits 0."""
     import uvicorn
 
+    # uvicorn drains on SIGTERM and then raises the signal again to end the process, which a
+    # supervisor would read as a crash (killed by signal 15) after a clean shutdown: that second
+    # delivery ends it with status 0 instead. Before uvicorn takes over, SIGTERM also exits 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    settings = Settings.from_env()
     with _opened(database_url) as store:
         created = bootstrap(store, now=system_clock())
     if created is not None:
@@ -87,7 +98,12 @@ def serve(database_url: str, host: str, port: int, workers: int) -> None:
         workers=workers,
         log_level="warning",
         access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 @main.command()
@@ -166,3 +182,4 @@ def sweep(database_url: str) -> None:
         f"Swept {report.members} member(s); dropped {report.purged_replies} old idempotency "
         "replies."
     )
+

@@ -17,6 +17,8 @@ class Settings:
     # How long a SQLite write waits for another process's write lock before it is answered
     # `503 unavailable` (the write did not happen).
     sqlite_busy_timeout_ms: int = 10_000
+    # After SIGTERM, how long requests in flight may take to finish before they are cut off.
+    shutdown_grace_seconds: int = 25
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -28,5 +30,8 @@ class Settings:
             key_cache_seconds=float(env.get("TALLY_KEY_CACHE_SECONDS", cls.key_cache_seconds)),
             sqlite_busy_timeout_ms=int(
                 env.get("TALLY_SQLITE_BUSY_TIMEOUT_MS", cls.sqlite_busy_timeout_ms)
+            ),
+            shutdown_grace_seconds=int(
+                env.get("TALLY_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds)
             ),
         )

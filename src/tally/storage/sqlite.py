@@ -244,7 +244,11 @@ class SqliteStore:
             raise _translate_read(error) from error
 
     async def aclose(self) -> None:
-        """Nothing is tied to the event loop: the connections close in `close`."""
+        """Let the group commit in progress, and whatever is queued behind it, finish: a server
+        shutting down answers every write it took (the connections close in `close`)."""
+        drainer = self._drainer
+        if drainer is not None and drainer.get_loop() is asyncio.get_running_loop():
+            await asyncio.wait({drainer})
 
     def close(self) -> None:
         with self._state:
