@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,7 +18,15 @@ import psycopg
 from tally.config import DEFAULT_DATABASE_URL, Settings
 from tally.domain import Scope
 from tally.errors import TallyError
-from tally.maintenance import bootstrap, create_key, sweep_now, verify
+from tally.maintenance import (
+    BackupError,
+    backup,
+    bootstrap,
+    create_key,
+    restore,
+    sweep_now,
+    verify,
+)
 from tally.ports import Store
 from tally.service import system_clock
 
@@ -183,3 +192,33 @@ def sweep(database_url: str) -> None:
         "replies."
     )
 
+
+@main.command("backup")
+@database_option
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace PATH if it exists.")
+def backup_command(database_url: str, path: Path, force: bool) -> None:
+    """Write a consistent copy of the SQLite database to PATH, safe while servers run.
+
+    For PostgreSQL, use pg_dump and pg_restore (see the README)."""
+    try:
+        copied = backup(database_url, path, overwrite=force)
+    except BackupError as error:
+        raise click.ClickException(str(error)) from None
+    shown = _without_password(database_url)
+    click.echo(f"Backed up {shown} to {copied.path} ({copied.size} bytes).")
+
+
+@main.command("restore")
+@database_option
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace the database if it holds anything.")
+def restore_command(database_url: str, path: Path, force: bool) -> None:
+    """Put the backup at PATH in place of the SQLite database; every server on it must be
+    stopped. Refuses to replace a database that holds anything unless --force is given."""
+    try:
+        copied = restore(path, database_url, overwrite=force)
+    except BackupError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Restored {path} to {copied.path} ({copied.size} bytes).")
+    click.echo(f"Check it with: tally verify --database {_without_password(database_url)}")
