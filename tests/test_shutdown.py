@@ -218,8 +218,9 @@ def test_sigterm_under_load_answers_every_write_it_applied_and_exits_0(
     )
 
 
-def test_sigterm_on_an_idle_server_exits_0(tmp_path: object) -> None:
-    server = start_server(f"sqlite:///{tmp_path}/idle.db")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_on_an_idle_server_exits_0(tmp_path: object, workers: int) -> None:
+    server = start_server(f"sqlite:///{tmp_path}/idle.db", workers=workers)
     try:
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=30) == 0, server.errors()
