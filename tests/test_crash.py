@@ -62,11 +62,7 @@ def test_kill_9_with_writes_in_flight_keeps_every_acknowledged_write_and_applies
     try:
         fund(server.url, key)
         with Load(server.url, key, threads=16, run="crash") as load:
-            load.wait_for(
-                lambda: len(load.acknowledged()) >= acks_before_kill,
-                timeout=120,
-                what=f"{acks_before_kill} acknowledged writes",
-            )
+            load.wait_for_acks(acks_before_kill)
             killed_at = time.monotonic()
             server.stop(signal.SIGKILL)
     finally:

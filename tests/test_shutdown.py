@@ -182,11 +182,7 @@ def test_sigterm_under_load_answers_every_write_it_applied_and_exits_0(
     try:
         fund(server.url, key)
         with Load(server.url, key, threads=16, run="term-load") as load:
-            load.wait_for(
-                lambda: len(load.acknowledged()) >= acks_before_sigterm,
-                timeout=120,
-                what=f"{acks_before_sigterm} acknowledged writes",
-            )
+            load.wait_for_acks(acks_before_sigterm)
             terminated = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
             code = server.process.wait(timeout=GRACE_SECONDS + 10)

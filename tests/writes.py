@@ -132,6 +132,19 @@ class Load:
     def acknowledged(self) -> list[Write]:
         return [w for w in list(self.writes) if w.acknowledged]
 
+    def outstanding(self) -> int:
+        """Writes sent and not yet answered (nor failed)."""
+        return sum(w.answered is None and w.error is None for w in list(self.writes))
+
+    def wait_for_acks(self, count: int, *, outstanding: int = 8, timeout: float = 120) -> None:
+        """Until `count` writes are acknowledged while at least `outstanding` are on their way
+        (the clients have all started)."""
+        self.wait_for(
+            lambda: len(self.acknowledged()) >= count and self.outstanding() >= outstanding,
+            timeout=timeout,
+            what=f"{count} acknowledged writes with {outstanding} more on their way",
+        )
+
     def wait_for(self, condition: Callable[[], bool], *, timeout: float, what: str) -> None:
         """Poll `condition` while the load runs; fail after `timeout` seconds."""
         deadline = time.monotonic() + timeout
