@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import os
 import re
 import shutil
@@ -12,11 +13,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import httpx
 from starlette.testclient import TestClient
@@ -214,6 +217,11 @@ class Server:
 
     process: subprocess.Popen[bytes]
     url: str
+    log: IO[bytes]  # its standard error (a file: a pipe nobody reads would fill and block it)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process.poll() is None:
@@ -224,10 +232,23 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=15)
 
+    def errors(self) -> str:
+        """What the server wrote to standard error so far."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
-def start_server(database_url: str, *, workers: int = 1, **env: str) -> Server:
-    """Start `tally serve` and return once it answers; it is stopped by the caller."""
+
+def start_server(
+    database_url: str,
+    *,
+    workers: int = 1,
+    preexec: Callable[[], None] | None = None,
+    **env: str,
+) -> Server:
+    """Start `tally serve` and return once it answers; it is stopped by the caller. `preexec`
+    runs in the child before `tally` starts (to set resource limits, say)."""
     port = free_port()
+    log = tempfile.TemporaryFile(prefix="tally-serve-")
     process = subprocess.Popen(
         [
             *tally_command(),
@@ -241,16 +262,15 @@ def start_server(database_url: str, *, workers: int = 1, **env: str) -> Server:
         ],
         env={**os.environ, "TALLY_SWEEP_INTERVAL": "0", **env},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         start_new_session=True,
+        preexec_fn=preexec,
     )
-    server = Server(process, f"http://127.0.0.1:{port}")
+    server = Server(process, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(
-                f"tally serve exited: {process.stderr.read().decode() if process.stderr else ''}"
-            )
+            raise RuntimeError(f"tally serve exited: {server.errors()}")
         try:
             if httpx.get(server.url + "/openapi.json", timeout=1).status_code == 200:
                 return server
@@ -258,6 +278,22 @@ def start_server(database_url: str, *, workers: int = 1, **env: str) -> Server:
             time.sleep(0.05)  # waiting for a port to open, not synchronising test steps
     server.stop(signal.SIGKILL)
     raise RuntimeError("tally serve did not start within 30 s")
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `tally ARGS...` to completion."""
+    return subprocess.run(
+        [*tally_command(), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
+    """Poll `condition` until it holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)  # polling for a condition, with a deadline
 
 
 def everything(api: Api, key: str | None = None) -> dict[str, Any]:
@@ -302,3 +338,87 @@ def postgres_copy(admin_url: str, template: str | None, *, prefix: str) -> Itera
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_bindir() -> Path | None:
+    """Where PostgreSQL's server programs are (`initdb`, `pg_ctl`), if installed here."""
+    configured = os.environ.get("TALLY_TEST_POSTGRES_BINDIR")
+    if configured:
+        return Path(configured)
+    installed = glob.glob("/usr/lib/postgresql/*/bin/initdb")
+    found = sorted(installed, key=lambda path: int(path.split("/")[4]))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@dataclass
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster of a test's own, on 127.0.0.1: it may be stopped and
+    started at will (the shared server never is). Made with `private_postgres()`."""
+
+    bindir: Path
+    root: Path
+    port: int
+    as_user: list[str]  # `runuser -u postgres --` when running as root: initdb refuses root
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def pg_ctl(self, *args: str) -> None:
+        subprocess.run(
+            [*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), *args],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+            "-c max_connections=40 -c shared_buffers=16MB"
+        )
+        self.pg_ctl("-l", str(self.root / "log"), "-w", "-t", "60", "-o", options, "start")
+
+    def stop(self, mode: str = "immediate") -> None:
+        """`immediate`: every server process ends at once, like a crash (WAL recovery follows)."""
+        self.pg_ctl("-m", mode, "-w", "-t", "60", "stop")
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A new cluster (initdb) started on a free port; stopped and deleted afterwards."""
+    bindir = postgres_bindir()
+    assert bindir is not None, "PostgreSQL's server programs (initdb, pg_ctl) are not installed"
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = Path(tempfile.mkdtemp(prefix="tally-pg-"))
+    if as_user:
+        shutil.chown(root, user="postgres", group="postgres")
+    cluster = PrivatePostgres(bindir, root, free_port(), as_user)
+    try:
+        subprocess.run(
+            [
+                *as_user,
+                str(bindir / "initdb"),
+                *("-D", str(cluster.data), "-A", "trust", "-U", "postgres"),
+                *("--no-sync", "--no-instructions"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        cluster.start()
+        yield cluster
+    finally:
+        if cluster.running():
+            with contextlib.suppress(subprocess.SubprocessError):
+                cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sqlite3
 import sys
 from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
 
 import click
 import psycopg
 
-from tally.config import DEFAULT_DATABASE_URL
+from tally.config import DEFAULT_DATABASE_URL, Settings
 from tally.domain import Scope
 from tally.errors import TallyError
-from tally.maintenance import bootstrap, create_key, sweep_now, verify
+from tally.maintenance import (
+    BackupError,
+    backup,
+    bootstrap,
+    create_key,
+    restore,
+    sweep_now,
+    verify,
+)
 from tally.ports import Store
 from tally.service import system_clock
 
@@ -69,9 +80,18 @@ def main() -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 def serve(database_url: str, host: str, port: int, workers: int) -> None:
-    """Apply pending migrations and serve the API."""
+    """Apply pending migrations and serve the API.
+
+    SIGTERM stops accepting connections, lets the requests in flight finish (their writes
+    committed and answered) for up to TALLY_SHUTDOWN_GRACE_SECONDS, closes the database and
+    exits 0."""
     import uvicorn
 
+    # uvicorn drains on SIGTERM and then raises the signal again to end the process, which a
+    # supervisor would read as a crash (killed by signal 15) after a clean shutdown: that second
+    # delivery ends it with status 0 instead. Before uvicorn takes over, SIGTERM also exits 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    settings = Settings.from_env()
     with _opened(database_url) as store:
         created = bootstrap(store, now=system_clock())
     if created is not None:
@@ -87,7 +107,12 @@ def serve(database_url: str, host: str, port: int, workers: int) -> None:
         workers=workers,
         log_level="warning",
         access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 @main.command()
@@ -166,3 +191,34 @@ def sweep(database_url: str) -> None:
         f"Swept {report.members} member(s); dropped {report.purged_replies} old idempotency "
         "replies."
     )
+
+
+@main.command("backup")
+@database_option
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace PATH if it exists.")
+def backup_command(database_url: str, path: Path, force: bool) -> None:
+    """Write a consistent copy of the SQLite database to PATH, safe while servers run.
+
+    For PostgreSQL, use pg_dump and pg_restore (see the README)."""
+    try:
+        copied = backup(database_url, path, overwrite=force)
+    except BackupError as error:
+        raise click.ClickException(str(error)) from None
+    shown = _without_password(database_url)
+    click.echo(f"Backed up {shown} to {copied.path} ({copied.size} bytes).")
+
+
+@main.command("restore")
+@database_option
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace the database if it holds anything.")
+def restore_command(database_url: str, path: Path, force: bool) -> None:
+    """Put the backup at PATH in place of the SQLite database; every server on it must be
+    stopped. Refuses to replace a database that holds anything unless --force is given."""
+    try:
+        copied = restore(path, database_url, overwrite=force)
+    except BackupError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Restored {path} to {copied.path} ({copied.size} bytes).")
+    click.echo(f"Check it with: tally verify --database {_without_password(database_url)}")

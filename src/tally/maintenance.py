@@ -1,12 +1,18 @@
-"""What the command line runs directly on a store: keys, first run, verification, sweeping."""
+"""What the command line runs directly on a store: keys, first run, verification, sweeping;
+and on a SQLite file: backups and restores."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sqlite3
 from collections.abc import Awaitable, Callable
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote
 
 from tally import ids
 from tally.commands import Clock, CreatedKey, SweepReport
@@ -145,3 +151,125 @@ def run_async(store: Store, main: Callable[[], Awaitable[T]]) -> T:
 def sweep_now(store: Store, *, clock: Clock = system_clock) -> SweepReport:
     """`tally sweep`: apply everything due, then drop expired idempotency replies."""
     return run_async(store, Ledger(store, clock=clock).lifecycle.sweep)
+
+
+# Backups. SQLite's online backup API copies one consistent snapshot while servers keep reading
+# and writing (WAL lets a reader and a writer run together). PostgreSQL has its own tools.
+
+POSTGRES_BACKUPS = (
+    "PostgreSQL databases are backed up with PostgreSQL's own tools: "
+    "`pg_dump --format=custom --file=tally.dump URL` while Tally serves, and "
+    "`pg_restore --dbname=URL tally.dump` into an empty database (see the README, Operations)."
+)
+
+
+class BackupError(Exception):
+    """A backup or restore that cannot be done as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Copied:
+    """A database copied by `backup` or `restore`."""
+
+    path: Path
+    pages: int
+    size: int
+
+
+def backup(database_url: str, destination: Path, *, overwrite: bool = False) -> Copied:
+    """Write a consistent copy of the SQLite database at `database_url` to `destination`, safe
+    while servers use it. The copy is checked, then moved into place: `destination` is never a
+    half-written file."""
+    source = _sqlite_path(database_url, "tally backup")
+    if not source.is_file():
+        raise BackupError(f"there is no database at {source}")
+    _check_writable(destination, overwrite=overwrite, what="the backup")
+    if destination.exists() and destination.resolve() == source.resolve():
+        raise BackupError(f"{destination} is the database itself; choose another file")
+    partial = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
+    try:
+        with closing(sqlite3.connect(f"file:{quote(str(source))}?mode=rw", uri=True)) as live:
+            with closing(sqlite3.connect(partial)) as copy:
+                live.backup(copy)  # in one step: one snapshot, whatever writers do meanwhile
+                pages = _checked(copy, partial)
+        _fsync(partial)
+        os.replace(partial, destination)
+        _fsync(destination.parent)
+    except sqlite3.Error as error:
+        raise BackupError(f"cannot back up {source}: {error}") from None
+    except OSError as error:
+        raise BackupError(f"cannot write {destination}: {error.strerror or error}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return Copied(destination, pages, destination.stat().st_size)
+
+
+def restore(backup_path: Path, database_url: str, *, overwrite: bool = False) -> Copied:
+    """Put a backup made by `backup` in place of the SQLite database at `database_url`. Every
+    server on it must be stopped: a database still open elsewhere is refused."""
+    target = _sqlite_path(database_url, "tally restore")
+    if not backup_path.is_file():
+        raise BackupError(f"there is no backup at {backup_path}")
+    _check_writable(target, overwrite=overwrite, what="the database")
+    # immutable: nobody writes a backup, so SQLite reads it without locks or a -shm file.
+    uri = f"file:{quote(str(backup_path))}?mode=ro&immutable=1"
+    try:
+        with closing(sqlite3.connect(uri, uri=True)) as saved:
+            _checked(saved, backup_path)
+            tables = {row[0] for row in saved.execute("SELECT name FROM sqlite_master")}
+            if not {"members", "entries"} <= tables:
+                raise BackupError(f"{backup_path} is a SQLite database, but not a Tally one")
+            with closing(sqlite3.connect(target, isolation_level=None, timeout=0)) as live:
+                try:
+                    # Leaving WAL mode needs every other connection closed: a running server
+                    # holds one, so this is where a restore under a live server stops.
+                    live.execute("PRAGMA journal_mode = DELETE")
+                except sqlite3.OperationalError:
+                    raise BackupError(
+                        f"the database {target} is in use (is `tally serve` running on it?); "
+                        "stop every server on it first"
+                    ) from None
+                saved.backup(live)  # one transaction: the old content stays if this fails
+                live.execute("PRAGMA journal_mode = WAL")
+                pages = _checked(live, target)
+    except sqlite3.DatabaseError as error:
+        raise BackupError(f"cannot restore {backup_path}: {error}") from None
+    except OSError as error:
+        raise BackupError(f"cannot write {target}: {error.strerror or error}") from None
+    return Copied(target, pages, target.stat().st_size)
+
+
+def _sqlite_path(database_url: str, command: str) -> Path:
+    from tally.storage.sqlite import path_from_url
+
+    if database_url.split("://", 1)[0] in ("postgresql", "postgres"):
+        raise BackupError(f"{command} works on SQLite databases. {POSTGRES_BACKUPS}")
+    try:
+        return path_from_url(database_url)
+    except ValueError as error:
+        raise BackupError(str(error)) from None
+
+
+def _check_writable(path: Path, *, overwrite: bool, what: str) -> None:
+    if path.is_dir():
+        raise BackupError(f"{path} is a directory; name the file for {what}")
+    if not path.parent.is_dir():
+        raise BackupError(f"cannot write {what} to {path}: {path.parent} is not a directory")
+    if path.exists() and path.stat().st_size > 0 and not overwrite:
+        raise BackupError(f"{path} already exists; pass --force to replace it")
+
+
+def _checked(conn: sqlite3.Connection, path: Path) -> int:
+    """SQLite's own consistency check of a copy; its size in pages."""
+    verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+    if verdict != "ok":
+        raise BackupError(f"{path} failed SQLite's consistency check: {verdict}")
+    return int(conn.execute("PRAGMA page_count").fetchone()[0])
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

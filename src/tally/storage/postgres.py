@@ -3,12 +3,17 @@
 Any number of `tally serve` processes may share one database. A member's row is locked
 (`SELECT ... FOR UPDATE`) before its balance is read for a change; Idempotency-Keys are claimed
 with a transaction-scoped advisory lock, so a concurrent duplicate is told it is in progress.
+
+A database that cannot be reached becomes `Unavailable`, saying whether the write happened:
+before COMMIT was sent nothing was; if the connection is lost once it was sent, nobody here can
+know, and a retry with the same Idempotency-Key settles it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -24,7 +29,18 @@ from tally.storage.sql import Connection, Dialect, SqlTx
 
 T = TypeVar("T")
 
+log = logging.getLogger("tally.storage")
+
 _CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+
+# How long a request waits for a pooled connection: normally, and once the database was found
+# unreachable (until a request succeeds again), so that clients get their 503 in a second.
+POOL_WAIT = 10.0
+OUTAGE_POOL_WAIT = 1.0
+# A lost connection is replaced with retries one, two... seconds apart, given up after this;
+# then the next request asks for a new one at once. Without it the retries, spaced ever wider
+# (up to minutes), kept a recovered database waiting.
+RECONNECT_FOR = 2.0
 
 
 def _claim_advisory(conn: Connection, program_id: int, key: str) -> bool:
@@ -58,19 +74,22 @@ class PostgresStore:
         self._pool: ConnectionPool[Any] | None = None
         self._async_pools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = {}
         self._pool_size = pool_size
+        self._reachable = True  # False from a lost connection until a request succeeds
 
     def migrate(self) -> list[str]:
         yoyo_url = "postgresql+psycopg://" + self.url.split("://", 1)[1]
         return apply_migrations(yoyo_url=yoyo_url, backend_name="postgres")
 
     def transact(self, work: Callable[[Tx], T]) -> T:
-        with _translated(), self._blocking_pool().connection() as conn:
+        commit = _Commit()
+        with self._translated(commit), self._blocking_pool().connection() as conn:
             try:
                 # Pipeline mode: statements whose results are not read (BEGIN, the writes,
                 # COMMIT) travel together; a read waits only for itself.
                 with conn.pipeline():
                     conn.execute("BEGIN")
                     result = work(SqlTx(conn, DIALECT))
+                    commit.sent = True
                     conn.execute("COMMIT")
                 return result
             except BaseException:
@@ -94,10 +113,12 @@ class PostgresStore:
         BEGIN and no COMMIT, one round trip. (Nothing enforces READ ONLY here; `SqlTx` refuses
         a second statement, and the reads that use this path are plain SELECTs.)"""
         pool = await self._pool_for_loop()
-        with _translated():
-            async with pool.connection() as conn:
+        with self._translated(None):
+            async with pool.connection(timeout=self._pool_wait()) as conn:
                 tx = SqlTx(BridgedConnection(conn), DIALECT, one_statement=True)
-                return await run_in_greenlet(work, tx)
+                result = await run_in_greenlet(work, tx)
+        self._reachable = True
+        return result
 
     async def aclose(self) -> None:
         pool = self._async_pools.pop(asyncio.get_running_loop(), None)
@@ -116,7 +137,7 @@ class PostgresStore:
                 min_size=1,
                 max_size=4,
                 kwargs={"autocommit": True},
-                timeout=10,
+                timeout=POOL_WAIT,
                 open=True,
             )
         return self._pool
@@ -130,7 +151,8 @@ class PostgresStore:
                 min_size=2,
                 max_size=self._pool_size,
                 kwargs={"autocommit": True},
-                timeout=10,
+                timeout=POOL_WAIT,
+                reconnect_timeout=RECONNECT_FOR,
                 open=False,
             )
             self._async_pools[loop] = pool
@@ -139,33 +161,79 @@ class PostgresStore:
 
     async def _run(self, work: Callable[[Tx], T], begin: str, *, pipelined: bool) -> T:
         pool = await self._pool_for_loop()
-        with _translated():
-            async with pool.connection() as conn:
+        # Only writes are pipelined; a read's COMMIT has nothing to lose.
+        commit = _Commit() if pipelined else None
+        with self._translated(commit):
+            async with pool.connection(timeout=self._pool_wait()) as conn:
                 try:
                     async with conn.pipeline() if pipelined else _nothing():
                         await conn.execute(begin)
                         tx = SqlTx(BridgedConnection(conn), DIALECT)
                         result = await run_in_greenlet(work, tx)
+                        if commit is not None:
+                            commit.sent = True
                         await conn.execute("COMMIT")
-                    return result
                 except BaseException:
                     if not conn.closed:
                         await conn.execute("ROLLBACK")
                     raise
+        self._reachable = True
+        return result
+
+    def _pool_wait(self) -> float:
+        return POOL_WAIT if self._reachable else OUTAGE_POOL_WAIT
+
+    @contextlib.contextmanager
+    def _translated(self, commit: _Commit | None) -> Iterator[None]:
+        """Driver errors the service understands: lock conflicts (the runner retries those) and
+        a lost or unreachable database (`Unavailable`, saying whether a write happened);
+        everything else passes unchanged. `commit` is None for reads."""
+        try:
+            yield
+        except _CONFLICTS as error:
+            raise Conflict(str(error)) from error
+        except PoolTimeout as error:
+            self._reachable = False
+            log.warning("PostgreSQL: no connection: %s", error)
+            raise Unavailable(_NOT_APPLIED) from error
+        except psycopg.OperationalError as error:
+            lost = _connection_lost(error)
+            if lost:
+                self._reachable = False
+            log.warning("PostgreSQL: %s", _first_line(error))
+            if commit is not None and commit.sent and lost:
+                raise Unavailable(_UNKNOWN) from error
+            raise Unavailable(_NOT_APPLIED if lost else _REFUSED) from error
 
 
-@contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    """Driver errors the service understands: lock conflicts (the runner retries those) and a
-    lost or unreachable database (`Unavailable`); everything else passes unchanged."""
-    try:
-        yield
-    except _CONFLICTS as error:
-        raise Conflict(str(error)) from error
-    except (psycopg.OperationalError, PoolTimeout) as error:
-        raise Unavailable(
-            "The database is unreachable; nothing was changed. Please retry."
-        ) from error
+class _Commit:
+    """Whether a write's COMMIT has been sent: from then on a lost connection leaves its outcome
+    unknown."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = False
+
+
+def _connection_lost(error: psycopg.Error) -> bool:
+    """The connection broke or the server ended the session (no answer to what was sent), as
+    opposed to the server refusing a statement, which aborts the transaction."""
+    state = error.sqlstate
+    return state is None or state.startswith(("08", "57P"))
+
+
+_NOT_APPLIED = "The database is unreachable; nothing was changed. Please retry."
+_REFUSED = "The database could not complete the request; nothing was changed. Please retry."
+_UNKNOWN = (
+    "The connection to the database was lost during COMMIT: the write may or may not have been "
+    "applied. Retry with the same Idempotency-Key to settle it."
+)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 @contextlib.asynccontextmanager
