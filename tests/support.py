@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -225,9 +226,16 @@ class Server:
                 self.process.wait(timeout=15)
 
 
-def start_server(database_url: str, *, workers: int = 1, **env: str) -> Server:
-    """Start `tally serve` and return once it answers; it is stopped by the caller."""
+def start_server(
+    database_url: str, *, workers: int = 1, log: Path | None = None, **env: str
+) -> Server:
+    """Start `tally serve` and return once it answers; it is stopped by the caller.
+
+    Its standard error goes to a pipe, read only if it fails to start; give `log` (a file) for
+    a server that may log much (each 500 logs a traceback), since a full pipe blocks the server.
+    """
     port = free_port()
+    stderr: Any = subprocess.PIPE if log is None else log.open("ab")
     process = subprocess.Popen(
         [
             *tally_command(),
@@ -241,16 +249,20 @@ def start_server(database_url: str, *, workers: int = 1, **env: str) -> Server:
         ],
         env={**os.environ, "TALLY_SWEEP_INTERVAL": "0", **env},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         start_new_session=True,
     )
+    if log is not None:
+        stderr.close()  # the child holds its own copy
     server = Server(process, f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(
-                f"tally serve exited: {process.stderr.read().decode() if process.stderr else ''}"
-            )
+            if log is not None:
+                said = log.read_text()
+            else:
+                said = process.stderr.read().decode() if process.stderr else ""
+            raise RuntimeError(f"tally serve exited: {said}")
         try:
             if httpx.get(server.url + "/openapi.json", timeout=1).status_code == 200:
                 return server
@@ -302,3 +314,60 @@ def postgres_copy(admin_url: str, template: str | None, *, prefix: str) -> Itera
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Live:
+    """A real `tally serve` process over a database of its own, and a write key of `acme`.
+
+    `api` talks to the server over HTTP (every answer checked against the OpenAPI document);
+    `store` is the same database opened directly, for making keys of other programs.
+    """
+
+    server: Server
+    store: Store
+    database_url: str
+    api: Api
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def key(self) -> str:
+        return self.api.key
+
+
+@contextlib.contextmanager
+def serving(database_url: str, *, program: str = "acme", **env: str) -> Iterator[Live]:
+    """A migrated database at `database_url`, a write key of `program`, and `tally serve` on it
+    (its log in a temporary file); stopped and closed afterwards."""
+    import tempfile
+
+    from tally.storage import open_store
+
+    store = open_store(database_url)
+    store.migrate()
+    logs = tempfile.TemporaryDirectory(prefix="tally-serve-")
+    try:
+        now = datetime.now().astimezone()
+        key = create_key(store, program=program, scope=Scope.WRITE, now=now).secret
+        server = start_server(database_url, log=Path(logs.name) / "serve.log", **env)
+        try:
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                yield Live(server, store, database_url, Api(client, key, store=store))
+        finally:
+            server.stop()
+    finally:
+        store.close()
+        logs.cleanup()
+
+
+def tally_verify(database_url: str) -> subprocess.CompletedProcess[str]:
+    """`tally verify` on `database_url`, as an operator runs it."""
+    return subprocess.run(
+        [*tally_command(), "verify", "--database", database_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
