@@ -53,7 +53,7 @@ REWARDS: dict[str, tuple[int, int | None, bool]] = {
     "Tote": (15, None, True),
     "Lamp": (10, 5, False),
 }
-EXAMPLES, STEPS = (300, 60) if SOAK else (30, 30)
+EXAMPLES, STEPS = (300, 60) if SOAK else (50, 30)
 
 members = st.sampled_from(MEMBERS)
 points = st.integers(1, 120)

@@ -43,7 +43,7 @@ CHECKS = [
     response_schema_conformance,
     response_headers_conformance,
 ]
-EXAMPLES_PER_OPERATION = 400 if SOAK else 25
+EXAMPLES_PER_OPERATION = 400 if SOAK else 50
 
 
 @dataclass(frozen=True)
