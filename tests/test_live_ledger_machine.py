@@ -42,7 +42,6 @@ from hypothesis.stateful import (
 
 from tally.domain import Scope
 from tally.maintenance import create_key, verify
-from tests.conftest import SOAK
 from tests.support import Api, Live, serving, tally_verify
 
 MEMBERS = ("ann", "ben", "cat")
@@ -53,7 +52,8 @@ REWARDS: dict[str, tuple[int, int | None, bool]] = {
     "Tote": (15, None, True),
     "Lamp": (10, 5, False),
 }
-EXAMPLES, STEPS = (300, 60) if SOAK else (50, 30)
+EXAMPLES, STEPS = 50, 30
+SOAK_EXAMPLES, SOAK_STEPS = 300, 60  # `pytest -m soak` (TALLY_SOAK=1)
 
 members = st.sampled_from(MEMBERS)
 points = st.integers(1, 120)
@@ -437,18 +437,21 @@ def live(database_url: str) -> Iterator[Live]:
         yield live
 
 
-def test_random_histories_over_http_keep_every_invariant(
+def run_machine(
     live: Live,
     capsys: pytest.CaptureFixture[str],
     record_property: Callable[[str, object], None],
+    *,
+    examples: int,
+    steps: int,
 ) -> None:
     LiveLedgerMachine.live = live
     LiveLedgerMachine.tally = Tally()
     run_state_machine_as_test(
         LiveLedgerMachine,
         settings=settings(
-            max_examples=EXAMPLES,
-            stateful_step_count=STEPS,
+            max_examples=examples,
+            stateful_step_count=steps,
             deadline=None,
             derandomize=True,
             database=None,
@@ -465,6 +468,23 @@ def test_random_histories_over_http_keep_every_invariant(
             f" {done.requests} requests ({done.replays} replays)",
             end=" ",
         )
-    assert done.examples >= EXAMPLES // 2 and done.steps > done.examples
+    assert done.examples >= examples // 2 and done.steps > done.examples
     verified = tally_verify(live.database_url)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_random_histories_over_http_keep_every_invariant(
+    live: Live,
+    capsys: pytest.CaptureFixture[str],
+    record_property: Callable[[str, object], None],
+) -> None:
+    run_machine(live, capsys, record_property, examples=EXAMPLES, steps=STEPS)
+
+
+@pytest.mark.soak
+def test_long_random_histories_over_http_keep_every_invariant(
+    live: Live,
+    capsys: pytest.CaptureFixture[str],
+    record_property: Callable[[str, object], None],
+) -> None:
+    run_machine(live, capsys, record_property, examples=SOAK_EXAMPLES, steps=SOAK_STEPS)

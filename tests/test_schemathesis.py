@@ -33,7 +33,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tally.http.routes import ROUTES
-from tests.conftest import SOAK
 from tests.support import Api, Live, serving, tally_verify
 
 CHECKS = [
@@ -43,7 +42,8 @@ CHECKS = [
     response_schema_conformance,
     response_headers_conformance,
 ]
-EXAMPLES_PER_OPERATION = 400 if SOAK else 50
+EXAMPLES_PER_OPERATION = 50
+SOAK_EXAMPLES_PER_OPERATION = 400  # `pytest -m soak` (TALLY_SOAK=1): ~2 min a backend
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ class Run:
                 self.failures[found] = f"{failure}\n    {curl}"
 
 
-def fuzz(live: Live, seeded: Seeded) -> Run:
+def fuzz(live: Live, seeded: Seeded, *, examples: int) -> Run:
     schema = schemathesis.openapi.from_url(live.url + "/openapi.json")
     run = Run(cases={}, failures={})
     session = requests.Session()
@@ -140,7 +140,7 @@ def fuzz(live: Live, seeded: Seeded) -> Run:
         label = operation.label
 
         @settings(
-            max_examples=EXAMPLES_PER_OPERATION,
+            max_examples=examples,
             deadline=None,
             derandomize=True,
             database=None,
@@ -161,12 +161,10 @@ def fuzz(live: Live, seeded: Seeded) -> Run:
     return run
 
 
-def test_every_operation_answers_as_documented_under_generated_requests(
-    database_url: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def fuzz_and_check(database_url: str, capsys: pytest.CaptureFixture[str], examples: int) -> None:
     with serving(database_url) as live:
         seeded = seed(live.api)
-        run = fuzz(live, seeded)
+        run = fuzz(live, seeded, examples=examples)
     total = sum(run.cases.values())
     with capsys.disabled():
         print(
@@ -180,3 +178,16 @@ def test_every_operation_answers_as_documented_under_generated_requests(
     assert run.failures == {}, "\n\n".join(run.failures.values())
     verified = tally_verify(database_url)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_every_operation_answers_as_documented_under_generated_requests(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fuzz_and_check(database_url, capsys, EXAMPLES_PER_OPERATION)
+
+
+@pytest.mark.soak
+def test_every_operation_answers_as_documented_under_many_generated_requests(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fuzz_and_check(database_url, capsys, SOAK_EXAMPLES_PER_OPERATION)
