@@ -27,11 +27,14 @@ lint: $(VENV)/.dev-installed
 test: lint
 	$(BIN)/pytest
 
-# The durability tests at more points: kill -9 at six points per backend, then the SIGTERM,
-# database-fault and backup tests (a few minutes). PostgreSQL is required, as for CI.
+# The durability tests at more points (kill -9 at six points per backend, then the SIGTERM,
+# database-fault and backup tests), then the long variants marked `soak` (schemathesis and the
+# live state machine at length, the stall test at 10,000 members, stalled requests): about ten
+# minutes. PostgreSQL is required, as for CI.
 soak: $(VENV)/.dev-installed
 	@test -n "$$TALLY_TEST_POSTGRES_URL" || { echo "make soak: set TALLY_TEST_POSTGRES_URL (see README, Testing)"; exit 2; }
 	TALLY_SOAK=1 $(BIN)/pytest -p no:cacheprovider -rP tests/test_crash.py tests/test_shutdown.py tests/test_database_faults.py tests/test_backup.py
+	TALLY_SOAK=1 $(BIN)/pytest -p no:cacheprovider -m soak tests
 
 # Benchmarks (bench/README.md): need wrk (`apt-get install -y wrk`) and PostgreSQL for the full run.
 bench: $(VENV)/.dev-installed

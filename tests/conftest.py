@@ -27,6 +27,17 @@ warnings.filterwarnings("ignore", message=".*httpx.*", category=DeprecationWarni
 
 POSTGRES_URL = os.environ.get("TALLY_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgres"]
+SOAK = os.environ.get("TALLY_SOAK") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `soak` take minutes: they run only when TALLY_SOAK=1 asks for them."""
+    if SOAK:
+        return
+    soaking = [item for item in items if item.get_closest_marker("soak")]
+    if soaking:
+        config.hook.pytest_deselected(items=soaking)
+        items[:] = [item for item in items if not item.get_closest_marker("soak")]
 
 
 def with_database(url: str, name: str) -> str:

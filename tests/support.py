@@ -422,3 +422,51 @@ def private_postgres() -> Iterator[PrivatePostgres]:
             with contextlib.suppress(subprocess.SubprocessError):
                 cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Live:
+    """A real `tally serve` process over a database of its own, and a write key of `acme`.
+
+    `api` talks to the server over HTTP (every answer checked against the OpenAPI document);
+    `store` is the same database opened directly, for making keys of other programs.
+    """
+
+    server: Server
+    store: Store
+    database_url: str
+    api: Api
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def key(self) -> str:
+        return self.api.key
+
+
+@contextlib.contextmanager
+def serving(database_url: str, *, program: str = "acme", **env: str) -> Iterator[Live]:
+    """A migrated database at `database_url`, a write key of `program`, and `tally serve` on it
+    (its log in a temporary file); stopped and closed afterwards."""
+    from tally.storage import open_store
+
+    store = open_store(database_url)
+    store.migrate()
+    try:
+        now = datetime.now().astimezone()
+        key = create_key(store, program=program, scope=Scope.WRITE, now=now).secret
+        server = start_server(database_url, **env)
+        try:
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                yield Live(server, store, database_url, Api(client, key, store=store))
+        finally:
+            server.stop()
+    finally:
+        store.close()
+
+
+def tally_verify(database_url: str) -> subprocess.CompletedProcess[str]:
+    """`tally verify` on `database_url`, as an operator runs it."""
+    return run_cli("verify", "--database", database_url)
