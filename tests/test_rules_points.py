@@ -256,3 +256,16 @@ def test_an_expiring_lot_leaves_as_one_expire_entry_dated_when_it_expired() -> N
     )
     assert expired.draws == [Draw("txn_a", 25)] and expired.remaining == {"txn_a": 0}
     assert (expired.account.balance, expired.account.lifetime_expired) == (0, 25)
+
+
+def test_a_bulk_items_own_rule_names_its_field_from_the_top_of_the_request() -> None:
+    cmd = BulkCommand([award(10), award(5, expires_at=NOW)], atomic=True)
+    with pytest.raises(ValidationFailed) as refused:
+        rules.plan_bulk(cmd, {"m": member()}, expire_after_days=None, now=NOW)
+    assert [(d.field, d.extra["code"]) for d in refused.value.details] == [
+        ("awards[1].expires_at", "validation_error")
+    ]
+    outcome = rules.plan_bulk(
+        BulkCommand([award(5, expires_at=NOW)]), {"m": member()}, expire_after_days=None, now=NOW
+    )
+    assert outcome.failures[0].error.details[0].field == "awards[0].expires_at"

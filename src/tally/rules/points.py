@@ -187,7 +187,7 @@ def plan_bulk(
                 raise MemberNotFound(f"Member {item.member_id} does not exist.")
             posting = plan_award(member, item, expire_after_days=expire_after_days, now=now)
         except TallyError as error:
-            failures.append(BulkFailure(index, item.member_id, error))
+            failures.append(BulkFailure(index, item.member_id, _of_item(error, index)))
             continue
         current[item.member_id] = replace(member, account=posting.account)
         postings.append((index, posting))
@@ -196,13 +196,23 @@ def plan_bulk(
     return BulkOutcome(postings, failures)
 
 
+def _of_item(error: TallyError, index: int) -> TallyError:
+    """`error` of item `index`, its fields named from the request's top (`awards[3].points`),
+    as the items that failed validation name theirs."""
+    details = [
+        Detail(d.message, None if d.field is None else f"awards[{index}].{d.field}", d.extra)
+        for d in error.details
+    ]
+    return type(error)(error.message, details=details)
+
+
 def bulk_rejected(failures: list[BulkFailure], total: int) -> ValidationFailed:
-    """The error of an atomic bulk request with failed items: one detail per problem."""
+    """The error of an atomic bulk request with failed items: one detail per problem, each
+    naming its field (`awards[3].points`) or, for a problem with the item as a whole, the item."""
     details = []
     for failure in failures:
         for detail in failure.error.details or [Detail(failure.error.message)]:
-            where = f"awards[{failure.index}]"
-            field_name = f"{where}.{detail.field}" if detail.field else where
+            field_name = detail.field or f"awards[{failure.index}]"
             details.append(
                 Detail(detail.message, field_name, {**detail.extra, "code": failure.error.code})
             )
