@@ -25,6 +25,7 @@ from tally.errors import (
     ValidationFailed,
     invalid,
 )
+from tally.http import jsontext
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -80,33 +81,34 @@ async def body_bytes(request: Request, *, limit: int) -> bytes:
 def decode(body: bytes, kind: type[S], *, prefix: str = "") -> S:
     """`body` decoded into `kind`, or the error that names the offending field.
 
-    `prefix` places a bulk item in its request (`awards[3].`); an item that is not an object
-    fails as that item's validation error, not as the request's `invalid_json`.
+    The text is checked first (`jsontext`: nesting, then duplicate keys once it decodes).
+    `prefix` places a bulk item in its request (`awards[3].`): its text was checked with the
+    request's, and an item that is not an object fails as that item's validation error, not as
+    the request's `invalid_json`.
     """
     if not body.strip():
         raise InvalidJson("The body is empty; send a JSON object.")
     try:
         body.decode()  # msgspec leaves the insides of `Raw` values (bulk items) unchecked
+    except UnicodeDecodeError as error:
+        raise InvalidJson(f"The body is not valid UTF-8 JSON: {error}.") from None
+    text = b"" if prefix else jsontext.layout(body)
+    try:
         value = msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as error:
-        # msgspec checks fields while it parses, so a body that is both broken and wrong
-        # reports the field first; a body that does not parse at all is invalid_json.
-        parsed = _parsed(body)
-        if not isinstance(parsed, dict) and not prefix:
+        # The text parsed (`layout`), so what is wrong is a field, unless the body as a whole
+        # is not an object.
+        if not prefix and not text.startswith(b"{"):
             raise InvalidJson("The body must be a JSON object.") from None
         raise validation_error(str(error), prefix=prefix) from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as error:
-        raise InvalidJson(f"The body is not valid UTF-8 JSON: {error}.") from None
+    except msgspec.DecodeError as error:
+        raise jsontext.malformed(body, error) from None
+    if not prefix:
+        repeated = jsontext.duplicate_key(body, text)
+        if repeated is not None:
+            raise invalid(repeated, f"{repeated}: the key is given more than once; give it once.")
     check_text_fields(value, prefix=prefix)
     return value
-
-
-def _parsed(body: bytes) -> object:
-    """`body` as plain JSON values, or `invalid_json`."""
-    try:
-        return msgspec.json.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as error:
-        raise InvalidJson(f"The body is not valid UTF-8 JSON: {error}.") from None
 
 
 def validation_error(text: str, *, prefix: str = "") -> ValidationFailed:

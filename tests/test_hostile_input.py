@@ -1,0 +1,150 @@
+"""Input a careless or hostile client can send, through HTTP on every backend: each is refused
+with a clean 4xx naming what is wrong (or accepted where it is fine), never a 500.
+
+JSON nested too deep, numbers no machine type holds, dates at the edges of the calendar,
+duplicate keys and repeated query parameters, lone UTF-16 surrogates, and the bodies of the two
+cancel routes (api.md sections 1 and 10; docs/api.md says which status each gets).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import Api, everything
+from tests.test_errors import assert_error
+
+JSON_CONTENT = {"Content-Type": "application/json"}
+
+
+def post(api: Api, path: str, content: bytes) -> httpx.Response:
+    return api.client.post(path, content=content, headers=api.headers(**JSON_CONTENT))
+
+
+def award_with(**fields: Any) -> dict[str, Any]:
+    return {"member_id": "m", "points": 5, "reason": "bonus", **fields}
+
+
+def nested(depth: int, *, inner: bytes = b"1") -> bytes:
+    """A JSON value `depth` levels deep: arrays inside arrays around `inner`."""
+    return b"[" * depth + inner + b"]" * depth
+
+
+# Nesting: at most 32 levels, counted from the body itself (the body object is level 1).
+
+
+def award_whose_metadata_nests(levels: int) -> bytes:
+    """An award whose body is nested `levels` deep in all (its metadata `levels - 1`)."""
+    metadata = b'{"a":' + nested(levels - 2) + b"}"
+    return b'{"member_id":"m","points":5,"reason":"deep","metadata":' + metadata + b"}"
+
+
+DEEP_BODIES = {
+    "metadata 1,100 levels deep": award_whose_metadata_nests(1100),
+    "arrays 1,100 levels deep": nested(1100),
+    "objects 1,100 levels deep": b'{"a":' * 1100 + b"1" + b"}" * 1100,
+    "5,000 opening brackets": b"[" * 5000,
+    "metadata 33 levels deep": award_whose_metadata_nests(33),
+}
+
+
+@pytest.mark.parametrize("content", DEEP_BODIES.values(), ids=list(DEEP_BODIES))
+def test_json_nested_deeper_than_32_levels_is_invalid_json(api: Api, content: bytes) -> None:
+    api.member("m")
+    before = everything(api)
+    for path in ("/v1/points/award", "/v1/points/award/bulk", "/v1/members"):
+        error = assert_error(post(api, path, content), 400, "invalid_json")
+        assert "32 levels" in error["message"] or "not valid JSON" in error["message"]
+    assert everything(api) == before
+
+
+def test_the_depth_limit_says_so(api: Api) -> None:
+    error = assert_error(post(api, "/v1/points/award", nested(40)), 400, "invalid_json")
+    assert "nested more than 32 levels deep" in error["message"]
+
+
+def test_json_nested_exactly_32_levels_is_accepted(api: Api) -> None:
+    api.member("m")
+    response = post(api, "/v1/points/award", award_whose_metadata_nests(32))
+    assert response.status_code == 201, response.text
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(api: Api) -> None:
+    api.member("m")
+    reason = "[{" * 200 + '\\"' + "}]" * 3
+    content = json.dumps(award_with(reason=reason)).encode()
+    response = post(api, "/v1/points/award", content)
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["reason"] == reason
+
+
+# Duplicate keys.
+
+DUPLICATES = {
+    "points twice": (b'{"member_id":"m","points":1,"points":1000,"reason":"r"}', "points"),
+    "spelled with an escape": (
+        b'{"member_id":"m","points":1,"p\\u006fints":1000,"reason":"r"}',
+        "points",
+    ),
+    "inside metadata": (
+        b'{"member_id":"m","points":1,"reason":"r","metadata":{"a":{"b":1,"b":2}}}',
+        "metadata.a.b",
+    ),
+}
+
+
+@pytest.mark.parametrize(("content", "field"), DUPLICATES.values(), ids=list(DUPLICATES))
+def test_a_duplicate_key_is_a_validation_error_naming_it(
+    api: Api, content: bytes, field: str
+) -> None:
+    api.member("m")
+    before = everything(api)
+    error = assert_error(post(api, "/v1/points/award", content), 422, "validation_error", field)
+    assert "more than once" in error["message"]
+    assert everything(api) == before
+
+
+def test_a_duplicate_key_inside_a_bulk_item_refuses_the_whole_bulk(api: Api) -> None:
+    api.member("m")
+    before = everything(api)
+    item = b'{"member_id":"m","points":1,"reason":"r","reason":"s"}'
+    content = b'{"awards":[{"member_id":"m","points":1,"reason":"r"},' + item + b"]}"
+    response = post(api, "/v1/points/award/bulk", content)
+    assert_error(response, 422, "validation_error", "awards[1].reason")
+    assert everything(api) == before
+
+
+def test_the_same_key_in_different_objects_is_fine(api: Api) -> None:
+    api.member("m")
+    body = award_with(metadata={"member_id": "x", "points": {"points": 1}})
+    assert api.post("/v1/points/award", body).status_code == 201
+
+
+# Lone UTF-16 surrogates: half a character.
+
+SURROGATES = {
+    "a lone high surrogate": "\\ud800",
+    "a lone low surrogate": "\\udc00",
+    "a high surrogate before a letter": "\\ud83dx",
+    "a high surrogate before another escape": "\\ud800\\u0041",
+}
+
+
+@pytest.mark.parametrize("escape", SURROGATES.values(), ids=list(SURROGATES))
+def test_a_lone_surrogate_is_invalid_json_saying_so(api: Api, escape: str) -> None:
+    api.member("m")
+    content = b'{"member_id":"m","points":1,"reason":"a' + escape.encode() + b'"}'
+    error = assert_error(post(api, "/v1/points/award", content), 400, "invalid_json")
+    assert "surrogate" in error["message"]
+    assert escape[:6] in error["message"]
+
+
+def test_a_whole_surrogate_pair_is_one_character(api: Api) -> None:
+    api.member("m")
+    content = b'{"member_id":"m","points":1,"reason":"\\ud83d\\ude00 \\\\ud800"}'
+    response = post(api, "/v1/points/award", content)
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["reason"] == "\U0001f600 \\ud800"
