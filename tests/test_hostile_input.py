@@ -81,6 +81,42 @@ def test_brackets_inside_strings_do_not_count_as_nesting(api: Api) -> None:
     assert response.json()["data"]["reason"] == reason
 
 
+# Numbers no machine type holds: 1e400, an integer of 5,000 digits.
+
+HUGE_NUMBERS = {"1e400": b"1e400", "5,000 digits": b"9" * 5000, "-1e400": b"-1e400"}
+
+
+@pytest.mark.parametrize("number", HUGE_NUMBERS.values(), ids=list(HUGE_NUMBERS))
+def test_an_out_of_range_number_is_a_validation_error_naming_the_field(
+    api: Api, number: bytes
+) -> None:
+    api.member("m")
+    content = b'{"member_id":"m","points":' + number + b',"reason":"r"}'
+    assert_error(post(api, "/v1/points/award", content), 422, "validation_error", "points")
+    in_metadata = b'{"member_id":"m","points":5,"reason":"r","metadata":{"x":' + number + b"}}"
+    assert_error(post(api, "/v1/points/award", in_metadata), 422, "validation_error", "metadata")
+
+
+@pytest.mark.parametrize("number", HUGE_NUMBERS.values(), ids=list(HUGE_NUMBERS))
+def test_a_bulk_item_with_an_out_of_range_number_fails_alone(api: Api, number: bytes) -> None:
+    api.member("m")
+    good = b'{"member_id":"m","points":5,"reason":"r"}'
+    bad = b'{"member_id":"m","points":' + number + b',"reason":"r"}'
+    bad_metadata = b'{"reason":"r","metadata":{"x":[' + number + b']},"member_id":"m","points":1}'
+    content = b'{"awards":[' + b",".join([good, bad, bad_metadata, good]) + b"]}"
+    response = post(api, "/v1/points/award/bulk", content)
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert (data["processed"], data["failed"]) == (2, 2)
+    assert [(e["index"], e["member_id"], e["error"]["code"]) for e in data["errors"]] == [
+        (1, "m", "validation_error"),
+        (2, "m", "validation_error"),
+    ]
+    fields = [d["field"] for e in data["errors"] for d in e["error"]["details"]]
+    assert fields == ["awards[1].points", "awards[2].metadata"]
+    assert api.balance("m")["balance"] == 10
+
+
 # Duplicate keys.
 
 DUPLICATES = {

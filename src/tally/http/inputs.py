@@ -114,7 +114,9 @@ def decode(body: bytes, kind: type[S], *, prefix: str = "") -> S:
 def validation_error(text: str, *, prefix: str = "") -> ValidationFailed:
     """msgspec's message (see above), as our error naming the field's path (`awards[3].points`)."""
     at = _AT_PATH.search(text)
-    path = at.group("path") if at else ""
+    # A problem inside a free-form object (`$.metadata[...]`) is the object's: msgspec does
+    # not say which key.
+    path = at.group("path").split("[...]", 1)[0] if at else ""
     message = text[: at.start()] if at else text
     named = _FIELD_AS_A_WHOLE.match(message)
     if named:

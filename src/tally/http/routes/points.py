@@ -32,12 +32,26 @@ def _award_command(body: s.AwardIn) -> AwardCommand:
 
 def _bulk_item(raw: msgspec.Raw, index: int) -> AwardCommand | BulkItemError:
     """One item of a bulk award: a bad one fails alone, carrying the member it named."""
+    prefix = f"awards[{index}]."
     try:
-        return _award_command(inputs.decode(bytes(raw), s.AwardIn, prefix=f"awards[{index}]."))
+        return _award_command(inputs.decode(bytes(raw), s.AwardIn, prefix=prefix))
     except TallyError as error:
-        loose = msgspec.json.decode(raw)
-        member_id = loose.get("member_id") if isinstance(loose, dict) else None
-        return BulkItemError(member_id if isinstance(member_id, str) else None, error)
+        return BulkItemError(_named_member(raw), error)
+
+
+class _Named(msgspec.Struct):
+    """What a failed bulk item is still asked for: the member it named, if any. Every other
+    value is skipped unread, so a number no type holds (`1e400`) cannot fail it again."""
+
+    member_id: object = None
+
+
+def _named_member(raw: msgspec.Raw) -> str | None:
+    try:
+        named = msgspec.json.decode(raw, type=_Named).member_id
+    except msgspec.DecodeError:  # not an object
+        return None
+    return named if isinstance(named, str) else None
 
 
 async def award(request: Request) -> Response:
