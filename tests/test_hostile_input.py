@@ -117,6 +117,59 @@ def test_a_bulk_item_with_an_out_of_range_number_fails_alone(api: Api, number: b
     assert api.balance("m")["balance"] == 10
 
 
+# The edges of the calendar: 0001-01-01 and 9999-12-31, with offsets that leave it.
+
+UNREPRESENTABLE = ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"]
+
+
+@pytest.mark.parametrize("moment", UNREPRESENTABLE)
+@pytest.mark.parametrize("name", ["available_at", "expires_at"])
+def test_a_time_beyond_the_calendar_in_utc_is_a_validation_error(
+    api: Api, name: str, moment: str
+) -> None:
+    api.member("m")
+    before = everything(api)
+    response = api.post("/v1/points/award", award_with(**{name: moment}))
+    assert_error(response, 422, "validation_error", name)
+    bulk = api.post("/v1/points/award/bulk", {"awards": [award_with(**{name: moment})]})
+    assert bulk.status_code == 200, bulk.text
+    [error] = bulk.json()["data"]["errors"]
+    assert [d["field"] for d in error["error"]["details"]] == [f"awards[0].{name}"]
+    assert everything(api) == before
+
+
+def test_the_last_representable_moment_is_a_valid_availability(api: Api) -> None:
+    api.member("m")
+    created = api.award("m", 5, available_at="9999-12-31T23:59:59Z")
+    assert (created["status"], created["available_at"]) == ("pending", "9999-12-31T23:59:59Z")
+    assert api.balance("m")["pending"] == 5
+
+
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        ({"to": "9999-12-31"}, 200),
+        ({"from": "0001-01-01"}, 200),
+        ({"from": "0001-01-01", "to": "9999-12-31"}, 200),
+        ({"to": "9999-12-31T23:59:59.999999Z"}, 200),
+        ({"from": "0001-01-01T00:00:00+14:00"}, 422),
+        ({"to": "9999-12-31T23:59:59-14:00"}, 422),
+    ],
+    ids=lambda value: str(value),
+)
+def test_history_bounds_at_the_edges_of_the_calendar(
+    api: Api, params: dict[str, str], status: int
+) -> None:
+    api.member("m")
+    api.award("m", 5)
+    response = api.get("/v1/members/m/transactions", **params)
+    if status == 200:
+        assert response.status_code == 200, response.text
+        assert len(response.json()["data"]) == 1
+    else:
+        assert_error(response, 422, "validation_error", next(iter(params)))
+
+
 # Duplicate keys.
 
 DUPLICATES = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from typing import TypeVar
 
 import msgspec
@@ -145,9 +145,22 @@ def check_text_fields(value: msgspec.Struct, *, prefix: str = "") -> None:
         raise invalid(prefix + "metadata", "metadata must be at most 16 KiB once serialised.")
 
 
-def utc(moment: datetime | None) -> datetime | None:
-    """A time given with any offset, as the same instant in UTC (the API answers in UTC)."""
-    return None if moment is None else moment.astimezone(UTC)
+def utc(moment: datetime | None, *, field: str) -> datetime | None:
+    """A time given with any offset, as the same instant in UTC (the API answers in UTC).
+
+    `9999-12-31T23:59:59-14:00` is a valid RFC 3339 time whose instant in UTC is in the year
+    10000, which no datetime holds: it is refused naming `field`, as is its twin at 0001-01-01.
+    """
+    if moment is None:
+        return None
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise invalid(field, _beyond_the_calendar(field)) from None
+
+
+def _beyond_the_calendar(name: str) -> str:
+    return f"{name} falls outside 0001-01-01 to 9999-12-31 once converted to UTC."
 
 
 def idempotency(request: Request, body: bytes) -> Idempotency | None:
@@ -203,12 +216,11 @@ def _moment(text: str | None, name: str, *, end_of_day: bool) -> datetime | None
             day = date.fromisoformat(text)
         except ValueError:
             raise invalid(name, problem) from None
-        start = datetime.combine(day, time(), tzinfo=UTC)
-        return start + timedelta(days=1) - timedelta(microseconds=1) if end_of_day else start
+        return datetime.combine(day, time.max if end_of_day else time.min, tzinfo=UTC)
     try:
         moment = datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError:
         raise invalid(name, problem) from None
     if "T" not in text.upper() or moment.tzinfo is None:
         raise invalid(name, problem)
-    return moment.astimezone(UTC)
+    return utc(moment, field=name)
