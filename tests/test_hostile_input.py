@@ -212,6 +212,28 @@ def test_the_same_key_in_different_objects_is_fine(api: Api) -> None:
     assert api.post("/v1/points/award", body).status_code == 201
 
 
+# Repeated query parameters.
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "name"),
+    [
+        ("/v1/members/m/transactions", "type=award&type=deduct", "type"),
+        ("/v1/members/m/transactions", "from=2026-01-01&from=2026-02-01", "from"),
+        ("/v1/members/m/transactions", "page=1&page=2", "page"),
+        ("/v1/members", "per_page=5&per_page=50", "per_page"),
+        ("/v1/rewards", "page=1&page=1", "page"),
+    ],
+)
+def test_a_repeated_query_parameter_is_a_validation_error_naming_it(
+    api: Api, path: str, query: str, name: str
+) -> None:
+    api.member("m")
+    response = api.client.get(f"{path}?{query}", headers=api.headers())
+    error = assert_error(response, 422, "validation_error", name)
+    assert "more than once" in error["message"]
+
+
 # Lone UTF-16 surrogates: half a character.
 
 SURROGATES = {

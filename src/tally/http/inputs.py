@@ -185,20 +185,27 @@ def page(request: Request) -> Page:
 
 
 def history_query(request: Request) -> HistoryQuery:
-    params = request.query_params
-    kind = params.get("type")
+    kind = query_value(request, "type")
     if kind is not None and kind not in EntryType.__members__.values():
         allowed = ", ".join(t.value for t in EntryType)
         raise invalid("type", f"type must be one of {allowed}.")
-    start = _moment(params.get("from"), "from", end_of_day=False)
-    end = _moment(params.get("to"), "to", end_of_day=True)
+    start = _moment(query_value(request, "from"), "from", end_of_day=False)
+    end = _moment(query_value(request, "to"), "to", end_of_day=True)
     if start is not None and end is not None and start > end:
         raise invalid("from", "from must not be later than to.")
     return HistoryQuery(EntryType(kind) if kind else None, start, end)
 
 
+def query_value(request: Request, name: str) -> str | None:
+    """The query parameter `name`, or None; given twice it is refused, never silently the last."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise invalid(name, f"{name} is given more than once; give it once.")
+    return values[0] if values else None
+
+
 def _int_param(request: Request, name: str, *, default: int, low: int, high: int) -> int:
-    text = request.query_params.get(name)
+    text = query_value(request, name)
     if text is None:
         return default
     if not re.fullmatch(r"[0-9]{1,12}", text) or not low <= int(text) <= high:
