@@ -259,3 +259,49 @@ def test_a_whole_surrogate_pair_is_one_character(api: Api) -> None:
     response = post(api, "/v1/points/award", content)
     assert response.status_code == 201, response.text
     assert response.json()["data"]["reason"] == "\U0001f600 \\ud800"
+
+
+# The cancel routes take no fields: an empty body or {} only.
+
+
+@pytest.fixture
+def cancellable(api: Api) -> dict[str, str]:
+    """A pending award and a redemption, each to be cancelled."""
+    api.member("m")
+    api.award("m", 100)
+    pending = api.award("m", 40, available_at="2026-02-01T00:00:00Z")["transaction_id"]
+    reward = api.post("/v1/rewards", {"name": "Mug", "points_cost": 10}).json()["data"]
+    redeemed = api.post("/v1/redemptions", {"member_id": "m", "reward_id": reward["reward_id"]})
+    return {
+        "transaction": f"/v1/transactions/{pending}/cancel",
+        "redemption": f"/v1/redemptions/{redeemed.json()['data']['redemption_id']}/cancel",
+    }
+
+
+@pytest.mark.parametrize("what", ["transaction", "redemption"])
+@pytest.mark.parametrize(
+    ("content", "status", "code"),
+    [
+        (b'{"reason": "typo"}', 422, "validation_error"),
+        (b"{", 400, "invalid_json"),
+        (b"[]", 400, "invalid_json"),
+        (b"nonsense", 400, "invalid_json"),
+    ],
+    ids=["an unknown field", "invalid JSON", "an array", "not JSON"],
+)
+def test_a_cancel_with_a_body_it_cannot_take_is_refused_and_changes_nothing(
+    api: Api, cancellable: dict[str, str], what: str, content: bytes, status: int, code: str
+) -> None:
+    before = everything(api)
+    assert_error(post(api, cancellable[what], content), status, code)
+    assert everything(api) == before
+
+
+@pytest.mark.parametrize("what", ["transaction", "redemption"])
+@pytest.mark.parametrize("content", [b"", b"{}", b" { } "], ids=["empty", "{}", "spaced {}"])
+def test_a_cancel_with_an_empty_body_or_an_empty_object_cancels(
+    api: Api, cancellable: dict[str, str], what: str, content: bytes
+) -> None:
+    response = post(api, cancellable[what], content)
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["status"] == "cancelled"

@@ -55,6 +55,26 @@ def test_the_award_body_schema_has_the_contract_limits(api: Api) -> None:
     assert award["properties"]["points"]["maximum"] == 1_000_000_000
 
 
+CANCELS = ["/v1/transactions/{transaction_id}/cancel", "/v1/redemptions/{redemption_id}/cancel"]
+
+
+def test_a_route_that_takes_an_empty_body_says_its_body_is_optional() -> None:
+    document = openapi_document(ROUTES)
+    for path in [*CANCELS, "/v1/members"]:
+        assert document["paths"][path]["post"]["requestBody"]["required"] is False, path
+    assert document["paths"]["/v1/points/award"]["post"]["requestBody"]["required"] is True
+
+
+def test_a_cancel_takes_no_fields_and_lists_the_refusals_of_a_body() -> None:
+    document = openapi_document(ROUTES)
+    assert document["components"]["schemas"]["CancelIn"]["properties"] == {}
+    assert document["components"]["schemas"]["CancelIn"]["additionalProperties"] is False
+    for path in CANCELS:
+        responses = document["paths"][path]["post"]["responses"]
+        assert "invalid_json" in responses["400"]["description"]
+        assert "validation_error" in responses["422"]["description"]
+
+
 def test_errors_are_described_by_code(api: Api) -> None:
     document = api.client.get("/openapi.json").json()
     deduct = document["paths"]["/v1/points/deduct"]["post"]["responses"]
@@ -135,7 +155,7 @@ UNKNOWN_IDS = {
     "redemption_id": "red_01NOSUCHREDEMPTION00000000",
 }
 
-# A body each write accepts (None: the route reads a body but never decodes it).
+# A body each write accepts.
 VALID_BODIES: dict[tuple[str, str], Callable[[dict[str, str]], dict[str, Any] | None]] = {
     ("POST", "/v1/members"): lambda ids: {"member_id": "newcomer"},
     ("POST", "/v1/points/award"): lambda ids: {"member_id": "m", "points": 5, "reason": "x"},
@@ -143,12 +163,12 @@ VALID_BODIES: dict[tuple[str, str], Callable[[dict[str, str]], dict[str, Any] | 
         "awards": [{"member_id": "m", "points": 5, "reason": "x"}]
     },
     ("POST", "/v1/points/deduct"): lambda ids: {"member_id": "m", "points": 5, "reason": "x"},
-    ("POST", "/v1/transactions/{transaction_id}/cancel"): lambda ids: None,
+    ("POST", "/v1/transactions/{transaction_id}/cancel"): lambda ids: {},
     ("PATCH", "/v1/program"): lambda ids: {"points_expire_after_days": 30},
     ("POST", "/v1/rewards"): lambda ids: {"name": "Cap", "points_cost": 20},
     ("PATCH", "/v1/rewards/{reward_id}"): lambda ids: {"name": "Big mug"},
     ("POST", "/v1/redemptions"): lambda ids: {"member_id": "m", "reward_id": ids["reward_id"]},
-    ("POST", "/v1/redemptions/{redemption_id}/cancel"): lambda ids: None,
+    ("POST", "/v1/redemptions/{redemption_id}/cancel"): lambda ids: {},
 }
 
 BAD_QUERIES = [

@@ -25,7 +25,7 @@ from tally.errors import (
     ValidationFailed,
     invalid,
 )
-from tally.http import jsontext
+from tally.http import jsontext, schemas
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -109,6 +109,13 @@ def decode(body: bytes, kind: type[S], *, prefix: str = "") -> S:
             raise invalid(repeated, f"{repeated}: the key is given more than once; give it once.")
     check_text_fields(value, prefix=prefix)
     return value
+
+
+def no_fields(body: bytes) -> None:
+    """The body of a route that takes no fields (a cancel): empty, or `{}`; anything else is
+    refused like any body (`invalid_json`, or `validation_error` naming an unknown field)."""
+    if body.strip():
+        decode(body, schemas.CancelIn)
 
 
 def validation_error(text: str, *, prefix: str = "") -> ValidationFailed:

@@ -85,7 +85,7 @@ def _operation(route: RouteSpec, ref_of: dict[Any, Any]) -> dict[str, Any]:
     }
     if route.body is not None:
         operation["requestBody"] = {
-            "required": True,
+            "required": route.body_required,
             "content": {"application/json": {"schema": ref_of[route.body]}},
         }
     success = _envelope(ref_of[route.response], listing=route.listing)

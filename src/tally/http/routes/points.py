@@ -120,8 +120,8 @@ async def get_transaction(request: Request) -> Response:
 
 
 async def cancel_transaction(request: Request) -> Response:
-    # The body is read (and limited) like any write's, but nothing in it is used.
     write = await callers.writer(request)
+    inputs.no_fields(write.body)
     reply = await callers.ledger(request).lifecycle.cancel_award(
         write.program_id,
         inputs.path_id(request, "transaction_id"),
@@ -199,6 +199,8 @@ ROUTES = (
         summary="Cancel a pending award",
         tag="Points",
         response=s.TransactionOut,
+        body=s.CancelIn,
+        body_required=False,
         errors=("transaction_not_found", "not_cancellable"),
     ),
 )

@@ -22,7 +22,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 class RouteSpec:
     """One route: how to serve it and how to describe it.
 
-    `body` is the JSON body the route decodes (None: it decodes none); `errors` are the codes of
+    `body` is the JSON body the route decodes (None: it decodes none), `body_required` False
+    when an empty body stands for `{}`; `errors` are the codes of
     the route's own rules (`member_not_found`, `insufficient_points`, ...); the codes its shape
     implies are added by `error_codes`.
     """
@@ -35,6 +36,7 @@ class RouteSpec:
     response: type
     status: int = 200
     body: type | None = None
+    body_required: bool = True
     listing: bool = False
     query: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
@@ -66,7 +68,7 @@ EVERY_ROUTE = ("unauthorized", "forbidden", "internal_error", "unavailable")
 """The key (`callers.program_of`; `forbidden` is listed on reads too, as on every route, though
 only a write refuses a read key), a bug, and a database that is busy or unreachable."""
 READING_A_BODY = ("payload_too_large", "unsupported_media_type")
-"""Every write reads its body (`callers.writer`), even one that never decodes it (a cancel)."""
+"""Every write reads its body (`callers.writer`)."""
 DECODING_JSON = ("invalid_json", "validation_error")
 """`inputs.decode`, and the rules the service checks on what was decoded."""
 TAKING_AN_IDEMPOTENCY_KEY = (
