@@ -11,10 +11,13 @@ import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 KEY_PREFIX = "tally_"
+V = TypeVar("V")
 _KEY_SHAPE = re.compile(r"^tally_[A-Za-z0-9_-]{43}$")
 
 
@@ -56,24 +59,58 @@ class Principal:
 class KeyCache:
     """Verified keys for at most `ttl` seconds, so revocation reaches every process in time.
 
-    Unknown keys are cached too (as None), so a flood of bad keys costs no database reads.
+    Unknown keys are cached too (as None), so a flood of bad keys costs no database reads. The
+    two kinds are kept apart, each bounded and each forgetting its oldest entry first: every
+    entry lives `ttl` seconds from when it was put, so the oldest is the first to expire, and a
+    flood of unknown keys can only push out other unknown keys, never a good one.
     """
 
-    def __init__(self, *, ttl: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        ttl: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+        capacity: int = 100_000,
+        unknown_capacity: int = 100_000,
+    ) -> None:
         self._ttl = ttl
         self._clock = clock
-        self._entries: dict[str, tuple[float, Principal | None]] = {}
+        self._known: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()
+        self._capacity = capacity
+        self._unknown_capacity = unknown_capacity
         self._lock = threading.Lock()
 
     def get(self, secret_hash: str) -> tuple[bool, Principal | None]:
         """(found, principal): found is False when the key must be looked up again."""
-        hit = self._entries.get(secret_hash)
-        if hit is None or hit[0] < self._clock():
-            return False, None
-        return True, hit[1]
+        now = self._clock()
+        known = self._known.get(secret_hash)
+        if known is not None:
+            return (True, known[1]) if now < known[0] else (False, None)
+        expires = self._unknown.get(secret_hash)
+        return (True, None) if expires is not None and now < expires else (False, None)
 
     def put(self, secret_hash: str, principal: Principal | None) -> None:
+        expires = self._clock() + self._ttl
         with self._lock:
-            if len(self._entries) > 100_000:
-                self._entries.clear()
-            self._entries[secret_hash] = (self._clock() + self._ttl, principal)
+            # A key found revoked (or valid again) leaves the other table.
+            self._known.pop(secret_hash, None)
+            self._unknown.pop(secret_hash, None)
+            if principal is None:
+                self._unknown[secret_hash] = expires
+                _keep_newest(self._unknown, self._unknown_capacity)
+            else:
+                self._known[secret_hash] = (expires, principal)
+                _keep_newest(self._known, self._capacity)
+
+    @property
+    def size(self) -> int:
+        """How many keys are cached, good and unknown. (Not `__len__`: an empty cache must
+        not be falsy, `Ledger` takes `key_cache or KeyCache()`.)"""
+        return len(self._known) + len(self._unknown)
+
+
+def _keep_newest(table: OrderedDict[str, V], limit: int) -> None:
+    """Forget the oldest entries of `table` beyond `limit` (the first to expire)."""
+    while len(table) > limit:
+        table.popitem(last=False)
