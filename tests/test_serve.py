@@ -82,3 +82,15 @@ def test_the_server_matures_pending_points_by_itself(database_url: str) -> None:
     finally:
         server.stop()
         store.close()
+
+
+def test_the_server_names_no_software_and_says_the_date(tmp_path: object) -> None:
+    server = start_server(f"sqlite:///{tmp_path}/headers.db")
+    try:
+        response = httpx.get(server.url + "/v1/members")
+    finally:
+        server.stop()
+    assert response.status_code == 401
+    assert "server" not in response.headers
+    assert response.headers["date"]
+    assert response.headers["x-content-type-options"] == "nosniff"

@@ -87,6 +87,8 @@ def serve(database_url: str, host: str, port: int, workers: int) -> None:
         workers=workers,
         log_level="warning",
         access_log=False,
+        server_header=False,
+        date_header=True,
     )
 
 

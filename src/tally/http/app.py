@@ -1,9 +1,10 @@
 """`create_app`: the ASGI application (its router built from the route table, its exception
-handlers, the background sweep) and `app_from_env`, the factory `tally serve` runs.
+handlers, its middleware, the background sweep) and `app_from_env`, the factory `tally serve`
+runs.
 
 Every error is answered here, once, with the error table of `errors.py`. The routes themselves
 are in `routes/`, what they read and send in `inputs.py` and `outputs.py`, the OpenAPI document
-in `openapi.py`.
+in `openapi.py`; the middleware each in its module (`security.py`, ...), stacked here.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from tally.commands import Clock
 from tally.config import Settings
@@ -27,6 +30,7 @@ from tally.http.errors import error_response
 from tally.http.openapi import DOCS_HTML, openapi_document
 from tally.http.outputs import encode, json_response
 from tally.http.routes import ROUTES
+from tally.http.security import SecurityHeaders, cors_middleware
 from tally.http.tuning import tune_collector_for_serving
 from tally.keys import KeyCache
 from tally.ports import Store
@@ -84,7 +88,7 @@ def create_app(
 
     routes = [Route(r.path, r.handler, methods=[r.method]) for r in ROUTES]
     routes += [Route("/openapi.json", openapi, methods=["GET"]), Route("/docs", docs)]
-    app = Starlette(
+    app = _App(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
@@ -92,10 +96,31 @@ def create_app(
             HTTPException: _http_error,
             Exception: _unexpected,
         },
+        middleware=cors_middleware(settings.cors_origins),
+        outer=[Middleware(SecurityHeaders)],
     )
     app.state.ledger = ledger
     app.state.settings = settings
     return app
+
+
+class _App(Starlette):
+    """Starlette with middleware outside its own error middleware as well.
+
+    Starlette answers a bug (the `Exception` handler) from its outermost layer, so middleware
+    given to it the usual way never sees that 500. `outer` wraps the whole stack instead: the
+    security headers go on every answer, the 500 included.
+    """
+
+    def __init__(self, *, outer: list[Middleware], **options: Any) -> None:
+        super().__init__(**options)
+        self._outer = outer
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app = super().build_middleware_stack()
+        for cls, args, kwargs in reversed(self._outer):
+            app = cls(app, *args, **kwargs)
+        return app
 
 
 async def _sweep_forever(ledger: Ledger, interval: float) -> None:
