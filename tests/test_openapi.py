@@ -6,14 +6,19 @@ route here, and the shared client (`tests.support.Api`) checks every answer of t
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+import tally.http
 from tally.domain import Scope
 from tally.http.errors import STATUS_OF_CODE
 from tally.http.openapi import openapi_document
@@ -86,7 +91,40 @@ def test_docs_page_renders_the_document(api: Api) -> None:
     response = api.client.get("/docs")
     assert response.status_code == 200
     assert "text/html" in response.headers["content-type"]
-    assert "/openapi.json" in response.text
+    scripts = re.findall(r'<script src="([^"]+)"></script>', response.text)
+    started = "".join(api.client.get(src).text for src in scripts)
+    assert "SwaggerUIBundle(" in started and '"/openapi.json"' in started
+
+
+def test_docs_page_loads_only_files_this_server_serves(api: Api) -> None:
+    page = api.client.get("/docs").text
+    assert "//" not in page.replace("<!doctype html>", "")  # no scheme, no protocol-relative URL
+    assert "<script>" not in page  # no inline script: the page's policy allows none
+    linked = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert linked and all(url.startswith("/docs/") for url in linked), linked
+    for url in linked:
+        asset = api.client.get(url)
+        assert asset.status_code == 200, url
+        assert asset.headers["content-type"].startswith(("text/javascript", "text/css")), url
+        assert asset.content
+    init = api.client.get("/docs/tally-init.js").text
+    assert "validatorUrl: null" in init  # else Swagger UI fetches a badge from swagger.io
+
+
+def test_the_vendored_files_are_package_data() -> None:
+    """A non-editable install carries Swagger UI (pyproject's package-data names the folder)."""
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["tally.http"]
+    package = Path(tally.http.__file__).parent
+    served = {"swagger-ui-bundle.js", "swagger-ui.css", "tally-init.js", "LICENSE", "NOTICE"}
+    for name in served:
+        assert any(fnmatch.fnmatch(f"static/swagger-ui/{name}", p) for p in patterns), name
+        assert (package / "static" / "swagger-ui" / name).stat().st_size > 0
+
+
+def test_a_file_beside_the_assets_is_not_served(api: Api) -> None:
+    for path in ("/docs/README.md", "/docs/../config.py", "/docs/LICENSE"):
+        assert api.client.get(path).status_code == 404, path
 
 
 def test_the_served_document_is_the_one_the_tests_check_answers_against(api: Api) -> None:

@@ -19,15 +19,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from tally.commands import Clock
 from tally.config import Settings
 from tally.errors import MethodNotAllowed, NotFound, TallyError
+from tally.http.docs import docs_routes
 from tally.http.errors import error_response
-from tally.http.openapi import DOCS_HTML, openapi_document
+from tally.http.openapi import openapi_document
 from tally.http.outputs import encode, json_response
 from tally.http.routes import ROUTES
 from tally.http.security import SecurityHeaders, cors_middleware
@@ -83,11 +84,8 @@ def create_app(
     async def openapi(request: Request) -> Response:
         return json_response(encode(document))
 
-    async def docs(request: Request) -> Response:
-        return HTMLResponse(DOCS_HTML)
-
     routes = [Route(r.path, r.handler, methods=[r.method]) for r in ROUTES]
-    routes += [Route("/openapi.json", openapi, methods=["GET"]), Route("/docs", docs)]
+    routes += [Route("/openapi.json", openapi, methods=["GET"]), *docs_routes()]
     app = _App(
         routes=routes,
         lifespan=lifespan,

@@ -2,7 +2,8 @@
 
 Each operation lists every status it can answer with: its success, and one entry per status
 its error codes (`RouteSpec.error_codes`) have in the error table, naming those codes. Routes
-that are not in the table (`/openapi.json`, `/docs`) are not described.
+that are not in the table (`/openapi.json`, `/docs` and its files, `docs.py`) are not
+described.
 """
 
 from __future__ import annotations
@@ -119,19 +120,3 @@ def _envelope(schema: dict[str, Any], *, listing: bool) -> dict[str, Any]:
 
 def _path_names(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{")]
-
-
-DOCS_HTML = """<!doctype html>
-<html>
-<head>
-<title>Tally API</title>
-<meta charset="utf-8">
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head>
-<body>
-<div id="ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
-</body>
-</html>
-"""
