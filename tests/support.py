@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,9 +44,30 @@ class FakeClock:
         return self.now
 
 
+class FakeTicks:
+    """A monotonic clock (seconds) that moves only when told to: the rate limiter's."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @contextlib.contextmanager
-def serve_app(store: Store, *, clock: FakeClock, **settings: Any) -> Iterator[TestClient]:
-    app = create_app(store, settings=Settings(sweep_interval=0, **settings), clock=clock)
+def serve_app(
+    store: Store,
+    *,
+    clock: FakeClock,
+    monotonic: Callable[[], float] = time.monotonic,
+    **settings: Any,
+) -> Iterator[TestClient]:
+    app = create_app(
+        store, settings=Settings(sweep_interval=0, **settings), clock=clock, monotonic=monotonic
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
@@ -226,7 +247,9 @@ class Server:
 
 
 def start_server(database_url: str, *, workers: int = 1, **env: str) -> Server:
-    """Start `tally serve` and return once it answers; it is stopped by the caller."""
+    """Start `tally serve` and return once it answers; it is stopped by the caller.
+
+    Rate limits are off unless `env` sets TALLY_RATE_LIMIT."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -239,7 +262,9 @@ def start_server(database_url: str, *, workers: int = 1, **env: str) -> Server:
             "--workers",
             str(workers),
         ],
-        env={**os.environ, "TALLY_SWEEP_INTERVAL": "0", **env},
+        # Load tests send thousands of requests a second with one key: no rate limit unless
+        # a test asks for one.
+        env={**os.environ, "TALLY_SWEEP_INTERVAL": "0", "TALLY_RATE_LIMIT": "off", **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,

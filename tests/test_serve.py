@@ -94,3 +94,20 @@ def test_the_server_names_no_software_and_says_the_date(tmp_path: object) -> Non
     assert "server" not in response.headers
     assert response.headers["date"]
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_server_limits_each_key_as_tally_rate_limit_says(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/limited.db"
+    store = open_store(url)
+    store.migrate()
+    key = create_key(store, program="p", scope=Scope.WRITE, now=datetime.now(UTC)).secret
+    store.close()
+    server = start_server(url, TALLY_RATE_LIMIT="0.1/s:2")  # a token every 10 s
+    try:
+        auth = {"Authorization": f"Bearer {key}"}
+        answers = [httpx.get(server.url + "/v1/program", headers=auth) for _ in range(3)]
+    finally:
+        server.stop()
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[0].headers["ratelimit-policy"].startswith('"default";q=2;w=20')
+    assert answers[2].headers["retry-after"] == "10"

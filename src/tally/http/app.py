@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -28,6 +29,7 @@ from tally.config import Settings
 from tally.errors import MethodNotAllowed, NotFound, TallyError
 from tally.http.docs import docs_routes
 from tally.http.errors import error_response
+from tally.http.limits import RateLimits
 from tally.http.openapi import openapi_document
 from tally.http.outputs import encode, json_response
 from tally.http.routes import ROUTES
@@ -58,9 +60,15 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    store: Store, *, settings: Settings | None = None, clock: Clock = system_clock
+    store: Store,
+    *,
+    settings: Settings | None = None,
+    clock: Clock = system_clock,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> Starlette:
-    """The Tally API over `store`; with `settings.sweep_interval > 0` it also sweeps on its own."""
+    """The Tally API over `store`; with `settings.sweep_interval > 0` it also sweeps on its own.
+
+    `clock` is the ledger's time; `monotonic` the rate limiter's (tests move both)."""
     settings = settings or Settings()
     ledger = Ledger(store, clock=clock, key_cache=KeyCache(ttl=settings.key_cache_seconds))
 
@@ -94,12 +102,24 @@ def create_app(
             HTTPException: _http_error,
             Exception: _unexpected,
         },
-        middleware=cors_middleware(settings.cors_origins),
+        middleware=[*cors_middleware(settings.cors_origins), *_rate_limits(settings, monotonic)],
         outer=[Middleware(SecurityHeaders)],
     )
     app.state.ledger = ledger
     app.state.settings = settings
     return app
+
+
+def _rate_limits(settings: Settings, monotonic: Callable[[], float]) -> list[Middleware]:
+    if settings.rate_limit is None and settings.failed_auth_limit is None:
+        return []
+    limits = Middleware(
+        RateLimits,
+        per_key=settings.rate_limit,
+        failed_auth=settings.failed_auth_limit,
+        clock=monotonic,
+    )
+    return [limits]
 
 
 class _App(Starlette):

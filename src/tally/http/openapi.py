@@ -14,7 +14,7 @@ import msgspec
 
 from tally import __version__
 from tally.http import schemas
-from tally.http.errors import RETRY_AFTER_SECONDS, status_of
+from tally.http.errors import WITH_RETRY_AFTER, status_of
 
 if TYPE_CHECKING:
     from tally.http.routes.spec import RouteSpec
@@ -37,10 +37,32 @@ _IDEMPOTENCY_KEY = {
     "description": "Retries with the same key and body have exactly one effect.",
 }
 
-_RETRY_AFTER = {
-    "description": "Seconds to wait before retrying.",
-    "schema": {"type": "integer", "minimum": 0},
+_HEADERS: dict[str, dict[str, Any]] = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "RateLimit-Policy": {
+        "description": "When rate limits are on (draft-ietf-httpapi-ratelimit-headers-11): "
+        "the per-key token bucket, q requests at once refilled over w seconds, and the "
+        'per-address budget of failed authentications: `"default";q=200;w=2, '
+        '"failed-auth";q=20;w=2`.',
+        "schema": {"type": "string"},
+    },
+    "RateLimit": {
+        "description": "When rate limits are on: requests left now (r) and seconds until "
+        'the bucket is full again (t), `"default";r=199;t=1`; after failed '
+        'authentications also `"failed-auth";r=..;t=..`.',
+        "schema": {"type": "string"},
+    },
 }
+
+
+def _header(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/headers/{name}"}
+
+
+_LIMITED = {"RateLimit-Policy": _header("RateLimit-Policy"), "RateLimit": _header("RateLimit")}
 
 
 def openapi_document(routes: tuple[RouteSpec, ...]) -> dict[str, Any]:
@@ -63,6 +85,7 @@ def openapi_document(routes: tuple[RouteSpec, ...]) -> dict[str, Any]:
         "components": {
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "headers": _HEADERS,
         },
     }
 
@@ -93,19 +116,21 @@ def _operation(route: RouteSpec, ref_of: dict[Any, Any]) -> dict[str, Any]:
     responses: dict[str, Any] = {
         str(route.status): {
             "description": "Success",
+            "headers": _LIMITED,
             "content": {"application/json": {"schema": success}},
         }
     }
     codes = route.error_codes
     for status in sorted({status_of(code) for code in codes}):
         named = sorted(code for code in codes if status_of(code) == status)
-        answer: dict[str, Any] = {
+        headers = dict(_LIMITED)
+        if any(code in WITH_RETRY_AFTER for code in named):
+            headers["Retry-After"] = _header("Retry-After")
+        responses[str(status)] = {
             "description": "Error: " + ", ".join(named),
+            "headers": headers,
             "content": {"application/json": {"schema": ref_of[schemas.ErrorOut]}},
         }
-        if any(code in RETRY_AFTER_SECONDS for code in named):
-            answer["headers"] = {"Retry-After": _RETRY_AFTER}
-        responses[str(status)] = answer
     operation["responses"] = responses
     return operation
 
