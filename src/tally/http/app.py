@@ -4,7 +4,12 @@ runs.
 
 Every error is answered here, once, with the error table of `errors.py`. The routes themselves
 are in `routes/`, what they read and send in `inputs.py` and `outputs.py`, the OpenAPI document
-in `openapi.py`; the middleware each in its module (`security.py`, ...), stacked here.
+in `openapi.py`; the middleware each in its module (`security.py`, `observability.py`,
+`limits.py`), stacked here, outermost first:
+
+    SecurityHeaders -> Observability -> Starlette's error middleware (a bug's 500)
+      -> CORS (when configured) -> RateLimits (when on) -> Starlette's exception handlers
+      -> the router
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from tally.errors import MethodNotAllowed, NotFound, TallyError
 from tally.http.docs import docs_routes
 from tally.http.errors import error_response
 from tally.http.limits import RateLimits
+from tally.http.metrics import Metrics, cause_of
+from tally.http.observability import Observability, configure_logging
 from tally.http.openapi import openapi_document
 from tally.http.outputs import encode, json_response
 from tally.http.routes import ROUTES
@@ -44,6 +51,9 @@ log = logging.getLogger("tally")
 
 async def _tally_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TallyError)
+    if exc.code == "unavailable":
+        metrics: Metrics = request.app.state.metrics
+        metrics.unavailable(cause_of(exc))
     return error_response(exc)
 
 
@@ -55,7 +65,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    # Logged with its request id by `Observability`, which sees it raised on after this.
     return error_response(TallyError("Something went wrong on our side; nothing was changed."))
 
 
@@ -71,6 +81,7 @@ def create_app(
     `clock` is the ledger's time; `monotonic` the rate limiter's (tests move both)."""
     settings = settings or Settings()
     ledger = Ledger(store, clock=clock, key_cache=KeyCache(ttl=settings.key_cache_seconds))
+    metrics = Metrics(store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -102,15 +113,25 @@ def create_app(
             HTTPException: _http_error,
             Exception: _unexpected,
         },
-        middleware=[*cors_middleware(settings.cors_origins), *_rate_limits(settings, monotonic)],
-        outer=[Middleware(SecurityHeaders)],
+        middleware=[
+            *cors_middleware(settings.cors_origins),
+            *_rate_limits(settings, monotonic, metrics),
+        ],
+        outer=[
+            Middleware(SecurityHeaders),
+            Middleware(Observability, metrics=metrics, routes=routes),
+        ],
     )
     app.state.ledger = ledger
     app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.store = store
     return app
 
 
-def _rate_limits(settings: Settings, monotonic: Callable[[], float]) -> list[Middleware]:
+def _rate_limits(
+    settings: Settings, monotonic: Callable[[], float], metrics: Metrics
+) -> list[Middleware]:
     if settings.rate_limit is None and settings.failed_auth_limit is None:
         return []
     limits = Middleware(
@@ -118,6 +139,7 @@ def _rate_limits(settings: Settings, monotonic: Callable[[], float]) -> list[Mid
         per_key=settings.rate_limit,
         failed_auth=settings.failed_auth_limit,
         clock=monotonic,
+        refused=metrics.rate_limited,
     )
     return [limits]
 
@@ -127,7 +149,8 @@ class _App(Starlette):
 
     Starlette answers a bug (the `Exception` handler) from its outermost layer, so middleware
     given to it the usual way never sees that 500. `outer` wraps the whole stack instead: the
-    security headers go on every answer, the 500 included.
+    security headers and the request id go on every answer, the 500 included, and the bug is
+    logged with its request id.
     """
 
     def __init__(self, *, outer: list[Middleware], **options: Any) -> None:
@@ -156,6 +179,7 @@ def app_from_env() -> Starlette:
     from tally.storage import open_store
 
     settings = Settings.from_env()
+    configure_logging()
     app = create_app(open_store(settings.database_url), settings=settings)
     tune_collector_for_serving()
     return app

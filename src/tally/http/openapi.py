@@ -49,6 +49,11 @@ _HEADERS: dict[str, dict[str, Any]] = {
         '"failed-auth";q=20;w=2`.',
         "schema": {"type": "string"},
     },
+    "X-Request-Id": {
+        "description": "The request's id: the client's X-Request-Id when it is 1 to 128 "
+        "visible ASCII characters, else one made by the server. Logged with the request.",
+        "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,128}$"},
+    },
     "RateLimit": {
         "description": "When rate limits are on: requests left now (r) and seconds until "
         'the bucket is full again (t), `"default";r=199;t=1`; after failed '
@@ -62,13 +67,27 @@ def _header(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/headers/{name}"}
 
 
-_LIMITED = {"RateLimit-Policy": _header("RateLimit-Policy"), "RateLimit": _header("RateLimit")}
+_TRACED = {"X-Request-Id": _header("X-Request-Id")}
+_LIMITED = {
+    **_TRACED,
+    "RateLimit-Policy": _header("RateLimit-Policy"),
+    "RateLimit": _header("RateLimit"),
+}
+
+_REQUEST_ID = {
+    "name": "X-Request-Id",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "An id for this request, returned and logged; replaced by one the server "
+    "makes unless it is 1 to 128 visible ASCII characters.",
+}
 
 
 def openapi_document(routes: tuple[RouteSpec, ...]) -> dict[str, Any]:
     types: list[Any] = [schemas.ErrorOut, schemas.ListMeta]
     for route in routes:
-        types += [t for t in (route.body, route.response) if t is not None]
+        types += [t for t in (route.body, route.response) if t is not None and t is not str]
     refs, components = msgspec.json.schema_components(types, ref_template=_REF)
     ref_of = dict(zip(types, refs, strict=True))
     paths: dict[str, dict[str, Any]] = {}
@@ -101,10 +120,11 @@ def _operation(route: RouteSpec, ref_of: dict[Any, Any]) -> dict[str, Any]:
     ]
     if route.method == "POST":
         parameters.append(_IDEMPOTENCY_KEY)
+    parameters.append(_REQUEST_ID)
     operation: dict[str, Any] = {
         "summary": route.summary,
         "tags": [route.tag],
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}] if route.auth else [],
         "parameters": parameters,
     }
     if route.body is not None:
@@ -112,18 +132,20 @@ def _operation(route: RouteSpec, ref_of: dict[Any, Any]) -> dict[str, Any]:
             "required": route.body_required,
             "content": {"application/json": {"schema": ref_of[route.body]}},
         }
-    success = _envelope(ref_of[route.response], listing=route.listing)
+    # Rate limits, and their headers, are for /v1 (`limits.py`); every answer has its id.
+    common = _LIMITED if route.auth else _TRACED
+    if route.media_type == "application/json":
+        success = _envelope(ref_of[route.response], listing=route.listing)
+        content = {"application/json": {"schema": success}}
+    else:
+        content = {route.media_type: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {
-        str(route.status): {
-            "description": "Success",
-            "headers": _LIMITED,
-            "content": {"application/json": {"schema": success}},
-        }
+        str(route.status): {"description": "Success", "headers": common, "content": content}
     }
     codes = route.error_codes
     for status in sorted({status_of(code) for code in codes}):
         named = sorted(code for code in codes if status_of(code) == status)
-        headers = dict(_LIMITED)
+        headers = dict(common)
         if any(code in WITH_RETRY_AFTER for code in named):
             headers["Retry-After"] = _header("Retry-After")
         responses[str(status)] = {

@@ -218,6 +218,10 @@ class RedemptionOut(Struct):
     cancelled_at: datetime | None
 
 
+class HealthOut(Struct):
+    status: str
+
+
 class ListMeta(Struct):
     page: int
     per_page: int

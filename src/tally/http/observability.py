@@ -1,0 +1,164 @@
+"""Every request's id, its one JSON log line and its timing, and the log of a bug.
+
+`Observability` is pure ASGI middleware just inside `security.SecurityHeaders`, around
+everything else (Starlette's error middleware included): it takes the `X-Request-Id` a client
+sent when it is a sane token (1 to 128 visible ASCII characters) or makes one, returns it on
+every answer, logs the request to the `tally.access` logger (`timestamp, level, request_id,
+method, route, status, duration_ms`) and hands its duration to `metrics.py`. A bug's 500 is
+answered by the app's error handler (`app.py`); it is logged here, with the request id.
+
+Nothing here reads a header other than `X-Request-Id`, or a body: keys, secrets and bodies
+never reach a log. `configure_logging` makes the `tally` loggers write one JSON object a line
+to standard error; `tally serve` calls it (tests and embedders keep their own logging).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import msgspec
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tally.http.metrics import Metrics
+from tally.http.security import add_headers
+
+log = logging.getLogger("tally")
+access = logging.getLogger("tally.access")
+
+REQUEST_ID_KEY = "tally.request_id"
+"""Where in the ASGI scope a request's id is kept for the rest of the app (bytes)."""
+
+UNMATCHED = "unmatched"
+"""The route label of a request no route matched (its raw path is never a label)."""
+
+_SANE_ID = re.compile(rb"[\x21-\x7e]{1,128}")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class Observability:
+    """Pure ASGI middleware: request ids, access log lines, request metrics, bugs logged."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self._metrics = metrics
+        self._routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope["headers"])
+        scope[REQUEST_ID_KEY] = request_id
+        id_header = [(b"x-request-id", request_id)]
+        status = 0
+        complete = False
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status, complete
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                add_headers(message, id_header)
+            elif not message.get("more_body", False):
+                complete = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        except Exception:
+            # Starlette's error middleware has answered 500 and raised it on: the bug is
+            # logged here once, with the request id, and goes no further when its answer is
+            # whole (a half-sent answer is raised on, so the server drops the connection).
+            log.exception(
+                "unhandled error",
+                extra={"fields": {"request_id": request_id.decode(), **_where(scope)}},
+            )
+            if not complete:
+                raise
+        finally:
+            seconds = time.perf_counter() - started
+            route = self._route(scope, status)
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            shown = status or 499  # nothing was answered: the client went away
+            self._metrics.observe(method, route, shown, seconds)
+            if access.isEnabledFor(logging.INFO):
+                access.info(
+                    "request",
+                    extra={
+                        "fields": {
+                            "request_id": request_id.decode(),
+                            "method": method,
+                            "route": route,
+                            "status": shown,
+                            "duration_ms": round(seconds * 1000, 3),
+                        }
+                    },
+                )
+
+    def _route(self, scope: Scope, status: int) -> str:
+        """The template of the route that served the request. One refused before the router
+        saw it (a 429) is matched here; a 404 of the router matched none."""
+        route = scope.get("route")
+        if route is not None:
+            return str(route.path)
+        if status != 404:
+            for candidate in self._routes:
+                if candidate.matches(scope)[0] is not Match.NONE:
+                    return str(getattr(candidate, "path", UNMATCHED))
+        return UNMATCHED
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> bytes:
+    for name, value in headers:
+        if name == b"x-request-id":
+            if _SANE_ID.fullmatch(value):
+                return value
+            break
+    return os.urandom(16).hex().encode()
+
+
+def _where(scope: Scope) -> dict[str, Any]:
+    route = scope.get("route")
+    return {"method": scope["method"], "route": route.path if route else UNMATCHED}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: `timestamp` (UTC), `level`, `logger`, `message`, the record's
+    `fields` (`extra={"fields": {...}}`) and, for an error, `exception` (the traceback)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created, UTC)
+        line: dict[str, Any] = {
+            "timestamp": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return msgspec.json.encode(line, enc_hook=str).decode()
+
+
+def configure_logging(stream: TextIO | None = None) -> logging.Handler:
+    """Make the `tally` loggers (access lines included) write JSON lines to `stream` (standard
+    error by default) at INFO and above; once per process, whatever the number of calls."""
+    for handler in log.handlers:
+        if isinstance(handler.formatter, JsonFormatter):
+            return handler
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return handler
