@@ -52,7 +52,7 @@ class Metrics:
     """The metrics of one app, and the registry `/metrics` renders."""
 
     def __init__(self, store: Any) -> None:
-        self._series: dict[tuple[str, str, str], _Series] = {}
+        self._series: dict[tuple[str, str, int], _Series] = {}
         self._unavailable: dict[str, int] = {}
         self._rate_limited: dict[str, int] = {}
         self.registry = CollectorRegistry()
@@ -62,7 +62,7 @@ class Metrics:
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """One request answered: its route template (never its path), status and duration."""
-        key = (method, route, str(status))
+        key = (method, route, status)
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Series()
@@ -104,8 +104,9 @@ class _Collected(Collector):
             for le, count in zip([*_LE, "+Inf"], series.counts, strict=True):
                 running += count
                 buckets.append((le, float(running)))
-            requests.add_metric(list(key), float(running))
-            latency.add_metric(list(key), buckets, sum_value=series.total)
+            method, route, status = key
+            requests.add_metric([method, route, str(status)], float(running))
+            latency.add_metric([method, route, str(status)], buckets, sum_value=series.total)
         yield requests
         yield latency
         unavailable = CounterMetricFamily(
