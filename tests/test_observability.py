@@ -3,6 +3,7 @@ is one JSON log line, a bug is logged with its request id, and no key ever reach
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -15,7 +16,7 @@ import pytest
 
 from tally.config import Rate
 from tally.domain import Scope
-from tally.http.observability import JsonFormatter, configure_logging
+from tally.http.observability import JsonFormatter, OneWritePerLoopTurn, configure_logging
 from tally.maintenance import create_key
 from tally.ports import Store
 from tests.support import Api, FakeClock, FakeTicks, serve_app
@@ -164,21 +165,25 @@ def test_no_key_reaches_a_log(
 
 def test_tally_serve_logs_json_lines_to_its_stream(api: Api) -> None:
     stream = io.StringIO()
+    switches = (logging.logThreads, logging.logProcesses, logging.logMultiprocessing)
     handler = configure_logging(stream)
     try:
         assert configure_logging(stream) is handler  # once, however often it is called
         api.client.get("/healthz", headers={"X-Request-Id": "json-1"})
+        logging.getLogger("tally").warning("a notable event")
     finally:
         logger = logging.getLogger("tally")
         logger.removeHandler(handler)
         logger.propagate = True
         logger.setLevel(logging.NOTSET)
-    [line] = [json.loads(text) for text in stream.getvalue().splitlines()]
-    assert (line["logger"], line["request_id"], line["route"]) == (
+        logging.logThreads, logging.logProcesses, logging.logMultiprocessing = switches
+    access_line, event = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert (access_line["logger"], access_line["request_id"], access_line["route"]) == (
         "tally.access",
         "json-1",
         "/healthz",
     )
+    assert (event["level"], event["message"]) == ("warning", "a notable event")
 
 
 def test_the_json_formatter_keeps_a_traceback_on_one_line() -> None:
@@ -191,3 +196,40 @@ def test_the_json_formatter_keeps_a_traceback_on_one_line() -> None:
     text = JsonFormatter().format(record)
     assert "\n" not in text
     assert "ValueError: multi\nline" in json.loads(text)["exception"]
+
+
+class CountingStream(io.StringIO):
+    """A stream that counts how often it is flushed (each flush is a write to the file)."""
+
+    flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def test_the_lines_of_one_loop_turn_go_out_in_one_write() -> None:
+    stream = CountingStream()
+    handler = OneWritePerLoopTurn(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("tally.test.batched")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+
+    async def one_turn() -> None:
+        for n in range(5):
+            logger.info("line %d", n)
+        assert stream.flushes == 0
+        await asyncio.sleep(0)  # lets the loop run the handler's own call_soon
+        assert stream.flushes == 1
+        logger.warning("at once")
+        assert stream.flushes == 2
+
+    try:
+        asyncio.run(one_turn())
+        logger.info("outside a loop: at once")
+        assert stream.flushes == 3
+        assert len(stream.getvalue().splitlines()) == 7
+    finally:
+        logger.removeHandler(handler)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -111,3 +112,23 @@ def test_the_server_limits_each_key_as_tally_rate_limit_says(tmp_path: object) -
     assert [a.status_code for a in answers] == [200, 200, 429]
     assert answers[0].headers["ratelimit-policy"].startswith('"default";q=2;w=20')
     assert answers[2].headers["retry-after"] == "10"
+
+
+def test_the_server_logs_each_request_as_a_json_line(tmp_path: object) -> None:
+    server = start_server(f"sqlite:///{tmp_path}/logs.db")
+    try:
+        httpx.get(server.url + "/v1/members/m-1", headers={"X-Request-Id": "served-1"})
+    finally:
+        server.stop()  # SIGTERM: the lines still in the buffer are written on the way out
+    assert server.process.stderr is not None
+    lines = [
+        json.loads(line)
+        for line in server.process.stderr.read().splitlines()
+        if line.startswith(b"{")
+    ]
+    [line] = [line for line in lines if line.get("request_id") == "served-1"]
+    assert (line["route"], line["status"], line["logger"]) == (
+        "/v1/members/{member_id}",
+        401,
+        "tally.access",
+    )

@@ -14,13 +14,14 @@ to standard error; `tally serve` calls it (tests and embedders keep their own lo
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import random
 import re
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import msgspec
@@ -84,17 +85,26 @@ class Observability:
             shown = status or 499  # nothing was answered: the client went away
             self._metrics.observe(method, route, shown, seconds)
             if access.isEnabledFor(logging.INFO):
-                access.info(
-                    "request",
-                    extra={
-                        "fields": {
-                            "request_id": request_id.decode(),
-                            "method": method,
-                            "route": route,
-                            "status": shown,
-                            "duration_ms": round(seconds * 1000, 3),
-                        }
-                    },
+                # makeRecord and handle rather than info(): info() walks the stack for the
+                # caller's file and line, which an access line does not show.
+                fields = {
+                    "request_id": request_id.decode(),
+                    "method": method,
+                    "route": route,
+                    "status": shown,
+                    "duration_ms": round(seconds * 1000, 3),
+                }
+                access.handle(
+                    access.makeRecord(
+                        access.name,
+                        logging.INFO,
+                        "",
+                        0,
+                        "request",
+                        (),
+                        None,
+                        extra={"fields": fields},
+                    )
                 )
 
     def _route(self, scope: Scope, status: int) -> str:
@@ -128,13 +138,23 @@ def _where(scope: Scope) -> dict[str, Any]:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line: `timestamp` (UTC), `level`, `logger`, `message`, the record's
-    `fields` (`extra={"fields": {...}}`) and, for an error, `exception` (the traceback)."""
+    """One JSON object a line: `timestamp` (UTC, milliseconds), `level`, `logger`, `message`,
+    the record's `fields` (`extra={"fields": {...}}`) and, for an error, `exception` (the
+    traceback, newlines escaped like any JSON string)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
 
     def format(self, record: logging.LogRecord) -> str:
-        moment = datetime.fromtimestamp(record.created, UTC)
+        created = record.created
+        second = int(created)
+        cached = self._second
+        if cached[0] != second:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            cached = self._second = (second, text)
         line: dict[str, Any] = {
-            "timestamp": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "timestamp": f"{cached[1]}.{int((created - second) * 1000):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -147,13 +167,61 @@ class JsonFormatter(logging.Formatter):
         return msgspec.json.encode(line, enc_hook=str).decode()
 
 
+class OneWritePerLoopTurn(logging.StreamHandler):  # type: ignore[type-arg]
+    """Lines written into the stream's buffer, which goes out once the event loop has run
+    what was ready: the requests answered in one turn of the loop share one write (a write
+    a line cost each request a system call). Outside a loop, and for a warning or an error,
+    at once."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        # The loop a write is due on, and its callback.
+        self._due: tuple[asyncio.AbstractEventLoop, asyncio.Handle] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        if record.levelno >= logging.WARNING:
+            self._write()
+
+    def flush(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a thread, the process exiting): at once
+            self._write()
+            return
+        if self._due is None or self._due[0] is not loop:
+            self._due = (loop, loop.call_soon(self._write))
+
+    def close(self) -> None:
+        self._write()
+        super().close()
+
+    def _write(self) -> None:
+        due, self._due = self._due, None
+        if due is not None:
+            due[1].cancel()  # written now: not again on the loop's next turn
+        super().flush()
+
+
 def configure_logging(stream: TextIO | None = None) -> logging.Handler:
     """Make the `tally` loggers (access lines included) write JSON lines to `stream` (standard
-    error by default) at INFO and above; once per process, whatever the number of calls."""
+    error, through a buffer of its own, by default) at INFO and above; once per process,
+    whatever the number of calls. For a serving process: it also turns off the logging
+    module's per-record thread and process lookups, process-wide."""
     for handler in log.handlers:
         if isinstance(handler.formatter, JsonFormatter):
             return handler
-    handler = logging.StreamHandler(stream or sys.stderr)
+    if stream is None:
+        # stderr is line-buffered (a system call a line): write through a buffer instead.
+        stream = open(  # lives as long as the process
+            os.dup(sys.stderr.fileno()), "w", buffering=1 << 16, encoding="utf-8"
+        )
+    # The logging module's own switches (its documentation's "Optimization"): no line shows
+    # a thread, a process id or a multiprocessing name, so records need not look them up.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    handler = OneWritePerLoopTurn(stream)
     handler.setFormatter(JsonFormatter())
     log.addHandler(handler)
     log.setLevel(logging.INFO)
