@@ -61,6 +61,7 @@ class Buckets:
         self._capacity = capacity
         self._table: OrderedDict[Hashable, _Bucket] = OrderedDict()
         self.policy = b'"%s";q=%d;w=%d' % (name.encode(), self.burst, self.window)
+        self._state_prefix = b'"%s";r=' % name.encode()
 
     @property
     def window(self) -> int:
@@ -95,12 +96,9 @@ class Buckets:
 
     def state(self, bucket: _Bucket) -> bytes:
         """The draft's service limit: `r` tokens left, `t` seconds until the bucket is full."""
-        left = max(0.0, bucket.level)
-        return b'"%s";r=%d;t=%d' % (
-            self.name.encode(),
-            int(left),
-            math.ceil((self.burst - left) / self.rate),
-        )
+        left = bucket.level if bucket.level > 0 else 0.0
+        # -(x // rate) with x <= 0 is ceil(-x / rate), without a call.
+        return b"%s%d;t=%d" % (self._state_prefix, left, -((left - self.burst) // self.rate))
 
     def __len__(self) -> int:
         return len(self._table)
@@ -129,7 +127,7 @@ class RateLimits:
         )
         self._refused = refused or (lambda policy: None)
         # Keys that have authenticated in this process (by the hash of their secret), the
-        # least recently seen forgotten first: they pass while their address is refused.
+        # first proven forgotten first: they pass while their address is refused.
         self._proven: OrderedDict[Hashable, None] = OrderedDict()
         self._capacity = capacity
         policies = [b.policy for b in (self._keys, self._failures) if b is not None]
@@ -178,12 +176,10 @@ class RateLimits:
 
     def _prove(self, partition: Hashable) -> None:
         proven = self._proven
-        if partition in proven:
-            proven.move_to_end(partition)
-            return
-        proven[partition] = None
-        if len(proven) > self._capacity:
-            proven.popitem(last=False)
+        if partition not in proven:  # the oldest proof is forgotten first
+            proven[partition] = None
+            if len(proven) > self._capacity:
+                proven.popitem(last=False)
 
     def _headers(self, bucket: _Bucket | None, failed: _Bucket | None) -> list[Header]:
         """The policies, and the state of the key's bucket (and of the address's failures
