@@ -47,9 +47,30 @@ class FakeClock:
         return self.now
 
 
+class FakeTicks:
+    """A monotonic clock (seconds) that moves only when told to: the rate limiter's."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @contextlib.contextmanager
-def serve_app(store: Store, *, clock: FakeClock, **settings: Any) -> Iterator[TestClient]:
-    app = create_app(store, settings=Settings(sweep_interval=0, **settings), clock=clock)
+def serve_app(
+    store: Store,
+    *,
+    clock: FakeClock,
+    monotonic: Callable[[], float] = time.monotonic,
+    **settings: Any,
+) -> Iterator[TestClient]:
+    app = create_app(
+        store, settings=Settings(sweep_interval=0, **settings), clock=clock, monotonic=monotonic
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
@@ -246,7 +267,8 @@ def start_server(
     **env: str,
 ) -> Server:
     """Start `tally serve` and return once it answers; it is stopped by the caller. `preexec`
-    runs in the child before `tally` starts (to set resource limits, say)."""
+    runs in the child before `tally` starts (to set resource limits, say). Rate limits are off
+    unless `env` sets TALLY_RATE_LIMIT."""
     port = free_port()
     log = tempfile.TemporaryFile(prefix="tally-serve-")
     process = subprocess.Popen(
@@ -260,7 +282,9 @@ def start_server(
             "--workers",
             str(workers),
         ],
-        env={**os.environ, "TALLY_SWEEP_INTERVAL": "0", **env},
+        # Load tests send thousands of requests a second with one key: no rate limit unless
+        # a test asks for one.
+        env={**os.environ, "TALLY_SWEEP_INTERVAL": "0", "TALLY_RATE_LIMIT": "off", **env},
         stdout=subprocess.DEVNULL,
         stderr=log,
         start_new_session=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tally.errors
 from tally.errors import TallyError, Unavailable
 from tally.http.errors import RETRY_AFTER_SECONDS, STATUS_OF_CODE, error_response
+from tally.http.limits import RateLimited
 
 
 def every_error_class() -> list[type[TallyError]]:
@@ -22,9 +23,10 @@ def test_every_error_class_is_in_the_error_table() -> None:
     assert {name: code for name, code in missing.items() if code not in STATUS_OF_CODE} == {}
 
 
-def test_the_error_table_holds_only_codes_an_error_can_carry_and_the_reserved_rate_limit() -> None:
+def test_the_error_table_holds_only_codes_an_error_can_carry() -> None:
     carried = {kind.code for kind in every_error_class()}
-    assert set(STATUS_OF_CODE) - carried == {"rate_limited"}
+    assert RateLimited in every_error_class()  # the rate limiter's own, in tally.http.limits
+    assert set(STATUS_OF_CODE) - carried == set()
 
 
 def test_the_walk_finds_every_error_class_of_the_module() -> None:

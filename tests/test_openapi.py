@@ -6,14 +6,19 @@ route here, and the shared client (`tests.support.Api`) checks every answer of t
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+import tally.http
 from tally.domain import Scope
 from tally.http.errors import STATUS_OF_CODE
 from tally.http.openapi import openapi_document
@@ -39,7 +44,10 @@ def test_the_document_lists_every_route_with_its_success_and_error_answers(api: 
     for route in ROUTES:
         operation = document["paths"][route.path][route.method.lower()]
         assert str(route.status) in operation["responses"]
-        assert {"401", "403"} <= set(operation["responses"])
+        if route.auth:
+            assert {"401", "403", "429"} <= set(operation["responses"])
+        else:  # the operations routes, outside /v1
+            assert operation["security"] == [] and "401" not in operation["responses"]
         if route.body is not None:
             schema = operation["requestBody"]["content"]["application/json"]["schema"]
             name = schema["$ref"].rsplit("/", 1)[1]
@@ -55,6 +63,26 @@ def test_the_award_body_schema_has_the_contract_limits(api: Api) -> None:
     assert award["properties"]["points"]["maximum"] == 1_000_000_000
 
 
+CANCELS = ["/v1/transactions/{transaction_id}/cancel", "/v1/redemptions/{redemption_id}/cancel"]
+
+
+def test_a_route_that_takes_an_empty_body_says_its_body_is_optional() -> None:
+    document = openapi_document(ROUTES)
+    for path in [*CANCELS, "/v1/members"]:
+        assert document["paths"][path]["post"]["requestBody"]["required"] is False, path
+    assert document["paths"]["/v1/points/award"]["post"]["requestBody"]["required"] is True
+
+
+def test_a_cancel_takes_no_fields_and_lists_the_refusals_of_a_body() -> None:
+    document = openapi_document(ROUTES)
+    assert document["components"]["schemas"]["CancelIn"]["properties"] == {}
+    assert document["components"]["schemas"]["CancelIn"]["additionalProperties"] is False
+    for path in CANCELS:
+        responses = document["paths"][path]["post"]["responses"]
+        assert "invalid_json" in responses["400"]["description"]
+        assert "validation_error" in responses["422"]["description"]
+
+
 def test_errors_are_described_by_code(api: Api) -> None:
     document = api.client.get("/openapi.json").json()
     deduct = document["paths"]["/v1/points/deduct"]["post"]["responses"]
@@ -66,7 +94,40 @@ def test_docs_page_renders_the_document(api: Api) -> None:
     response = api.client.get("/docs")
     assert response.status_code == 200
     assert "text/html" in response.headers["content-type"]
-    assert "/openapi.json" in response.text
+    scripts = re.findall(r'<script src="([^"]+)"></script>', response.text)
+    started = "".join(api.client.get(src).text for src in scripts)
+    assert "SwaggerUIBundle(" in started and '"/openapi.json"' in started
+
+
+def test_docs_page_loads_only_files_this_server_serves(api: Api) -> None:
+    page = api.client.get("/docs").text
+    assert "//" not in page.replace("<!doctype html>", "")  # no scheme, no protocol-relative URL
+    assert "<script>" not in page  # no inline script: the page's policy allows none
+    linked = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert linked and all(url.startswith("/docs/") for url in linked), linked
+    for url in linked:
+        asset = api.client.get(url)
+        assert asset.status_code == 200, url
+        assert asset.headers["content-type"].startswith(("text/javascript", "text/css")), url
+        assert asset.content
+    init = api.client.get("/docs/tally-init.js").text
+    assert "validatorUrl: null" in init  # else Swagger UI fetches a badge from swagger.io
+
+
+def test_the_vendored_files_are_package_data() -> None:
+    """A non-editable install carries Swagger UI (pyproject's package-data names the folder)."""
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["tally.http"]
+    package = Path(tally.http.__file__).parent
+    served = {"swagger-ui-bundle.js", "swagger-ui.css", "tally-init.js", "LICENSE", "NOTICE"}
+    for name in served:
+        assert any(fnmatch.fnmatch(f"static/swagger-ui/{name}", p) for p in patterns), name
+        assert (package / "static" / "swagger-ui" / name).stat().st_size > 0
+
+
+def test_a_file_beside_the_assets_is_not_served(api: Api) -> None:
+    for path in ("/docs/README.md", "/docs/../config.py", "/docs/LICENSE"):
+        assert api.client.get(path).status_code == 404, path
 
 
 def test_the_served_document_is_the_one_the_tests_check_answers_against(api: Api) -> None:
@@ -90,8 +151,18 @@ def test_every_operation_lists_a_bug_and_an_unavailable_database_with_retry_afte
     for route in ROUTES:
         responses = document["paths"][route.path][route.method.lower()]["responses"]
         assert "internal_error" in responses["500"]["description"]
-        assert "unavailable" in responses["503"]["description"]
-        assert "Retry-After" in responses["503"]["headers"]
+        if route.auth or route.path == "/readyz":  # /healthz and /metrics ask no database
+            assert "unavailable" in responses["503"]["description"]
+            assert "Retry-After" in responses["503"]["headers"]
+
+
+def test_every_answer_of_every_operation_lists_its_request_id() -> None:
+    document = openapi_document(ROUTES)
+    for route in ROUTES:
+        operation = document["paths"][route.path][route.method.lower()]
+        assert "X-Request-Id" in [p["name"] for p in operation["parameters"]]
+        for status, answer in operation["responses"].items():
+            assert "X-Request-Id" in answer["headers"], (route.path, status)
 
 
 # Every route, sent a battery of good and bad requests: every status it answers is documented.
@@ -135,7 +206,7 @@ UNKNOWN_IDS = {
     "redemption_id": "red_01NOSUCHREDEMPTION00000000",
 }
 
-# A body each write accepts (None: the route reads a body but never decodes it).
+# A body each write accepts.
 VALID_BODIES: dict[tuple[str, str], Callable[[dict[str, str]], dict[str, Any] | None]] = {
     ("POST", "/v1/members"): lambda ids: {"member_id": "newcomer"},
     ("POST", "/v1/points/award"): lambda ids: {"member_id": "m", "points": 5, "reason": "x"},
@@ -143,12 +214,12 @@ VALID_BODIES: dict[tuple[str, str], Callable[[dict[str, str]], dict[str, Any] | 
         "awards": [{"member_id": "m", "points": 5, "reason": "x"}]
     },
     ("POST", "/v1/points/deduct"): lambda ids: {"member_id": "m", "points": 5, "reason": "x"},
-    ("POST", "/v1/transactions/{transaction_id}/cancel"): lambda ids: None,
+    ("POST", "/v1/transactions/{transaction_id}/cancel"): lambda ids: {},
     ("PATCH", "/v1/program"): lambda ids: {"points_expire_after_days": 30},
     ("POST", "/v1/rewards"): lambda ids: {"name": "Cap", "points_cost": 20},
     ("PATCH", "/v1/rewards/{reward_id}"): lambda ids: {"name": "Big mug"},
     ("POST", "/v1/redemptions"): lambda ids: {"member_id": "m", "reward_id": ids["reward_id"]},
-    ("POST", "/v1/redemptions/{redemption_id}/cancel"): lambda ids: None,
+    ("POST", "/v1/redemptions/{redemption_id}/cancel"): lambda ids: {},
 }
 
 BAD_QUERIES = [
@@ -237,7 +308,7 @@ def test_every_status_a_route_answers_is_listed_in_its_openapi_entry(
     assert {name: answer for name, answer in answers.items() if not operation.lists(*answer)} == {}
     # The battery reached each kind of refusal the route's shape implies.
     answered = {status for status, _ in answers.values()}
-    expected = {401} | ({404} if "{" in route.path else set())
+    expected = ({401} if route.auth else set()) | ({404} if "{" in route.path else set())
     if route.scope is Scope.WRITE:
         expected |= {403, 413, 415}
     if route.body is not None:

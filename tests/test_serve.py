@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -151,3 +152,52 @@ def test_the_server_matures_pending_points_by_itself(database_url: str) -> None:
     finally:
         server.stop()
         store.close()
+
+
+def test_the_server_names_no_software_and_says_the_date(tmp_path: object) -> None:
+    server = start_server(f"sqlite:///{tmp_path}/headers.db")
+    try:
+        response = httpx.get(server.url + "/v1/members")
+    finally:
+        server.stop()
+    assert response.status_code == 401
+    assert "server" not in response.headers
+    assert response.headers["date"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_server_limits_each_key_as_tally_rate_limit_says(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/limited.db"
+    store = open_store(url)
+    store.migrate()
+    key = create_key(store, program="p", scope=Scope.WRITE, now=datetime.now(UTC)).secret
+    store.close()
+    server = start_server(url, TALLY_RATE_LIMIT="0.1/s:2")  # a token every 10 s
+    try:
+        auth = {"Authorization": f"Bearer {key}"}
+        answers = [httpx.get(server.url + "/v1/program", headers=auth) for _ in range(3)]
+    finally:
+        server.stop()
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[0].headers["ratelimit-policy"].startswith('"default";q=2;w=20')
+    assert answers[2].headers["retry-after"] == "10"
+
+
+def test_the_server_logs_each_request_as_a_json_line(tmp_path: object) -> None:
+    server = start_server(f"sqlite:///{tmp_path}/logs.db")
+    try:
+        httpx.get(server.url + "/v1/members/m-1", headers={"X-Request-Id": "served-1"})
+    finally:
+        server.stop()  # SIGTERM: the lines still in the buffer are written on the way out
+    assert server.process.stderr is not None
+    lines = [
+        json.loads(line)
+        for line in server.process.stderr.read().splitlines()
+        if line.startswith(b"{")
+    ]
+    [line] = [line for line in lines if line.get("request_id") == "served-1"]
+    assert (line["route"], line["status"], line["logger"]) == (
+        "/v1/members/{member_id}",
+        401,
+        "tally.access",
+    )

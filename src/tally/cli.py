@@ -108,6 +108,8 @@ def serve(database_url: str, host: str, port: int, workers: int) -> None:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        server_header=False,
+        date_header=True,
     )
 
 

@@ -33,13 +33,16 @@ STATUS_OF_CODE: dict[str, int] = {
     "idempotency_key_reused": 422,
     "out_of_stock": 422,
     "reward_inactive": 422,
-    "rate_limited": 429,  # reserved: no limiter raises it yet (docs/api.md)
+    "rate_limited": 429,
     "internal_error": 500,
     "unavailable": 503,
 }
 
 RETRY_AFTER_SECONDS: dict[str, int] = {"unavailable": 1}
-"""Codes answered with a `Retry-After` header: how long a client should wait before retrying."""
+"""Codes answered with a fixed `Retry-After`: how long a client should wait before retrying."""
+
+WITH_RETRY_AFTER = frozenset({*RETRY_AFTER_SECONDS, "rate_limited"})
+"""Codes answered with `Retry-After` (a refusal by the rate limiter says its own seconds)."""
 
 
 def status_of(code: str) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from typing import TypeVar
 
 import msgspec
@@ -25,6 +25,7 @@ from tally.errors import (
     ValidationFailed,
     invalid,
 )
+from tally.http import jsontext, schemas
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -80,39 +81,49 @@ async def body_bytes(request: Request, *, limit: int) -> bytes:
 def decode(body: bytes, kind: type[S], *, prefix: str = "") -> S:
     """`body` decoded into `kind`, or the error that names the offending field.
 
-    `prefix` places a bulk item in its request (`awards[3].`); an item that is not an object
-    fails as that item's validation error, not as the request's `invalid_json`.
+    The text is checked first (`jsontext`: nesting, then duplicate keys once it decodes).
+    `prefix` places a bulk item in its request (`awards[3].`): its text was checked with the
+    request's, and an item that is not an object fails as that item's validation error, not as
+    the request's `invalid_json`.
     """
     if not body.strip():
         raise InvalidJson("The body is empty; send a JSON object.")
     try:
         body.decode()  # msgspec leaves the insides of `Raw` values (bulk items) unchecked
+    except UnicodeDecodeError as error:
+        raise InvalidJson(f"The body is not valid UTF-8 JSON: {error}.") from None
+    text = b"" if prefix else jsontext.layout(body)
+    try:
         value = msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as error:
-        # msgspec checks fields while it parses, so a body that is both broken and wrong
-        # reports the field first; a body that does not parse at all is invalid_json.
-        parsed = _parsed(body)
-        if not isinstance(parsed, dict) and not prefix:
+        # The text parsed (`layout`), so what is wrong is a field, unless the body as a whole
+        # is not an object.
+        if not prefix and not text.startswith(b"{"):
             raise InvalidJson("The body must be a JSON object.") from None
         raise validation_error(str(error), prefix=prefix) from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as error:
-        raise InvalidJson(f"The body is not valid UTF-8 JSON: {error}.") from None
+    except msgspec.DecodeError as error:
+        raise jsontext.malformed(body, error) from None
+    if not prefix:
+        repeated = jsontext.duplicate_key(body, text)
+        if repeated is not None:
+            raise invalid(repeated, f"{repeated}: the key is given more than once; give it once.")
     check_text_fields(value, prefix=prefix)
     return value
 
 
-def _parsed(body: bytes) -> object:
-    """`body` as plain JSON values, or `invalid_json`."""
-    try:
-        return msgspec.json.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as error:
-        raise InvalidJson(f"The body is not valid UTF-8 JSON: {error}.") from None
+def no_fields(body: bytes) -> None:
+    """The body of a route that takes no fields (a cancel): empty, or `{}`; anything else is
+    refused like any body (`invalid_json`, or `validation_error` naming an unknown field)."""
+    if body.strip():
+        decode(body, schemas.CancelIn)
 
 
 def validation_error(text: str, *, prefix: str = "") -> ValidationFailed:
     """msgspec's message (see above), as our error naming the field's path (`awards[3].points`)."""
     at = _AT_PATH.search(text)
-    path = at.group("path") if at else ""
+    # A problem inside a free-form object (`$.metadata[...]`) is the object's: msgspec does
+    # not say which key.
+    path = at.group("path").split("[...]", 1)[0] if at else ""
     message = text[: at.start()] if at else text
     named = _FIELD_AS_A_WHOLE.match(message)
     if named:
@@ -141,9 +152,22 @@ def check_text_fields(value: msgspec.Struct, *, prefix: str = "") -> None:
         raise invalid(prefix + "metadata", "metadata must be at most 16 KiB once serialised.")
 
 
-def utc(moment: datetime | None) -> datetime | None:
-    """A time given with any offset, as the same instant in UTC (the API answers in UTC)."""
-    return None if moment is None else moment.astimezone(UTC)
+def utc(moment: datetime | None, *, field: str) -> datetime | None:
+    """A time given with any offset, as the same instant in UTC (the API answers in UTC).
+
+    `9999-12-31T23:59:59-14:00` is a valid RFC 3339 time whose instant in UTC is in the year
+    10000, which no datetime holds: it is refused naming `field`, as is its twin at 0001-01-01.
+    """
+    if moment is None:
+        return None
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise invalid(field, _beyond_the_calendar(field)) from None
+
+
+def _beyond_the_calendar(name: str) -> str:
+    return f"{name} falls outside 0001-01-01 to 9999-12-31 once converted to UTC."
 
 
 def idempotency(request: Request, body: bytes) -> Idempotency | None:
@@ -168,20 +192,27 @@ def page(request: Request) -> Page:
 
 
 def history_query(request: Request) -> HistoryQuery:
-    params = request.query_params
-    kind = params.get("type")
+    kind = query_value(request, "type")
     if kind is not None and kind not in EntryType.__members__.values():
         allowed = ", ".join(t.value for t in EntryType)
         raise invalid("type", f"type must be one of {allowed}.")
-    start = _moment(params.get("from"), "from", end_of_day=False)
-    end = _moment(params.get("to"), "to", end_of_day=True)
+    start = _moment(query_value(request, "from"), "from", end_of_day=False)
+    end = _moment(query_value(request, "to"), "to", end_of_day=True)
     if start is not None and end is not None and start > end:
         raise invalid("from", "from must not be later than to.")
     return HistoryQuery(EntryType(kind) if kind else None, start, end)
 
 
+def query_value(request: Request, name: str) -> str | None:
+    """The query parameter `name`, or None; given twice it is refused, never silently the last."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise invalid(name, f"{name} is given more than once; give it once.")
+    return values[0] if values else None
+
+
 def _int_param(request: Request, name: str, *, default: int, low: int, high: int) -> int:
-    text = request.query_params.get(name)
+    text = query_value(request, name)
     if text is None:
         return default
     if not re.fullmatch(r"[0-9]{1,12}", text) or not low <= int(text) <= high:
@@ -199,12 +230,11 @@ def _moment(text: str | None, name: str, *, end_of_day: bool) -> datetime | None
             day = date.fromisoformat(text)
         except ValueError:
             raise invalid(name, problem) from None
-        start = datetime.combine(day, time(), tzinfo=UTC)
-        return start + timedelta(days=1) - timedelta(microseconds=1) if end_of_day else start
+        return datetime.combine(day, time.max if end_of_day else time.min, tzinfo=UTC)
     try:
         moment = datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError:
         raise invalid(name, problem) from None
     if "T" not in text.upper() or moment.tzinfo is None:
         raise invalid(name, problem)
-    return moment.astimezone(UTC)
+    return utc(moment, field=name)

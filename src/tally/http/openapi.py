@@ -2,7 +2,8 @@
 
 Each operation lists every status it can answer with: its success, and one entry per status
 its error codes (`RouteSpec.error_codes`) have in the error table, naming those codes. Routes
-that are not in the table (`/openapi.json`, `/docs`) are not described.
+that are not in the table (`/openapi.json`, `/docs` and its files, `docs.py`) are not
+described.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import msgspec
 
 from tally import __version__
 from tally.http import schemas
-from tally.http.errors import RETRY_AFTER_SECONDS, status_of
+from tally.http.errors import WITH_RETRY_AFTER, status_of
 
 if TYPE_CHECKING:
     from tally.http.routes.spec import RouteSpec
@@ -36,16 +37,57 @@ _IDEMPOTENCY_KEY = {
     "description": "Retries with the same key and body have exactly one effect.",
 }
 
-_RETRY_AFTER = {
-    "description": "Seconds to wait before retrying.",
-    "schema": {"type": "integer", "minimum": 0},
+_HEADERS: dict[str, dict[str, Any]] = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "RateLimit-Policy": {
+        "description": "When rate limits are on (draft-ietf-httpapi-ratelimit-headers-11): "
+        "the per-key token bucket, q requests at once refilled over w seconds, and the "
+        'per-address budget of failed authentications: `"default";q=200;w=2, '
+        '"failed-auth";q=20;w=2`.',
+        "schema": {"type": "string"},
+    },
+    "X-Request-Id": {
+        "description": "The request's id: the client's X-Request-Id when it is 1 to 128 "
+        "visible ASCII characters, else one made by the server. Logged with the request.",
+        "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,128}$"},
+    },
+    "RateLimit": {
+        "description": "When rate limits are on: requests left now (r) and seconds until "
+        'the bucket is full again (t), `"default";r=199;t=1`; after failed '
+        'authentications also `"failed-auth";r=..;t=..`.',
+        "schema": {"type": "string"},
+    },
+}
+
+
+def _header(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/headers/{name}"}
+
+
+_TRACED = {"X-Request-Id": _header("X-Request-Id")}
+_LIMITED = {
+    **_TRACED,
+    "RateLimit-Policy": _header("RateLimit-Policy"),
+    "RateLimit": _header("RateLimit"),
+}
+
+_REQUEST_ID = {
+    "name": "X-Request-Id",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "An id for this request, returned and logged; replaced by one the server "
+    "makes unless it is 1 to 128 visible ASCII characters.",
 }
 
 
 def openapi_document(routes: tuple[RouteSpec, ...]) -> dict[str, Any]:
     types: list[Any] = [schemas.ErrorOut, schemas.ListMeta]
     for route in routes:
-        types += [t for t in (route.body, route.response) if t is not None]
+        types += [t for t in (route.body, route.response) if t is not None and t is not str]
     refs, components = msgspec.json.schema_components(types, ref_template=_REF)
     ref_of = dict(zip(types, refs, strict=True))
     paths: dict[str, dict[str, Any]] = {}
@@ -62,6 +104,7 @@ def openapi_document(routes: tuple[RouteSpec, ...]) -> dict[str, Any]:
         "components": {
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "headers": _HEADERS,
         },
     }
 
@@ -77,34 +120,39 @@ def _operation(route: RouteSpec, ref_of: dict[Any, Any]) -> dict[str, Any]:
     ]
     if route.method == "POST":
         parameters.append(_IDEMPOTENCY_KEY)
+    parameters.append(_REQUEST_ID)
     operation: dict[str, Any] = {
         "summary": route.summary,
         "tags": [route.tag],
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}] if route.auth else [],
         "parameters": parameters,
     }
     if route.body is not None:
         operation["requestBody"] = {
-            "required": True,
+            "required": route.body_required,
             "content": {"application/json": {"schema": ref_of[route.body]}},
         }
-    success = _envelope(ref_of[route.response], listing=route.listing)
+    # Rate limits, and their headers, are for /v1 (`limits.py`); every answer has its id.
+    common = _LIMITED if route.auth else _TRACED
+    if route.media_type == "application/json":
+        success = _envelope(ref_of[route.response], listing=route.listing)
+        content = {"application/json": {"schema": success}}
+    else:
+        content = {route.media_type: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {
-        str(route.status): {
-            "description": "Success",
-            "content": {"application/json": {"schema": success}},
-        }
+        str(route.status): {"description": "Success", "headers": common, "content": content}
     }
     codes = route.error_codes
     for status in sorted({status_of(code) for code in codes}):
         named = sorted(code for code in codes if status_of(code) == status)
-        answer: dict[str, Any] = {
+        headers = dict(common)
+        if any(code in WITH_RETRY_AFTER for code in named):
+            headers["Retry-After"] = _header("Retry-After")
+        responses[str(status)] = {
             "description": "Error: " + ", ".join(named),
+            "headers": headers,
             "content": {"application/json": {"schema": ref_of[schemas.ErrorOut]}},
         }
-        if any(code in RETRY_AFTER_SECONDS for code in named):
-            answer["headers"] = {"Retry-After": _RETRY_AFTER}
-        responses[str(status)] = answer
     operation["responses"] = responses
     return operation
 
@@ -119,19 +167,3 @@ def _envelope(schema: dict[str, Any], *, listing: bool) -> dict[str, Any]:
 
 def _path_names(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{")]
-
-
-DOCS_HTML = """<!doctype html>
-<html>
-<head>
-<title>Tally API</title>
-<meta charset="utf-8">
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head>
-<body>
-<div id="ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
-</body>
-</html>
-"""

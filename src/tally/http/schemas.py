@@ -74,6 +74,10 @@ class MemberIn(_In):
     metadata: Metadata | None = None
 
 
+class CancelIn(_In):
+    """A cancel takes no fields: an empty body or `{}`."""
+
+
 class ProgramPatch(_In):
     points_expire_after_days: Annotated[int, Meta(ge=1, le=36_500)] | None | UnsetType = UNSET
 
@@ -212,6 +216,10 @@ class RedemptionOut(Struct):
     refund_transaction_id: str | None
     created_at: datetime
     cancelled_at: datetime | None
+
+
+class HealthOut(Struct):
+    status: str
 
 
 class ListMeta(Struct):

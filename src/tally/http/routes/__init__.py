@@ -1,12 +1,13 @@
-"""`ROUTES`: the one table of `/v1` routes that the router and the OpenAPI document are built from.
+"""`ROUTES`: the one table of routes that the router and the OpenAPI document are built from.
 
 One module per feature holds its handlers and its rows, in the same shape: `members`, `points`,
-`program`, `rewards` (with redemptions). A row's fields are `spec.RouteSpec`.
+`program`, `rewards` (with redemptions), and `operations` (`/healthz`, `/readyz`, `/metrics`,
+outside `/v1`). A row's fields are `spec.RouteSpec`.
 """
 
 from __future__ import annotations
 
-from tally.http.routes import members, points, program, rewards
+from tally.http.routes import members, operations, points, program, rewards
 from tally.http.routes.spec import RouteSpec
 
 ROUTES: tuple[RouteSpec, ...] = (
@@ -14,4 +15,5 @@ ROUTES: tuple[RouteSpec, ...] = (
     *points.ROUTES,
     *program.ROUTES,
     *rewards.ROUTES,
+    *operations.ROUTES,
 )

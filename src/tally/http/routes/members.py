@@ -52,6 +52,7 @@ ROUTES = (
         response=s.MemberOut,
         status=201,
         body=s.MemberIn,
+        body_required=False,
         errors=("member_exists",),
     ),
     RouteSpec(

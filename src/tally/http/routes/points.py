@@ -19,26 +19,40 @@ from tally.http import schemas as s
 from tally.http.routes.spec import PAGING, RouteSpec
 
 
-def _award_command(body: s.AwardIn) -> AwardCommand:
+def _award_command(body: s.AwardIn, *, prefix: str = "") -> AwardCommand:
     return AwardCommand(
         member_id=body.member_id,
         points=body.points,
         reason=body.reason,
         reference=body.reference,
         metadata=s.stored_json(body.metadata),
-        available_at=inputs.utc(body.available_at),
-        expires_at=inputs.utc(body.expires_at),
+        available_at=inputs.utc(body.available_at, field=prefix + "available_at"),
+        expires_at=inputs.utc(body.expires_at, field=prefix + "expires_at"),
     )
 
 
 def _bulk_item(raw: msgspec.Raw, index: int) -> AwardCommand | BulkItemError:
     """One item of a bulk award: a bad one fails alone, carrying the member it named."""
+    prefix = f"awards[{index}]."
     try:
-        return _award_command(inputs.decode(bytes(raw), s.AwardIn, prefix=f"awards[{index}]."))
+        return _award_command(inputs.decode(bytes(raw), s.AwardIn, prefix=prefix), prefix=prefix)
     except TallyError as error:
-        loose = msgspec.json.decode(raw)
-        member_id = loose.get("member_id") if isinstance(loose, dict) else None
-        return BulkItemError(member_id if isinstance(member_id, str) else None, error)
+        return BulkItemError(_named_member(raw), error)
+
+
+class _Named(msgspec.Struct):
+    """What a failed bulk item is still asked for: the member it named, if any. Every other
+    value is skipped unread, so a number no type holds (`1e400`) cannot fail it again."""
+
+    member_id: object = None
+
+
+def _named_member(raw: msgspec.Raw) -> str | None:
+    try:
+        named = msgspec.json.decode(raw, type=_Named).member_id
+    except msgspec.DecodeError:  # not an object
+        return None
+    return named if isinstance(named, str) else None
 
 
 async def award(request: Request) -> Response:
@@ -112,8 +126,8 @@ async def get_transaction(request: Request) -> Response:
 
 
 async def cancel_transaction(request: Request) -> Response:
-    # The body is read (and limited) like any write's, but nothing in it is used.
     write = await callers.writer(request)
+    inputs.no_fields(write.body)
     reply = await callers.ledger(request).lifecycle.cancel_award(
         write.program_id,
         inputs.path_id(request, "transaction_id"),
@@ -191,6 +205,8 @@ ROUTES = (
         summary="Cancel a pending award",
         tag="Points",
         response=s.TransactionOut,
+        body=s.CancelIn,
+        body_required=False,
         errors=("transaction_not_found", "not_cancellable"),
     ),
 )

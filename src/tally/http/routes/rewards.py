@@ -85,8 +85,8 @@ async def redeem(request: Request) -> Response:
 
 
 async def cancel_redemption(request: Request) -> Response:
-    # The body is read (and limited) like any write's, but nothing in it is used.
     write = await callers.writer(request)
+    inputs.no_fields(write.body)
     reply = await callers.ledger(request).rewards.cancel_redemption(
         write.program_id,
         inputs.path_id(request, "redemption_id"),
@@ -185,6 +185,8 @@ ROUTES = (
         summary="Cancel a redemption (refunds its points)",
         tag="Rewards",
         response=s.RedemptionOut,
+        body=s.CancelIn,
+        body_required=False,
         errors=("redemption_not_found", "not_cancellable"),
     ),
     RouteSpec(

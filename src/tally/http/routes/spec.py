@@ -22,7 +22,10 @@ Handler = Callable[[Request], Awaitable[Response]]
 class RouteSpec:
     """One route: how to serve it and how to describe it.
 
-    `body` is the JSON body the route decodes (None: it decodes none); `errors` are the codes of
+    `body` is the JSON body the route decodes (None: it decodes none), `body_required` False
+    when an empty body stands for `{}`; `auth` False for the operations routes outside `/v1`
+    (no key, no rate limit); `media_type` of the success when it is not a JSON envelope
+    (`/metrics`); `errors` are the codes of
     the route's own rules (`member_not_found`, `insufficient_points`, ...); the codes its shape
     implies are added by `error_codes`.
     """
@@ -35,9 +38,12 @@ class RouteSpec:
     response: type
     status: int = 200
     body: type | None = None
+    body_required: bool = True
     listing: bool = False
     query: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
+    auth: bool = True
+    media_type: str = "application/json"
 
     @property
     def scope(self) -> Scope:
@@ -46,6 +52,8 @@ class RouteSpec:
     @property
     def error_codes(self) -> tuple[str, ...]:
         """Every error code the route can answer with: those its shape implies, then its own."""
+        if not self.auth:
+            return tuple(dict.fromkeys([*A_BUG, *self.errors]))
         codes = [*EVERY_ROUTE]
         if self.scope is Scope.WRITE:
             codes += READING_A_BODY
@@ -62,11 +70,14 @@ PAGING = ("page", "per_page")
 """The query of every list route."""
 
 # What a route's shape implies, and where in the code each code comes from.
-EVERY_ROUTE = ("unauthorized", "forbidden", "internal_error", "unavailable")
+EVERY_ROUTE = ("unauthorized", "forbidden", "rate_limited", "internal_error", "unavailable")
 """The key (`callers.program_of`; `forbidden` is listed on reads too, as on every route, though
-only a write refuses a read key), a bug, and a database that is busy or unreachable."""
+only a write refuses a read key), the rate limits (`limits.py`), a bug, and a database that is
+busy or unreachable."""
+A_BUG = ("internal_error",)
+"""What a route without a key can still answer (`/healthz`, `/metrics`)."""
 READING_A_BODY = ("payload_too_large", "unsupported_media_type")
-"""Every write reads its body (`callers.writer`), even one that never decodes it (a cancel)."""
+"""Every write reads its body (`callers.writer`)."""
 DECODING_JSON = ("invalid_json", "validation_error")
 """`inputs.decode`, and the rules the service checks on what was decoded."""
 TAKING_AN_IDEMPOTENCY_KEY = (
