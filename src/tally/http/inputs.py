@@ -148,8 +148,22 @@ def check_text_fields(value: msgspec.Struct, *, prefix: str = "") -> None:
         if isinstance(text, str) and not text.strip():
             raise invalid(prefix + name, f"{prefix + name} must not be blank.")
     metadata = getattr(value, "metadata", None)
-    if isinstance(metadata, dict) and len(msgspec.json.encode(metadata)) > MAX_METADATA_BYTES:
-        raise invalid(prefix + "metadata", "metadata must be at most 16 KiB once serialised.")
+    if isinstance(metadata, dict):
+        if len(msgspec.json.encode(metadata)) > MAX_METADATA_BYTES:
+            raise invalid(prefix + "metadata", "metadata must be at most 16 KiB once serialised.")
+        if _holds_nul(metadata):
+            raise invalid(prefix + "metadata", f"{prefix}metadata must not contain NUL characters.")
+
+
+def _holds_nul(value: object) -> bool:
+    """Whether a NUL character is in any key or string of decoded JSON (at most 32 levels)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def utc(moment: datetime | None, *, field: str) -> datetime | None:
