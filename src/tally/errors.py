@@ -108,6 +108,12 @@ class PayloadTooLarge(TallyError):
     code = "payload_too_large"
 
 
+class HeadersTooLarge(TallyError):
+    """The request's headers are larger, or more, than the server takes."""
+
+    code = "headers_too_large"
+
+
 class UnsupportedMediaType(TallyError):
     """The body is not `application/json`."""
 

@@ -34,7 +34,7 @@ from tally.config import Settings
 from tally.errors import MethodNotAllowed, NotFound, TallyError
 from tally.http.docs import docs_routes
 from tally.http.errors import error_response
-from tally.http.limits import RateLimits
+from tally.http.limits import HeaderLimits, RateLimits
 from tally.http.metrics import Metrics, cause_of
 from tally.http.observability import Observability, configure_logging
 from tally.http.openapi import openapi_document
@@ -114,6 +114,7 @@ def create_app(
             Exception: _unexpected,
         },
         middleware=[
+            Middleware(HeaderLimits),
             *cors_middleware(settings.cors_origins),
             *_rate_limits(settings, monotonic, metrics),
         ],

@@ -28,6 +28,7 @@ STATUS_OF_CODE: dict[str, int] = {
     "not_cancellable": 409,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
+    "headers_too_large": 431,
     "validation_error": 422,
     "insufficient_points": 422,
     "idempotency_key_reused": 422,

@@ -1,5 +1,9 @@
-"""Rate limits (api.md section 10): a token bucket per API key, and a budget of failed
-authentications per client address, kept in this process's memory.
+"""Limits (api.md section 10): the size of a request's headers, a token bucket per API key, and
+a budget of failed authentications per client address, kept in this process's memory.
+
+`HeaderLimits` refuses a request whose headers are more than `MAX_HEADERS` or larger than
+`MAX_HEADER_BYTES` in all with `431 headers_too_large`, before anything reads them (the HTTP
+parser itself sets no limit: a 1 MiB header used to reach the routes).
 
 `RateLimits` is pure ASGI middleware in front of every `/v1` route. Each request takes a token
 from the bucket of the key it presents (requests without one share their address's bucket);
@@ -24,9 +28,12 @@ from collections.abc import Callable, Hashable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tally.config import Rate
-from tally.errors import TallyError
+from tally.errors import HeadersTooLarge, TallyError
 from tally.http.errors import error_response
 from tally.http.security import Header, add_headers
+
+MAX_HEADERS = 200
+MAX_HEADER_BYTES = 32 * 1024
 
 KEY_POLICY = "default"
 FAILED_AUTH_POLICY = "failed-auth"
@@ -34,6 +41,27 @@ FAILED_AUTH_POLICY = "failed-auth"
 # A status that shows the key got past authentication (a 404 without an endpoint is an
 # unknown route: nothing was authenticated; 405 and 429 are answered before).
 _NOT_PROOF = frozenset({401, 405, 429})
+
+
+class HeaderLimits:
+    """Pure ASGI middleware: `431 headers_too_large` for too many or too large headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            if len(headers) > MAX_HEADERS or (
+                sum(len(name) + len(value) for name, value in headers) > MAX_HEADER_BYTES
+            ):
+                refusal = HeadersTooLarge(
+                    f"The request's headers must be at most {MAX_HEADERS} and "
+                    f"{MAX_HEADER_BYTES // 1024} KiB in all."
+                )
+                await error_response(refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class RateLimited(TallyError):

@@ -70,10 +70,17 @@ PAGING = ("page", "per_page")
 """The query of every list route."""
 
 # What a route's shape implies, and where in the code each code comes from.
-EVERY_ROUTE = ("unauthorized", "forbidden", "rate_limited", "internal_error", "unavailable")
+EVERY_ROUTE = (
+    "unauthorized",
+    "forbidden",
+    "headers_too_large",
+    "rate_limited",
+    "internal_error",
+    "unavailable",
+)
 """The key (`callers.program_of`; `forbidden` is listed on reads too, as on every route, though
-only a write refuses a read key), the rate limits (`limits.py`), a bug, and a database that is
-busy or unreachable."""
+only a write refuses a read key), the header and rate limits (`limits.py`), a bug, and a
+database that is busy or unreachable."""
 A_BUG = ("internal_error",)
 """What a route without a key can still answer (`/healthz`, `/metrics`)."""
 READING_A_BODY = ("payload_too_large", "unsupported_media_type")
