@@ -87,6 +87,8 @@ def serve(database_url: str, host: str, port: int, workers: int) -> None:
     exits 0."""
     import uvicorn
 
+    from tally.http.protocol import HeadersDeadlineProtocol
+
     # uvicorn drains on SIGTERM and then raises the signal again to end the process, which a
     # supervisor would read as a crash (killed by signal 15) after a clean shutdown: that second
     # delivery ends it with status 0 instead. Before uvicorn takes over, SIGTERM also exits 0.
@@ -110,6 +112,7 @@ def serve(database_url: str, host: str, port: int, workers: int) -> None:
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         server_header=False,
         date_header=True,
+        http=HeadersDeadlineProtocol,  # uvicorn's httptools protocol, with a headers deadline
     )
 
 

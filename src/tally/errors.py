@@ -108,6 +108,12 @@ class PayloadTooLarge(TallyError):
     code = "payload_too_large"
 
 
+class RequestTimeout(TallyError):
+    """The request's body did not arrive in time."""
+
+    code = "request_timeout"
+
+
 class HeadersTooLarge(TallyError):
     """The request's headers are larger, or more, than the server takes."""
 

@@ -23,6 +23,7 @@ STATUS_OF_CODE: dict[str, int] = {
     "reward_not_found": 404,
     "redemption_not_found": 404,
     "method_not_allowed": 405,
+    "request_timeout": 408,
     "member_exists": 409,
     "idempotency_in_progress": 409,
     "not_cancellable": 409,

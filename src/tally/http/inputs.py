@@ -7,6 +7,7 @@ of bodies are `schemas.py`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from datetime import UTC, date, datetime, time
@@ -21,6 +22,7 @@ from tally.errors import (
     Detail,
     InvalidJson,
     PayloadTooLarge,
+    RequestTimeout,
     UnsupportedMediaType,
     ValidationFailed,
     invalid,
@@ -30,6 +32,7 @@ from tally.http import jsontext, schemas
 S = TypeVar("S", bound=msgspec.Struct)
 
 MAX_METADATA_BYTES = 16 * 1024
+BODY_SECONDS = 30.0  # how long a body may take to arrive after its headers
 _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]{1,255}$")
 
 # msgspec (0.22) gives a ValidationError nothing but its message, `args[0]`: no path, no field
@@ -60,17 +63,24 @@ def bearer(request: Request) -> str | None:
 
 
 async def body_bytes(request: Request, *, limit: int) -> bytes:
-    """The raw body, refused when it is not JSON or larger than `limit` bytes."""
+    """The raw body, refused when it is not JSON, larger than `limit` bytes, or not all there
+    within `BODY_SECONDS` (a client that stalls half-way holds nothing for longer)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The body is larger than the limit of {limit} bytes.")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The body is larger than the limit of {limit} bytes.")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"The body is larger than the limit of {limit} bytes.")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"The body did not arrive within {BODY_SECONDS:.0f} seconds; send it whole."
+        ) from None
     body = b"".join(chunks)
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if body and media_type != "application/json":

@@ -83,7 +83,7 @@ only a write refuses a read key), the header and rate limits (`limits.py`), a bu
 database that is busy or unreachable."""
 A_BUG = ("internal_error",)
 """What a route without a key can still answer (`/healthz`, `/metrics`)."""
-READING_A_BODY = ("payload_too_large", "unsupported_media_type")
+READING_A_BODY = ("request_timeout", "payload_too_large", "unsupported_media_type")
 """Every write reads its body (`callers.writer`)."""
 DECODING_JSON = ("invalid_json", "validation_error")
 """`inputs.decode`, and the rules the service checks on what was decoded."""
