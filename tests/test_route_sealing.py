@@ -193,11 +193,23 @@ NOT_A_LOOKUP = {("POST /v1/members", "member_id"): 201}
 BULK = {"POST /v1/points/award/bulk": 200}
 
 
+KEYED_ROUTES = [route for route in ROUTES if route.auth]
+"""Every route that takes a key; the others are the operations routes, which reveal no data."""
+
+
+def test_only_the_operations_routes_take_no_key() -> None:
+    assert sorted(name_of(r) for r in ROUTES if not r.auth) == [
+        "GET /healthz",
+        "GET /metrics",
+        "GET /readyz",
+    ]
+
+
 def probes_of(route: RouteSpec) -> list[str]:
     return path_names(route) + body_id_fields(route)
 
 
-@pytest.mark.parametrize("route", ROUTES, ids=name_of)
+@pytest.mark.parametrize("route", KEYED_ROUTES, ids=name_of)
 def test_every_route_of_the_table_has_a_probe(route: RouteSpec) -> None:
     named = probes_of(route)
     assert named or name_of(route) in NAMES_NOTHING, (
@@ -208,7 +220,7 @@ def test_every_route_of_the_table_has_a_probe(route: RouteSpec) -> None:
     assert set(named) <= set(ID_FIELDS)
 
 
-@pytest.mark.parametrize("route", ROUTES, ids=name_of)
+@pytest.mark.parametrize("route", KEYED_ROUTES, ids=name_of)
 def test_another_programs_ids_are_answered_exactly_like_ids_that_exist_nowhere(
     api: Api, world: World, route: RouteSpec
 ) -> None:
@@ -242,7 +254,7 @@ def test_another_programs_ids_are_answered_exactly_like_ids_that_exist_nowhere(
 
 
 JSON = {"Content-Type": "application/json"}
-WRITE_ROUTES = [route for route in ROUTES if route.scope is Scope.WRITE]
+WRITE_ROUTES = [route for route in KEYED_ROUTES if route.scope is Scope.WRITE]
 
 
 @pytest.mark.parametrize("route", WRITE_ROUTES, ids=name_of)
@@ -274,7 +286,7 @@ def test_a_read_key_is_refused_on_every_write_route_and_changes_nothing(
     assert everything(api) == before
 
 
-@pytest.mark.parametrize("route", ROUTES, ids=name_of)
+@pytest.mark.parametrize("route", KEYED_ROUTES, ids=name_of)
 def test_no_key_or_an_unknown_key_is_unauthorized_on_every_route(
     api: Api, world: World, route: RouteSpec
 ) -> None:
