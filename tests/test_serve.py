@@ -189,12 +189,7 @@ def test_the_server_logs_each_request_as_a_json_line(tmp_path: object) -> None:
         httpx.get(server.url + "/v1/members/m-1", headers={"X-Request-Id": "served-1"})
     finally:
         server.stop()  # SIGTERM: the lines still in the buffer are written on the way out
-    assert server.process.stderr is not None
-    lines = [
-        json.loads(line)
-        for line in server.process.stderr.read().splitlines()
-        if line.startswith(b"{")
-    ]
+    lines = [json.loads(line) for line in server.errors().splitlines() if line.startswith("{")]
     [line] = [line for line in lines if line.get("request_id") == "served-1"]
     assert (line["route"], line["status"], line["logger"]) == (
         "/v1/members/{member_id}",
