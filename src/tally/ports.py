@@ -268,6 +268,13 @@ class Tx(Protocol):
 class Store(Protocol):
     """A database Tally can run on."""
 
+    # Whether a long unit of work (a 10,000-item bulk award) should run on a worker thread, in a
+    # transaction of its own (`transact`), rather than the way `write` runs it: SQLite's group
+    # commit runs work on the event loop, where a long one holds up every other request;
+    # PostgreSQL's work gives the loop back at every round trip, and its blocking driver in a
+    # thread was measured three times slower for a bulk (bench/README.md).
+    long_work_in_thread: bool
+
     def transact(self, work: Callable[[Tx], T]) -> T:
         """Run `work` in one transaction on the calling thread and commit it."""
         ...

@@ -74,10 +74,12 @@ class Runner:
         """Run `work` as one atomic, durable write; again, after a short random pause, if the
         database aborted it to break a lock conflict (at most `ATTEMPTS` runs in all).
 
-        `in_thread`: run it on a worker thread in a transaction of its own (`Store.transact`),
-        for work long enough to stall the event loop (a 10,000-item bulk award takes hundreds of
-        milliseconds of CPU; on the loop every other request would wait for it).
+        `in_thread`: the work is long enough to stall the event loop (a 10,000-item bulk award
+        takes hundreds of milliseconds of CPU; on the loop every other request would wait for
+        it): where the store says so (`Store.long_work_in_thread`), it runs on a worker thread
+        in a transaction of its own (`Store.transact`).
         """
+        in_thread = in_thread and self.store.long_work_in_thread
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 if in_thread:

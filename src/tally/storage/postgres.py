@@ -66,6 +66,8 @@ class PostgresStore:
     `tally.storage.bridge`); the command line's `transact` uses the blocking driver.
     """
 
+    long_work_in_thread = False
+
     # Connections per server process and event loop. Over HTTP on the 2-core benchmark machine
     # 8 beat 16 by 10-20% and 32 did worst (more backends only queue for the same cores); ten
     # processes sharing one PostgreSQL stay under its default 100 connections.

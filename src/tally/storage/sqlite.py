@@ -167,6 +167,8 @@ def _out_of_room(path: Path) -> bool:
 class SqliteStore:
     """`tally.ports.Store` on a SQLite file."""
 
+    long_work_in_thread = True
+
     def __init__(self, url: str, *, busy_timeout_ms: int | None = None) -> None:
         self.url = url
         self.path = path_from_url(url)
