@@ -21,7 +21,7 @@ import pytest
 from tally.domain import Scope
 from tally.maintenance import create_key
 from tally.storage import open_store
-from tests.support import run_cli, start_server
+from tests.support import start_server, verified
 from tests.writes import (
     Load,
     actual_ledger,
@@ -44,11 +44,6 @@ def new_key(database_url: str) -> str:
         return create_key(store, program="crash", scope=Scope.WRITE, now=datetime.now(UTC)).secret
     finally:
         store.close()
-
-
-def verified(database_url: str) -> None:
-    result = run_cli("verify", "--database", database_url)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.slow

@@ -28,8 +28,8 @@ from tests.support import (
     PrivatePostgres,
     postgres_bindir,
     private_postgres,
-    run_cli,
     start_server,
+    verified,
     wait_until,
 )
 from tests.writes import (
@@ -57,11 +57,6 @@ def new_key(database_url: str) -> str:
         return create_key(store, program="faults", scope=Scope.WRITE, now=datetime.now(UTC)).secret
     finally:
         store.close()
-
-
-def verified(database_url: str) -> None:
-    result = run_cli("verify", "--database", database_url)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def unavailable(response: httpx.Response) -> str:

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import BACKENDS, POSTGRES_URL
-from tests.support import Live, assert_documented, everything, postgres_copy, serving, tally_verify
+from tests.support import Live, assert_documented, everything, postgres_copy, serving, verified
 
 JSON = {"Content-Type": "application/json"}
 CLEAN_REFUSALS = {(400, "invalid_json"), (422, "validation_error")}
@@ -48,8 +48,7 @@ def live(
         live.api.member("m")
         live.api.award("m", START_BALANCE)
         yield live
-        verified = tally_verify(url)
-        assert verified.returncode == 0, verified.stdout + verified.stderr
+        verified(url)
 
 
 def hostile(

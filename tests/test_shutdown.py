@@ -31,7 +31,7 @@ from tally.domain import Scope
 from tally.maintenance import create_key
 from tally.storage import open_store
 from tally.storage.sqlite import path_from_url
-from tests.support import run_cli, start_server, wait_until
+from tests.support import start_server, verified, wait_until
 from tests.writes import (
     Load,
     Write,
@@ -164,8 +164,7 @@ def test_sigterm_finishes_the_writes_in_flight_commits_them_and_exits_0(
         assert actual_ledger(restarted.url, key) == expected_ledger(writes)
     finally:
         restarted.stop()
-    result = run_cli("verify", "--database", database_url)
-    assert result.returncode == 0, result.stdout + result.stderr
+    verified(database_url)
     print(
         f"SIGTERM with {len(writes)} writes held in flight: all answered 201 and exit 0 "
         f"{exited - released:.2f} s after they were let go"
@@ -205,8 +204,7 @@ def test_sigterm_under_load_answers_every_write_it_applied_and_exits_0(
         assert actual_ledger(restarted.url, key) == expected_ledger(writes)
     finally:
         restarted.stop()
-    result = run_cli("verify", "--database", database_url)
-    assert result.returncode == 0, result.stdout + result.stderr
+    verified(database_url)
     print(
         f"SIGTERM after {acks_before_sigterm} acks: {len(in_flight)} writes in flight, "
         f"{len(finished)} of them finished and answered 201, exit 0 after "
