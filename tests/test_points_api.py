@@ -194,7 +194,7 @@ def earned_nearly_all_there_is(api: Api, member_id: str, points: int) -> None:
         member = accounts.locked_member(tx, acme, member_id, now).member
         command = AwardCommand(member_id, points, "years of loyalty")
         posting = point_rules.plan_award(member, command, expire_after_days=None, now=now)
-        accounts.write_awards(tx, [posting])
+        accounts.write_awards(tx, [posting], now)
 
     api.store.transact(work)
 

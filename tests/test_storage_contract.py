@@ -378,7 +378,7 @@ def test_overlapping_bulks_lock_in_one_global_order_and_never_deadlock(store: St
             command = BulkCommand([AwardCommand(m, 1, "bulk") for m in member_ids])
             outcome = point_rules.plan_bulk(command, members, expire_after_days=None, now=NOW)
             assert outcome.failures == []
-            accounts.write_awards(tx, [posting for _, posting in outcome.postings])
+            accounts.write_awards(tx, [posting for _, posting in outcome.postings], NOW)
 
         try:
             for _ in range(rounds):

@@ -272,3 +272,19 @@ class Redemption:
     refund_transaction_id: str | None
     created_at: datetime
     cancelled_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened, as integrations see it: `body` is the event's JSON, exactly as
+    the feed returns it and a webhook delivers it (`{event_id, type, timestamp, data}`)."""
+
+    id: str
+    program_id: int
+    type: str
+    created_at: datetime
+    body: str
+
+
+# Where an event stands in its program's feed: the feed lists events in increasing position.
+FeedPosition = tuple[int, int]

@@ -8,6 +8,7 @@ commit, each in its own savepoint so one failure never undoes another).
 A `Tx` is a handful of small interfaces, one per role, each a few named operations:
 - the ledger's own rows: `members`, `entries`, `lots`, `catalog` (rewards and redemptions) and
   `replies` (what an Idempotency-Key answered);
+- `events`: the outbox integrations read, written with the changes it reports;
 - administration: `programs` and `keys`;
 - `audit`: what `tally verify` and the sweep read across every member.
 Nothing here says SQL: `tally.storage` implements it, once, for SQLite and PostgreSQL.
@@ -25,6 +26,8 @@ from tally.domain import (
     ApiKey,
     Draw,
     Entry,
+    Event,
+    FeedPosition,
     HistoryQuery,
     Lot,
     Member,
@@ -199,6 +202,39 @@ class ReplyRows(Protocol):
     def purge(self, *, before: datetime) -> int: ...
 
 
+class EventRows(Protocol):
+    """The outbox: events written in the same transaction as the change they report.
+
+    The feed lists a program's events in increasing `FeedPosition`, showing only those that can
+    no longer be overtaken: once an event is listed, no event is ever inserted before it.
+    """
+
+    def append(self, events: list[Event]) -> None: ...
+
+    def position(self, program_id: int, event_id: str) -> FeedPosition | None:
+        """Where the event stands in its program's feed; None if there is no such event."""
+        ...
+
+    def after(
+        self,
+        program_id: int,
+        position: FeedPosition | None,
+        *,
+        limit: int,
+        types: list[str] | None = None,
+    ) -> list[tuple[FeedPosition, Event]]:
+        """Up to `limit` events after `position` (from the start if None), oldest first."""
+        ...
+
+    def head(self, program_id: int) -> FeedPosition | None:
+        """The position of the newest event the feed shows today (None if it shows none)."""
+        ...
+
+    def purge(self, *, before: datetime) -> int:
+        """Drop events created before `before`; return how many."""
+        ...
+
+
 # Administration.
 
 
@@ -257,6 +293,8 @@ class Tx(Protocol):
     def catalog(self) -> CatalogRows: ...
     @property
     def replies(self) -> ReplyRows: ...
+    @property
+    def events(self) -> EventRows: ...
     @property
     def programs(self) -> ProgramRows: ...
     @property

@@ -15,9 +15,13 @@ import msgspec
 from starlette.responses import Response
 
 from tally.commands import BalanceView, BulkOutcome, Listing, Posting, Reply
-from tally.domain import Entry, Member, Program, Redemption, Reward
+from tally.domain import Program
 from tally.http import schemas as s
 from tally.http.errors import error_body
+from tally.views import member_out as member_out
+from tally.views import redemption_out as redemption_out
+from tally.views import reward_out as reward_out
+from tally.views import transaction_out as transaction_out
 
 encode = msgspec.json.Encoder().encode
 
@@ -59,24 +63,6 @@ def okay(render: Callable[[Any], Any]) -> Callable[[Any], tuple[int, bytes]]:
 
 
 # Renderers: domain values -> response structs.
-
-
-def transaction_out(entry: Entry) -> s.TransactionOut:
-    return s.TransactionOut(
-        transaction_id=entry.id,
-        member_id=entry.member_id,
-        type=entry.type.value,
-        status=entry.status.value,
-        points=entry.points,
-        reason=entry.reason,
-        reference=entry.reference,
-        metadata=s.raw(entry.metadata),
-        balance_after=entry.balance_after,
-        created_at=entry.created_at,
-        posted_at=entry.posted_at,
-        available_at=entry.available_at,
-        expires_at=entry.expires_at,
-    )
 
 
 def created_out(posting: Posting) -> s.TransactionCreatedOut:
@@ -126,37 +112,5 @@ def bulk_out(outcome: BulkOutcome) -> s.BulkOut:
     )
 
 
-def member_out(member: Member) -> s.MemberOut:
-    p = member.profile
-    return s.MemberOut(p.member_id, p.email, p.name, s.raw(p.metadata), member.created_at)
-
-
 def program_out(program: Program) -> s.ProgramOut:
     return s.ProgramOut(program.name, program.points_expire_after_days, program.created_at)
-
-
-def reward_out(reward: Reward) -> s.RewardOut:
-    return s.RewardOut(
-        reward.id,
-        reward.name,
-        reward.points_cost,
-        reward.stock,
-        reward.active,
-        s.raw(reward.metadata),
-        reward.created_at,
-    )
-
-
-def redemption_out(r: Redemption) -> s.RedemptionOut:
-    return s.RedemptionOut(
-        r.id,
-        r.member_id,
-        r.reward_id,
-        r.quantity,
-        r.points,
-        r.status.value,
-        r.transaction_id,
-        r.refund_transaction_id,
-        r.created_at,
-        r.cancelled_at,
-    )

@@ -15,6 +15,14 @@ from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from tally.domain import MAX_POINTS
 
+# The objects' own structs are shared with the outbox's events (`tally.views`).
+from tally.views import MemberOut as MemberOut
+from tally.views import RedemptionOut as RedemptionOut
+from tally.views import RewardOut as RewardOut
+from tally.views import StoredJson as StoredJson
+from tally.views import TransactionOut as TransactionOut
+from tally.views import raw as raw
+
 MemberId = Annotated[
     str,
     Meta(
@@ -30,7 +38,6 @@ Timestamp = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a zone.
 Metadata = Annotated[
     dict[str, Any], Meta(description="Any JSON object up to 16 KiB, returned unchanged.")
 ]
-StoredJson = Annotated[Raw, Meta(extra_json_schema={"type": "object"})]
 
 
 class _In(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -139,22 +146,6 @@ class TransactionCreatedOut(Struct):
     created_at: datetime
 
 
-class TransactionOut(Struct):
-    transaction_id: str
-    member_id: str
-    type: str
-    status: str
-    points: int
-    reason: str
-    reference: str | None
-    metadata: StoredJson | None
-    balance_after: int | None
-    created_at: datetime
-    posted_at: datetime | None
-    available_at: datetime | None
-    expires_at: datetime | None
-
-
 class BulkPostingOut(Struct):
     index: int
     member_id: str
@@ -181,41 +172,10 @@ class BulkOut(Struct):
     errors: list[BulkErrorOut]
 
 
-class MemberOut(Struct):
-    member_id: str
-    email: str | None
-    name: str | None
-    metadata: StoredJson | None
-    created_at: datetime
-
-
 class ProgramOut(Struct):
     name: str
     points_expire_after_days: int | None
     created_at: datetime
-
-
-class RewardOut(Struct):
-    reward_id: str
-    name: str
-    points_cost: int
-    stock: int | None
-    active: bool
-    metadata: StoredJson | None
-    created_at: datetime
-
-
-class RedemptionOut(Struct):
-    redemption_id: str
-    member_id: str
-    reward_id: str
-    quantity: int
-    points: int
-    status: str
-    transaction_id: str
-    refund_transaction_id: str | None
-    created_at: datetime
-    cancelled_at: datetime | None
 
 
 class HealthOut(Struct):
@@ -237,7 +197,3 @@ class ErrorOut(Struct):
 def stored_json(value: dict[str, Any] | None) -> str | None:
     """The text a metadata object is stored (and later returned) as."""
     return None if value is None else msgspec.json.encode(value).decode()
-
-
-def raw(text: str | None) -> Raw | None:
-    return None if text is None else Raw(text.encode())

@@ -300,6 +300,13 @@ def plan_maturity(account: Account, event: Maturity) -> tuple[Account, Lot]:
     return account, Lot(award.entry_id, award.points, award.expires_at, account.last_seq)
 
 
+def posted(entry: Entry, lot: Lot, *, balance_after: int, at: datetime) -> Entry:
+    """The pending award `entry` as it reads once posted as `lot` (see `plan_maturity`)."""
+    return replace(
+        entry, status=EntryStatus.POSTED, seq=lot.seq, balance_after=balance_after, posted_at=at
+    )
+
+
 def plan_expiry(member: Member, account: Account, event: Expiry) -> Spend:
     """What is left of a lot leaves the balance as one `expire` entry, dated when it expired."""
     lot = event.lot

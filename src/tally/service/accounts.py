@@ -16,6 +16,7 @@ from tally.errors import MemberNotFound
 from tally.ports import MemberState, Tx
 from tally.rules import points as rules
 from tally.rules.lots import Maturity, PendingAward, due_events
+from tally.service import outbox
 from tally.service.runner import Due
 
 
@@ -59,9 +60,10 @@ def locked_members(
 
 def catch_up(tx: Tx, member: Member, now: datetime) -> Member:
     """Post pending awards and expire lots that are due by `now`, in the order they fell due."""
+    pending_entries = {e.id: e for e in tx.entries.pending_awards(member.pk, due_by=now)}
     pending = [
         PendingAward(e.id, e.points, e.available_at or e.created_at, e.expires_at)
-        for e in tx.entries.pending_awards(member.pk, due_by=now)
+        for e in pending_entries.values()
     ]
     account = member.account
     for event in due_events(pending, tx.lots.due(member.pk, by=now), now=now):
@@ -71,9 +73,13 @@ def catch_up(tx: Tx, member: Member, now: datetime) -> Member:
                 lot.entry_id, seq=lot.seq, balance_after=account.balance, posted_at=event.at
             )
             tx.lots.insert(lot, member_pk=member.pk)
+            posted = pending_entries[lot.entry_id]
+            outbox.transaction_posted(
+                tx, rules.posted(posted, lot, balance_after=account.balance, at=event.at), now
+            )
         else:
             expired = rules.plan_expiry(member, account, event)
-            write_spend(tx, expired)
+            write_spend(tx, expired, now)
             account = expired.account
     tx.members.save_account(member.pk, account)
     return replace(member, account=account)
@@ -119,9 +125,11 @@ def current_member(
     return current_state(tx, program_id, member_id, now, writable).member
 
 
-def write_awards(tx: Tx, postings: list[Posting]) -> None:
-    """Write planned awards: their entries, a lot for each posted one, each member's account."""
+def write_awards(tx: Tx, postings: list[Posting], now: datetime) -> None:
+    """Write planned awards: their entries, a lot for each posted one, each member's account,
+    and their events."""
     tx.entries.insert_many([p.entry for p in postings])
+    outbox.transactions_created(tx, [p.entry for p in postings], now)
     tx.lots.insert_many(
         [
             (rules.lot_of(p.entry), p.entry.member_pk)
@@ -133,10 +141,11 @@ def write_awards(tx: Tx, postings: list[Posting]) -> None:
     tx.members.save_accounts({p.entry.member_pk: p.account for p in postings})
 
 
-def write_spend(tx: Tx, spend: rules.Spend) -> None:
-    """Write a planned spend or expiry: its entry, the lots' new remainders and the draws (the
-    caller saves the account)."""
+def write_spend(tx: Tx, spend: rules.Spend, now: datetime) -> None:
+    """Write a planned spend or expiry: its entry and event, the lots' new remainders and the
+    draws (the caller saves the account)."""
     tx.entries.insert(spend.entry)
+    outbox.transactions_created(tx, [spend.entry], now)
     for lot_id, remaining in spend.remaining.items():
         tx.lots.set_remaining(lot_id, remaining)
     tx.lots.insert_draws(spend.entry.id, spend.draws)
@@ -164,7 +173,7 @@ def spend(
     planned = rules.plan_spend(
         member, lots, kind, points, reason=reason, now=now, reference=reference, metadata=metadata
     )
-    write_spend(tx, planned)
+    write_spend(tx, planned, now)
     tx.members.save_account(member.pk, planned.account)
     return planned.posting
 
@@ -179,6 +188,7 @@ def refund(tx: Tx, locked: MemberState, points: int, *, reason: str, now: dateti
         now=now,
     )
     tx.entries.insert(posting.entry)
+    outbox.transactions_created(tx, [posting.entry], now)
     tx.lots.insert(rules.lot_of(posting.entry), member_pk=locked.member.pk)
     tx.members.save_account(locked.member.pk, posting.account)
     return posting

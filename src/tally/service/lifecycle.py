@@ -9,7 +9,7 @@ from functools import partial
 from tally.commands import Clock, Idempotency, Posting, Reply, SweepReport
 from tally.ports import Tx
 from tally.rules import points as rules
-from tally.service import accounts
+from tally.service import accounts, outbox
 from tally.service.points import entry_or_raise
 from tally.service.runner import IDEMPOTENCY_RETENTION, Render, Runner
 
@@ -34,6 +34,7 @@ class Lifecycle:
             posting = rules.plan_cancel_award(entry, member)
             tx.entries.cancel_pending(entry.id)
             tx.members.save_account(member.pk, posting.account)
+            outbox.transaction_cancelled(tx, posting.entry, now)
             return posting
 
         return await self._runner.change(program_id, idempotency, effect, render)

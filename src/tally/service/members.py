@@ -11,6 +11,7 @@ from tally.commands import Idempotency, Listing, Reply
 from tally.domain import Member, Page, Profile
 from tally.errors import MemberExists, MemberNotFound
 from tally.ports import Tx
+from tally.service import outbox
 from tally.service.runner import Render, Runner
 
 
@@ -38,6 +39,7 @@ class Members:
                 raise MemberExists(f"Member {chosen.member_id} already exists.")
             member = tx.members.get(program_id, chosen.member_id)
             assert member is not None
+            outbox.member_created(tx, member, now)
             return member
 
         return await self._runner.change(program_id, idempotency, effect, render)

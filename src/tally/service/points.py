@@ -45,7 +45,7 @@ class Points:
             posting = rules.plan_award(
                 locked.member, cmd, expire_after_days=locked.expire_after_days, now=now
             )
-            accounts.write_awards(tx, [posting])
+            accounts.write_awards(tx, [posting], now)
             return posting
 
         return await self._runner.change(program_id, idempotency, effect, render)
@@ -65,7 +65,7 @@ class Points:
             policy = next((s.expire_after_days for s in states.values()), None)
             members = {member_id: state.member for member_id, state in states.items()}
             outcome = rules.plan_bulk(cmd, members, expire_after_days=policy, now=now)
-            accounts.write_awards(tx, [posting for _, posting in outcome.postings])
+            accounts.write_awards(tx, [posting for _, posting in outcome.postings], now)
             return outcome
 
         # Off the event loop: up to 10,000 awards must not hold up every other request.

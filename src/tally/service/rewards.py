@@ -18,7 +18,7 @@ from tally.domain import EntryType, Page, Redemption, Reward
 from tally.errors import MemberNotFound, RedemptionNotFound, RewardNotFound
 from tally.ports import Tx
 from tally.rules import rewards as rules
-from tally.service import accounts
+from tally.service import accounts, outbox
 from tally.service.runner import Render, Runner
 
 
@@ -37,6 +37,7 @@ class Rewards:
         def effect(tx: Tx, now: datetime) -> Reward:
             reward = rules.new_reward(draft, program_id=program_id, now=now)
             tx.catalog.insert_reward(reward)
+            outbox.reward_changed(tx, reward, now, created=True)
             return reward
 
         return await self._runner.change(program_id, idempotency, effect, render)
@@ -59,6 +60,7 @@ class Rewards:
             reward = _reward_or_raise(tx, program_id, reward_id, lock=True)
             reward = rules.changed_reward(reward, changes)
             tx.catalog.update_reward(reward)
+            outbox.reward_changed(tx, reward, self._runner.clock(), created=False)
             return reward
 
         return await self._runner.write(work)
@@ -91,6 +93,7 @@ class Rewards:
                 member, reward, cmd.quantity, points=points, entry=posting.entry, now=now
             )
             tx.catalog.insert_redemption(redemption)
+            outbox.redemption_changed(tx, redemption, now, created=True)
             return RedemptionResult(redemption, posting.entry)
 
         return await self._runner.change(program_id, idempotency, effect, render)
@@ -121,6 +124,7 @@ class Rewards:
                 tx.catalog.update_reward(restocked)
             tx.catalog.cancel_redemption(redemption.id, refund_id=posting.entry.id, now=now)
             cancelled = rules.cancelled(redemption, refund_id=posting.entry.id, now=now)
+            outbox.redemption_changed(tx, cancelled, now, created=False)
             return RedemptionResult(cancelled, posting.entry)
 
         return await self._runner.change(program_id, idempotency, effect, render)

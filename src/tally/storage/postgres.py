@@ -56,6 +56,8 @@ DIALECT = Dialect(
     for_update=" FOR UPDATE",
     for_update_of_member=" FOR UPDATE OF m",
     claim_key=_claim_advisory,
+    # The oldest transaction still running: every id below it has committed or rolled back.
+    feed_horizon="pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
 )
 
 

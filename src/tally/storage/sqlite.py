@@ -60,6 +60,7 @@ DIALECT = Dialect(
     for_update="",
     for_update_of_member="",
     claim_key=_always_claimed,
+    feed_horizon="1",  # every committed row is final: one writer at a time
 )
 
 

@@ -1,8 +1,9 @@
 """The storage contract (`tally.ports.Tx`) in SQL that SQLite and PostgreSQL both speak.
 
-One module per role: `members`, `entries`, `lots`, `catalog` (the ledger's own rows), `admin`
-(programs, keys, idempotency replies) and `audit`; `rows` converts rows to values, `session`
-runs statements. Connections, transactions and commits belong to the backends, not here.
+One module per role: `members`, `entries`, `lots`, `catalog` (the ledger's own rows), `events`
+(the outbox), `admin` (programs, keys, idempotency replies) and `audit`; `rows` converts rows
+to values, `session` runs statements. Connections, transactions and commits belong to the
+backends, not here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from tally.storage.sql.admin import SqlKeys, SqlPrograms, SqlReplies
 from tally.storage.sql.audit import SqlAudit
 from tally.storage.sql.catalog import SqlCatalog
 from tally.storage.sql.entries import SqlEntries
+from tally.storage.sql.events import SqlEvents
 from tally.storage.sql.lots import SqlLots
 from tally.storage.sql.members import SqlMembers
 from tally.storage.sql.session import Connection, Dialect, Session
@@ -27,6 +29,7 @@ class SqlTx:
         "lots",
         "catalog",
         "replies",
+        "events",
         "programs",
         "keys",
         "audit",
@@ -39,6 +42,7 @@ class SqlTx:
         self.lots = SqlLots(session)
         self.catalog = SqlCatalog(session)
         self.replies = SqlReplies(session)
+        self.events = SqlEvents(session)
         self.programs = SqlPrograms(session)
         self.keys = SqlKeys(session)
         self.audit = SqlAudit(session)

@@ -31,6 +31,8 @@ class Dialect:
     for_update: str
     for_update_of_member: str  # locks the member row only, not the rows joined to it
     claim_key: Callable[[Connection, int, str], bool]
+    # An expression: the events feed shows rows whose `commit_xid` is below it (events.py).
+    feed_horizon: str
     # Each query's text with this dialect's placeholders, made once per process.
     texts: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 

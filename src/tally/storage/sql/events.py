@@ -1,0 +1,77 @@
+"""The outbox in SQL: `EventRows`.
+
+A feed position is (commit_xid, seq). On SQLite, one writer at a time makes `seq` alone commit
+order and `commit_xid` is always 0. On PostgreSQL a row's `seq` is drawn before its transaction
+commits, so a later `seq` can become visible first; the feed therefore shows only rows whose
+writing transaction is older than every transaction still running (`Dialect.feed_horizon`), in
+(transaction id, seq) order. Any row inserted later belongs to a transaction at or above that
+horizon, so it sorts after everything already shown: a consumer paging with `after` never misses
+a row and never sees one twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tally.domain import Event, FeedPosition
+from tally.storage.sql.rows import from_micros, to_micros
+from tally.storage.sql.session import Session
+
+_COLUMNS = "commit_xid, seq, id, program_id, type, created_at, body"
+
+
+class SqlEvents:
+    __slots__ = ("_s",)
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def append(self, events: list[Event]) -> None:
+        self._s.run_many(
+            "INSERT INTO events (id, program_id, type, created_at, body) VALUES (?, ?, ?, ?, ?)",
+            [(e.id, e.program_id, e.type, to_micros(e.created_at), e.body) for e in events],
+        )
+
+    def position(self, program_id: int, event_id: str) -> FeedPosition | None:
+        row = self._s.one(
+            "SELECT commit_xid, seq FROM events WHERE id = ? AND program_id = ?",
+            (event_id, program_id),
+        )
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def after(
+        self,
+        program_id: int,
+        position: FeedPosition | None,
+        *,
+        limit: int,
+        types: list[str] | None = None,
+    ) -> list[tuple[FeedPosition, Event]]:
+        xid, seq = position if position is not None else (-1, -1)
+        typed = "" if not types else f" AND type IN ({', '.join('?' * len(types))})"
+        found = self._s.all(
+            f"SELECT {_COLUMNS} FROM events "
+            "WHERE program_id = ? AND (commit_xid, seq) > (?, ?) "
+            f"AND commit_xid < {self._s.dialect.feed_horizon}{typed} "
+            "ORDER BY commit_xid, seq LIMIT ?",
+            (program_id, xid, seq, *(types or ()), limit),
+        )
+        return [
+            ((int(r[0]), int(r[1])), Event(r[2], r[3], r[4], from_micros(r[5]), r[6]))
+            for r in found
+        ]
+
+    def head(self, program_id: int) -> FeedPosition | None:
+        row = self._s.one(
+            "SELECT commit_xid, seq FROM events "
+            f"WHERE program_id = ? AND commit_xid < {self._s.dialect.feed_horizon} "
+            "ORDER BY commit_xid DESC, seq DESC LIMIT 1",
+            (program_id,),
+        )
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def purge(self, *, before: datetime) -> int:
+        found = self._s.all(
+            "DELETE FROM events WHERE created_at < ? RETURNING seq", (to_micros(before),)
+        )
+        return len(found)
