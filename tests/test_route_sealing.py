@@ -186,6 +186,7 @@ NAMES_NOTHING = {
     "PATCH /v1/program": "changes B's own program",
     "GET /v1/rewards": "lists B's own rewards",
     "POST /v1/rewards": "creates one of B's rewards",
+    "GET /v1/events": "lists B's own events",
 }
 # Where naming A's id is not a 404: enrolling `alice` in B makes B's own alice, exactly as
 # enrolling a name nobody uses would.

@@ -10,6 +10,7 @@ from typing import Generic, TypeVar
 from tally.domain import (
     Account,
     Entry,
+    Event,
     Page,
     Redemption,
     Scope,
@@ -154,6 +155,23 @@ class Listing(Generic[V]):
 class RedemptionResult:
     redemption: Redemption
     entry: Entry
+
+
+@dataclass(frozen=True, slots=True)
+class FeedQuery:
+    """A page of the event feed: after the event `after` (from the start if None), at most
+    `limit` events, of the `types` given (every type if None)."""
+
+    after: str | None
+    limit: int
+    types: list[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    events: list[Event]
+    has_more: bool
+    next_after: str | None  # where the next poll starts: the last event listed, or `after`
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,8 +210,8 @@ def idempotency(request: Request, body: bytes) -> Idempotency | None:
 
 
 def page(request: Request) -> Page:
-    number = _int_param(request, "page", default=1, low=1, high=10**9)
-    size = _int_param(request, "per_page", default=20, low=1, high=100)
+    number = int_param(request, "page", default=1, low=1, high=10**9)
+    size = int_param(request, "per_page", default=20, low=1, high=100)
     return Page(number, size)
 
 
@@ -235,7 +235,7 @@ def query_value(request: Request, name: str) -> str | None:
     return values[0] if values else None
 
 
-def _int_param(request: Request, name: str, *, default: int, low: int, high: int) -> int:
+def int_param(request: Request, name: str, *, default: int, low: int, high: int) -> int:
     text = query_value(request, name)
     if text is None:
         return default

@@ -87,7 +87,9 @@ _REQUEST_ID = {
 def openapi_document(routes: tuple[RouteSpec, ...]) -> dict[str, Any]:
     types: list[Any] = [schemas.ErrorOut, schemas.ListMeta]
     for route in routes:
-        types += [t for t in (route.body, route.response) if t is not None and t is not str]
+        types += [
+            t for t in (route.body, route.response, route.meta) if t is not None and t is not str
+        ]
     refs, components = msgspec.json.schema_components(types, ref_template=_REF)
     ref_of = dict(zip(types, refs, strict=True))
     paths: dict[str, dict[str, Any]] = {}
@@ -114,8 +116,9 @@ def _operation(route: RouteSpec, ref_of: dict[Any, Any]) -> dict[str, Any]:
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in _path_names(route.path)
     ]
+    own = route.query_schemas or {}
     parameters += [
-        {"name": name, "in": "query", "required": False, "schema": _QUERY[name]}
+        {"name": name, "in": "query", "required": False, "schema": own.get(name, _QUERY.get(name))}
         for name in route.query
     ]
     if route.method == "POST":
@@ -135,7 +138,8 @@ def _operation(route: RouteSpec, ref_of: dict[Any, Any]) -> dict[str, Any]:
     # Rate limits, and their headers, are for /v1 (`limits.py`); every answer has its id.
     common = _LIMITED if route.auth else _TRACED
     if route.media_type == "application/json":
-        success = _envelope(ref_of[route.response], listing=route.listing)
+        meta = ref_of[route.meta] if route.meta is not None else None
+        success = _envelope(ref_of[route.response], listing=route.listing, meta=meta)
         content = {"application/json": {"schema": success}}
     else:
         content = {route.media_type: {"schema": {"type": "string"}}}
@@ -157,11 +161,13 @@ def _operation(route: RouteSpec, ref_of: dict[Any, Any]) -> dict[str, Any]:
     return operation
 
 
-def _envelope(schema: dict[str, Any], *, listing: bool) -> dict[str, Any]:
+def _envelope(
+    schema: dict[str, Any], *, listing: bool, meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
     data = {"type": "array", "items": schema} if listing else schema
     properties: dict[str, Any] = {"success": {"const": True}, "data": data}
     if listing:
-        properties["meta"] = {"$ref": _REF.format(name="ListMeta")}
+        properties["meta"] = meta or {"$ref": _REF.format(name="ListMeta")}
     return {"type": "object", "properties": properties, "required": list(properties)}
 
 

@@ -29,7 +29,7 @@ encode = msgspec.json.Encoder().encode
 # JSON responses
 
 
-def ok(data: Any, *, meta: s.ListMeta | None = None) -> bytes:
+def ok(data: Any, *, meta: s.ListMeta | s.FeedMeta | None = None) -> bytes:
     """The success envelope: `{"success": true, "data": ...}`, with `meta` for a list."""
     if meta is None:
         return encode({"success": True, "data": data})

@@ -182,6 +182,21 @@ class HealthOut(Struct):
     status: str
 
 
+class EventOut(Struct):
+    """An event as the feed lists it and a webhook delivers it."""
+
+    event_id: str
+    type: str
+    timestamp: datetime
+    data: StoredJson
+
+
+class FeedMeta(Struct):
+    limit: int
+    has_more: bool
+    next_after: str | None
+
+
 class ListMeta(Struct):
     page: int
     per_page: int

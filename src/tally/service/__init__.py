@@ -1,9 +1,9 @@
 """Tally's use cases, one module per feature over one shared `Runner`.
 
 `runner` owns the transaction, idempotency and retries; `accounts` loads a member up to date and
-saves what a rule planned; `members`, `points`, `lifecycle`, `rewards`, `programs` and `access`
-are the features. A new feature is a new module here and one more field of `Ledger`. Nothing
-here speaks HTTP or SQL.
+saves what a rule planned; `outbox` writes the events of a change; `members`, `points`,
+`lifecycle`, `rewards`, `programs`, `access` and `events` (the feed) are the features. A new
+feature is a new module here and one more field of `Ledger`. Nothing here speaks HTTP or SQL.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from tally.commands import Clock
 from tally.keys import KeyCache
 from tally.ports import Store
 from tally.service.access import Access
+from tally.service.events import Events
 from tally.service.lifecycle import Lifecycle
 from tally.service.members import Members
 from tally.service.points import Points
@@ -35,3 +36,4 @@ class Ledger:
         self.lifecycle = Lifecycle(runner)
         self.rewards = Rewards(runner)
         self.programs = Programs(runner)
+        self.events = Events(runner)

@@ -25,7 +25,7 @@ class RouteSpec:
     `body` is the JSON body the route decodes (None: it decodes none), `body_required` False
     when an empty body stands for `{}`; `auth` False for the operations routes outside `/v1`
     (no key, no rate limit); `media_type` of the success when it is not a JSON envelope
-    (`/metrics`); `errors` are the codes of
+    (`/metrics`); `meta` and `query_schemas` as commented below; `errors` are the codes of
     the route's own rules (`member_not_found`, `insufficient_points`, ...); the codes its shape
     implies are added by `error_codes`.
     """
@@ -44,6 +44,10 @@ class RouteSpec:
     errors: tuple[str, ...] = ()
     auth: bool = True
     media_type: str = "application/json"
+    # A listing's `meta` when it is not the page meta (`ListMeta`), and the schemas of query
+    # parameters whose meaning is this route's own (`type` of an event, not of a transaction).
+    meta: type | None = None
+    query_schemas: dict[str, dict[str, object]] | None = None
 
     @property
     def scope(self) -> Scope:
