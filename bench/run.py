@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import seed
+from harness import webhooks as hooks
 from harness.config import FULL, LOAD_SCENARIOS, RESULTS_DIR, SMOKE, Mode
 from harness.databases import (
     DEFAULT_PG_ADMIN_URL,
@@ -42,7 +43,7 @@ from harness.report import (
 )
 from harness.report import write_json as write_results
 
-ALL_SCENARIOS = (*LOAD_SCENARIOS, "bulk", "history")
+ALL_SCENARIOS = (*LOAD_SCENARIOS, "bulk", "webhooks", "history")
 BUSY_LOAD = 1.5  # the load average right after a run of ours alone stays below this
 
 
@@ -143,6 +144,8 @@ class Bench:
             results = self.load_scenarios(server, db)
             if "bulk" in self.scenarios:
                 results.append(self.measured(server, time_bulk(server.url, db.key, self.mode)))
+            if "webhooks" in self.scenarios:
+                results += self.webhooks(server, db)
             verified = self.verify(db, setup, "after the load")
             if "history" in self.scenarios:
                 setup["history_" + self.mode.history_load] = self.seed_history(server, db)
@@ -189,6 +192,29 @@ class Bench:
                 f"{result.errors} errors, {result.rss_mb:.0f} MiB"
             )
         return results
+
+    def webhooks(self, server: Server, db: Database) -> list[LoadResult]:
+        """`award` again with a webhook endpoint for every event (the dispatcher delivering
+        meanwhile), how long the deliveries took to drain, and 10,000 deliveries end to end."""
+        with reference_server("refs.receiver", workers=1, log_dir=self.log_dir) as receiver:
+            hooks.subscribe(server.url, db.key, receiver.url)
+            made = 0
+            if self.mode.warmup:
+                warm = run_wrk(server.url, db.key, "award", self.mode, self.mode.warmup)
+                made += warm.statuses.get("201", 0)
+            result = run_wrk(server.url, db.key, "award", self.mode, self.mode.seconds)
+            made += result.statuses.get("201", 0)
+            result = replace(result, scenario="award webhooks", rss_mb=round(server.rss_mb(), 1))
+            drained = hooks.wait_for(receiver.url, made)
+            result.extra["drain_seconds"] = None if drained is None else round(drained, 2)
+            result.extra["deliveries"] = made
+            self.say(
+                f"{db.backend} award webhooks: {result.rps:,.0f}/s, p99 {result.p99_ms:.1f} ms; "
+                f"{made:,} deliveries drained {drained and round(drained, 1)} s after the load"
+            )
+            delivered = hooks.time_deliveries(server.url, db.key, receiver.url, self.mode)
+            self.say(f"{db.backend} {delivered.scenario}: {delivered.p50_ms / 1000:.1f} s")
+        return [result, delivered]
 
     def measured(self, server: Server, result: LoadResult) -> LoadResult:
         """`result` with the server's memory right after it; logged."""

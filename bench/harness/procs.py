@@ -138,7 +138,8 @@ def tally_server(database_url: str, *, workers: int, log_dir: Path) -> Iterator[
     ]
     # One key sends thousands of requests a second: the per-key rate limit (on by default)
     # would refuse most of them. Everything else is as a user runs it.
-    unlimited = {"TALLY_RATE_LIMIT": "off"}
+    # The webhooks scenario's receiver listens on 127.0.0.1, which the SSRF guard refuses.
+    unlimited = {"TALLY_RATE_LIMIT": "off", "TALLY_WEBHOOKS_ALLOW_PRIVATE": "true"}
     server = _start("tally-" + database_url.split(":", 1)[0], command, port, log_dir, unlimited)
     try:
         yield server

@@ -86,6 +86,12 @@ def check_targets(run: BackendRun, ceiling: LoadResult | None) -> list[Check]:
         checks.append(_at_least(b, "balance", balance.rps, goal["balance"], "/s"))
     if bulk := run.get("bulk"):
         checks.append(_at_most(b, "bulk 10,000 (median)", bulk.p50_ms / 1000, goal["bulk"], "s"))
+    if (hooked := run.get("award webhooks")) and (award := run.get("award")):
+        share = hooked.rps / award.rps
+        checks.append(Check(b, "award, webhooks on >= 80% of off", f"{share:.0%}", share >= 0.8))
+    if delivered := next((r for r in run.results if r.scenario.startswith("deliver ")), None):
+        seconds = delivered.p50_ms / 1000
+        checks.append(_at_most(b, delivered.scenario + " deliveries", seconds, 60, "s"))
     if first := run.get("history p1"):
         checks.append(_at_most(b, "history page 1 (median)", first.p50_ms, 10, "ms"))
     if last := run.get("history last"):
@@ -103,10 +109,10 @@ def _ratio(value: float, reference: LoadResult | None) -> str:
 def _row(backend: str, r: LoadResult, floor: LoadResult | None, ceil: LoadResult | None) -> str:
     """One table row; bulk shows awards/s, and its p50/p99 are the median/max request time."""
     rps = r.rps
-    if r.scenario == "bulk":
+    if r.scenario == "bulk" or r.scenario.startswith("deliver "):
         rps = r.extra["items"] / (r.p50_ms / 1000)
     ratios = [_ratio(rps, floor), _ratio(rps, ceil)]
-    if r.scenario.startswith("history"):
+    if r.scenario.startswith(("history", "deliver")):
         ratios = ["-", "-"]  # one request at a time: nothing to compare with a throughput
     cells = [
         backend,
