@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
@@ -24,11 +25,12 @@ from tally.maintenance import (
     bootstrap,
     create_key,
     restore,
+    run_async,
     sweep_now,
     verify,
 )
 from tally.ports import Store
-from tally.service import system_clock
+from tally.service import WebhookPolicy, system_clock
 
 
 @contextlib.contextmanager
@@ -191,10 +193,54 @@ def verify_command(database_url: str) -> None:
 def sweep(database_url: str) -> None:
     """Post pending points and expire lots that are due, then exit."""
     with _opened(database_url) as store:
-        report = sweep_now(store)
+        report = sweep_now(store, webhooks=_webhook_policy(Settings.from_env()))
     click.echo(
         f"Swept {report.members} member(s); dropped {report.purged_replies} old idempotency "
-        "replies."
+        f"replies, {report.purged_events} old events and {report.purged_deliveries} old webhook "
+        "deliveries."
+    )
+
+
+@main.command()
+@database_option
+@click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
+def deliver(database_url: str, once: bool) -> None:
+    """Deliver webhooks: the same dispatcher that runs inside `tally serve`, as a process of
+    its own (any number may run beside the servers). SIGTERM or Ctrl-C stops it; attempts cut
+    off are made again once their lease runs out."""
+    from tally.delivery.dispatcher import Dispatcher
+    from tally.delivery.sender import Sender
+    from tally.service import Ledger
+
+    settings = Settings.from_env()
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    with _opened(database_url) as store:
+        ledger = Ledger(store, webhooks=_webhook_policy(settings))
+
+        async def main() -> None:
+            sender = Sender(
+                timeout=settings.webhooks_timeout_seconds,
+                allow_private=settings.webhooks_allow_private,
+            )
+            dispatcher = Dispatcher(
+                ledger.webhooks, sender, poll_seconds=settings.webhooks_poll_seconds or 0.5
+            )
+            try:
+                await (dispatcher.run_once() if once else dispatcher.run())
+            finally:
+                await sender.aclose()
+
+        with contextlib.suppress(KeyboardInterrupt):
+            run_async(store, main)
+        if once:
+            click.echo("Delivered everything due.")
+
+
+def _webhook_policy(settings: Settings) -> WebhookPolicy:
+    return WebhookPolicy(
+        allow_private=settings.webhooks_allow_private,
+        schedule=settings.webhooks_retry_schedule,
+        retention=timedelta(days=settings.events_retention_days),
     )
 
 

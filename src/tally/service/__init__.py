@@ -1,9 +1,9 @@
 """Tally's use cases, one module per feature over one shared `Runner`.
 
 `runner` owns the transaction, idempotency and retries; `accounts` loads a member up to date and
-saves what a rule planned; `members`, `points`, `lifecycle`, `rewards`, `programs` and `access`
-are the features. A new feature is a new module here and one more field of `Ledger`. Nothing
-here speaks HTTP or SQL.
+saves what a rule planned; `members`, `points`, `lifecycle`, `rewards`, `programs`, `access`
+and `webhooks` are the features. A new feature is a new module here and one more field of
+`Ledger`. Nothing here speaks HTTP or SQL.
 """
 
 from __future__ import annotations
@@ -18,20 +18,28 @@ from tally.service.points import Points
 from tally.service.programs import Programs
 from tally.service.rewards import Rewards
 from tally.service.runner import Runner, system_clock
+from tally.service.webhooks import WebhookPolicy, Webhooks
 
-__all__ = ["Ledger", "system_clock"]
+__all__ = ["Ledger", "WebhookPolicy", "system_clock"]
 
 
 class Ledger:
     """Every use case of one running server (or one CLI command) over one store."""
 
     def __init__(
-        self, store: Store, *, clock: Clock = system_clock, key_cache: KeyCache | None = None
+        self,
+        store: Store,
+        *,
+        clock: Clock = system_clock,
+        key_cache: KeyCache | None = None,
+        webhooks: WebhookPolicy | None = None,
     ) -> None:
         runner = Runner(store, clock=clock)
+        webhooks = webhooks or WebhookPolicy()
         self.access = Access(runner, key_cache=key_cache or KeyCache())
         self.members = Members(runner)
         self.points = Points(runner)
-        self.lifecycle = Lifecycle(runner)
+        self.lifecycle = Lifecycle(runner, retention=webhooks.retention)
         self.rewards = Rewards(runner)
         self.programs = Programs(runner)
+        self.webhooks = Webhooks(runner, policy=webhooks)

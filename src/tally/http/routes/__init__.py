@@ -1,13 +1,13 @@
 """`ROUTES`: the one table of routes that the router and the OpenAPI document are built from.
 
 One module per feature holds its handlers and its rows, in the same shape: `members`, `points`,
-`program`, `rewards` (with redemptions), and `operations` (`/healthz`, `/readyz`, `/metrics`,
-outside `/v1`). A row's fields are `spec.RouteSpec`.
+`program`, `rewards` (with redemptions), `webhooks` (endpoints, deliveries), and `operations`
+(`/healthz`, `/readyz`, `/metrics`, outside `/v1`). A row's fields are `spec.RouteSpec`.
 """
 
 from __future__ import annotations
 
-from tally.http.routes import members, operations, points, program, rewards
+from tally.http.routes import members, operations, points, program, rewards, webhooks
 from tally.http.routes.spec import RouteSpec
 
 ROUTES: tuple[RouteSpec, ...] = (
@@ -15,5 +15,6 @@ ROUTES: tuple[RouteSpec, ...] = (
     *points.ROUTES,
     *program.ROUTES,
     *rewards.ROUTES,
+    *webhooks.ROUTES,
     *operations.ROUTES,
 )
