@@ -68,9 +68,9 @@ def serve_app(
     monotonic: Callable[[], float] = time.monotonic,
     **settings: Any,
 ) -> Iterator[TestClient]:
-    app = create_app(
-        store, settings=Settings(sweep_interval=0, **settings), clock=clock, monotonic=monotonic
-    )
+    # No background sweep, and no webhook dispatcher unless a test asks for one.
+    settings = {"sweep_interval": 0, "webhooks_poll_seconds": 0, **settings}
+    app = create_app(store, settings=Settings(**settings), clock=clock, monotonic=monotonic)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

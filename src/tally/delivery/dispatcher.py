@@ -29,8 +29,9 @@ from tally.service.webhooks import Attempt, Webhooks
 
 log = logging.getLogger("tally.webhooks")
 
-LEASE_MARGIN = 30.0
-"""Seconds a lease outlives an attempt's timeout: time to record the outcome."""
+LEASE_MARGIN = 5.0
+"""Seconds a lease outlives an attempt's timeout: time to record the outcome. A process killed
+mid-attempt delays that attempt's retry by the timeout plus this."""
 
 
 class DeliveryStats:
