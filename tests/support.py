@@ -329,7 +329,15 @@ def everything(api: Api, key: str | None = None) -> dict[str, Any]:
         return response.json()["data"]
 
     members = data("/v1/members", per_page=100)
+    endpoints = data("/v1/webhook_endpoints", per_page=100)
     return {
+        "webhook_endpoints": {
+            e["endpoint_id"]: {
+                "endpoint": e,
+                "deliveries": data(f"/v1/webhook_endpoints/{e['endpoint_id']}/deliveries"),
+            }
+            for e in endpoints
+        },
         "program": data("/v1/program"),
         "rewards": data("/v1/rewards", per_page=100),
         "members": {
