@@ -19,12 +19,12 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from tally.domain import Scope
-from tally.maintenance import create_key, sweep_now, verify
+from tally.maintenance import create_key, sweep_now
 from tally.ports import Store
 from tally.service import WebhookPolicy
 from tests.ledger_support import program_id
 from tests.support import Api, FakeClock, serve_app, wait_until
-from tests.webhook_support import Received, Receiver, deliver_once, dispatching
+from tests.webhook_support import Received, Receiver, deliver_once, dispatching, hooks_api
 
 
 @pytest.fixture
@@ -34,11 +34,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def hooks(store: Store, clock: FakeClock) -> Iterator[Api]:
-    """The API of program `acme`, allowing endpoints on loopback (the receiver's)."""
-    key = create_key(store, program="acme", scope=Scope.WRITE, now=clock()).secret
-    with serve_app(store, clock=clock, webhooks_allow_private=True) as client:
-        yield Api(client, key, store=store, clock=clock)
-    assert verify(store) == []
+    yield from hooks_api(store, clock)
 
 
 @pytest.fixture

@@ -15,10 +15,12 @@ from typing import Any
 
 from tally.delivery.dispatcher import Dispatcher
 from tally.delivery.sender import Sender
-from tally.maintenance import run_async
+from tally.domain import Scope
+from tally.maintenance import create_key, run_async, verify
+from tally.ports import Store
 from tally.service import Ledger, WebhookPolicy
 from tally.storage import open_store
-from tests.support import FakeClock
+from tests.support import Api, FakeClock, serve_app
 
 FAST = (0.0, 0.0, 0.0)  # three attempts, each at once
 
@@ -134,6 +136,15 @@ class Receiver:
             self._server.shutdown()
             self._server.server_close()
             thread.join(timeout=10)
+
+
+def hooks_api(store: Store, clock: FakeClock) -> Iterator[Api]:
+    """The API of program `acme`, allowing endpoints on loopback (the receiver's); the ledger
+    must add up afterwards."""
+    key = create_key(store, program="acme", scope=Scope.WRITE, now=clock()).secret
+    with serve_app(store, clock=clock, webhooks_allow_private=True) as client:
+        yield Api(client, key, store=store, clock=clock)
+    assert verify(store) == []
 
 
 def policy(**fields: Any) -> WebhookPolicy:
