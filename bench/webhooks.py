@@ -77,9 +77,7 @@ def measure(database_url: str, events: int) -> float:
 
         async def create() -> str:
             draft = EndpointDraft(f"http://127.0.0.1:{port}/hook", ["*"], "bench")
-            reply = await ledger.webhooks.create(
-                program.id, draft, idempotency=None, render=shown
-            )
+            reply = await ledger.webhooks.create(program.id, draft, idempotency=None, render=shown)
             return reply.body.decode()
 
         endpoint_id = run_async(store, create)

@@ -108,7 +108,7 @@ class Dispatcher:
                 await task
         if self._finished:
             with contextlib.suppress(Exception):
-                await self._record()
+                await self._turn(claiming=False)
 
     async def _idle(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -118,37 +118,29 @@ class Dispatcher:
     async def _step(self) -> bool:
         """One turn of the loop; whether it found anything to do."""
         self._wake.clear()
-        recorded = await self._record() if self._finished else 0
         fanned = await self._webhooks.fan_out()
-        claimed = await self._claim()
+        done = await self._turn(claiming=True)
         await self._refresh_stats()
-        return bool(recorded or fanned or claimed)
+        return bool(fanned or done)
 
-    async def _record(self) -> int:
+    async def _turn(self, *, claiming: bool) -> int:
+        """Record the attempts that finished and claim more, in one transaction; how many of
+        either there were."""
         finished, self._finished = self._finished, []
         try:
-            kinds = await self._webhooks.record(finished)
+            turn = await self._webhooks.turn(
+                finished,
+                room=lambda endpoint_id: self._per_endpoint - self._busy[endpoint_id],
+                most=self._overall - len(self._tasks) if claiming else 0,
+                lease=self._lease,
+            )
         except BaseException:
             self._finished = finished + self._finished  # not recorded: keep them for next time
             raise
-        self.stats.outcomes.update(kinds)
-        return len(finished)
-
-    async def _claim(self) -> int:
-        room = self._overall - len(self._tasks)
-        if room <= 0:
-            return 0
-        started = 0
-        for endpoint_id in await self._webhooks.due_endpoints():
-            free = min(self._per_endpoint - self._busy[endpoint_id], room - started)
-            if free <= 0:
-                continue
-            for attempt in await self._webhooks.claim(endpoint_id, limit=free, lease=self._lease):
-                self._start(attempt)
-                started += 1
-            if started >= room:
-                break
-        return started
+        self.stats.outcomes.update(turn.outcomes)
+        for attempt in turn.attempts:
+            self._start(attempt)
+        return len(finished) + len(turn.attempts)
 
     def _start(self, attempt: Attempt) -> None:
         endpoint_id = attempt.claimed.endpoint_id

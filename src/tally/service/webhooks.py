@@ -49,6 +49,15 @@ class Attempt:
     headers: dict[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """What a dispatcher's turn did: the outcomes it recorded (succeeded, retried, failed),
+    and the attempts it claimed."""
+
+    outcomes: list[str]
+    attempts: list[Attempt]
+
+
 class Webhooks:
     def __init__(
         self,
@@ -274,59 +283,73 @@ class Webhooks:
         tx.webhooks.set_cursor(endpoint.id, found[-1][0])
         return len(found)
 
-    async def due_endpoints(self, *, limit: int = 1000) -> list[str]:
-        return await self._runner.store.read(
-            lambda tx: tx.webhooks.due_endpoints(now=self._runner.clock(), limit=limit)
-        )
+    async def turn(
+        self,
+        finished: Sequence[tuple[ClaimedAttempt, AttemptResult]],
+        *,
+        room: Callable[[str], int],
+        most: int,
+        lease: timedelta,
+    ) -> Turn:
+        """One turn of a dispatcher, in one transaction: record what came of `finished`
+        attempts (and what it means for their endpoints: a success clears their failing streak,
+        `410 Gone` or 5 days of failures disables them), then lease up to `most` due
+        deliveries, at most `room(endpoint_id)` of each endpoint's, signed for sending now."""
 
-    async def claim(self, endpoint_id: str, *, limit: int, lease: timedelta) -> list[Attempt]:
-        """Lease up to `limit` due deliveries of the endpoint and sign them for sending now."""
-
-        def work(tx: Tx) -> list[Attempt]:
+        def work(tx: Tx) -> Turn:
             now = self._runner.clock()
-            endpoint = tx.webhooks.endpoint_by_id(endpoint_id)
-            if endpoint is None or not endpoint.enabled:
-                return []
-            claimed = tx.webhooks.claim(endpoint_id, now=now, lease_until=now + lease, limit=limit)
-            secrets = rules.signing_secrets(endpoint, now)
-            return [
-                Attempt(
-                    c,
-                    endpoint.url,
-                    c.body,
-                    {}
-                    if c.body is None
-                    else signing.headers(secrets, msg_id=c.event_id, now=now, body=c.body),
-                )
-                for c in claimed
-            ]
+            outcomes = self._record(tx, finished, now) if finished else []
+            attempts: list[Attempt] = []
+            if most > 0:
+                for endpoint_id in tx.webhooks.due_endpoints(now=now, limit=1000):
+                    free = min(room(endpoint_id), most - len(attempts))
+                    if free > 0:
+                        attempts += self._claim(tx, endpoint_id, free, now + lease, now)
+                    if len(attempts) >= most:
+                        break
+            return Turn(outcomes, attempts)
 
         return await self._runner.write(work)
 
-    async def record(self, results: Sequence[tuple[ClaimedAttempt, AttemptResult]]) -> list[str]:
-        """Record what came of attempts, and what it means for their endpoints (a success
-        clears their failing streak; `410 Gone` or 5 days of failures disables them). Returns
-        each attempt's outcome: succeeded, retried or failed."""
+    def _claim(
+        self, tx: Tx, endpoint_id: str, limit: int, lease_until: datetime, now: datetime
+    ) -> list[Attempt]:
+        endpoint = tx.webhooks.endpoint_by_id(endpoint_id)
+        if endpoint is None or not endpoint.enabled:
+            return []
+        claimed = tx.webhooks.claim(endpoint_id, now=now, lease_until=lease_until, limit=limit)
+        secrets = rules.signing_secrets(endpoint, now)
+        return [
+            Attempt(
+                c,
+                endpoint.url,
+                c.body,
+                {}
+                if c.body is None
+                else signing.headers(secrets, msg_id=c.event_id, now=now, body=c.body),
+            )
+            for c in claimed
+        ]
 
-        def work(tx: Tx) -> list[str]:
-            now = self._runner.clock()
-            outcomes, kinds = [], []
-            for claimed, result in results:
-                outcome = self._outcome(claimed, result, now)
-                outcomes.append(outcome)
-                if outcome.status is DeliveryStatus.PENDING:
-                    kinds.append("retried")
-                else:
-                    kinds.append(outcome.status.value)
-            tx.webhooks.record(outcomes, now=now)
-            by_endpoint: dict[str, list[AttemptResult]] = {}
-            for claimed, result in results:
-                by_endpoint.setdefault(claimed.endpoint_id, []).append(result)
-            for endpoint_id, seen in by_endpoint.items():
-                _note_health(tx, endpoint_id, seen, now)
-            return kinds
-
-        return await self._runner.write(work)
+    def _record(
+        self, tx: Tx, results: Sequence[tuple[ClaimedAttempt, AttemptResult]], now: datetime
+    ) -> list[str]:
+        """Record attempts; return each one's outcome: succeeded, retried or failed."""
+        outcomes, kinds = [], []
+        for claimed, result in results:
+            outcome = self._outcome(claimed, result, now)
+            outcomes.append(outcome)
+            if outcome.status is DeliveryStatus.PENDING:
+                kinds.append("retried")
+            else:
+                kinds.append(outcome.status.value)
+        tx.webhooks.record(outcomes, now=now)
+        by_endpoint: dict[str, list[AttemptResult]] = {}
+        for claimed, result in results:
+            by_endpoint.setdefault(claimed.endpoint_id, []).append(result)
+        for endpoint_id, seen in by_endpoint.items():
+            _note_health(tx, endpoint_id, seen, now)
+        return kinds
 
     def _outcome(
         self, claimed: ClaimedAttempt, result: AttemptResult, now: datetime
