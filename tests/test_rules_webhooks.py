@@ -13,6 +13,7 @@ from standardwebhooks import Webhook
 
 from tally.delivery import signing
 from tally.delivery.addresses import refusal
+from tally.delivery.sender import pinned, retry_after
 from tally.domain import WebhookEndpoint
 from tally.errors import ValidationFailed
 from tally.rules import webhooks as rules
@@ -203,3 +204,48 @@ def test_a_signature_is_the_one_the_standard_webhooks_library_makes() -> None:
 
 
 ENDPOINT_SECRET = signing.new_secret()
+
+
+@pytest.mark.parametrize(
+    ("url", "address", "expected"),
+    [
+        (
+            "https://hooks.example.com/tally?x=1",
+            "93.184.215.14",
+            ("https://93.184.215.14/tally?x=1", "hooks.example.com", "hooks.example.com"),
+        ),
+        (
+            "http://hooks.example.com:8080/t",
+            "2606:2800:21f:cb07:6820:80da:af6b:8b2c",
+            (
+                "http://[2606:2800:21f:cb07:6820:80da:af6b:8b2c]:8080/t",
+                "hooks.example.com:8080",
+                None,
+            ),
+        ),
+        (
+            "https://user:pw@hooks.example.com/t",
+            "93.184.215.14",
+            ("https://user:pw@93.184.215.14/t", "hooks.example.com", "hooks.example.com"),
+        ),
+    ],
+)
+def test_a_request_goes_to_the_address_checked_with_the_host_for_http_and_tls(
+    url: str, address: str, expected: tuple[str, str, str | None]
+) -> None:
+    route = pinned(url, address)
+    assert (route.url, route.host_header, route.server_name) == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, None),
+        ("120", 120.0),
+        ("soon", None),
+        ("Mon, 01 Jun 2026 12:02:00 GMT", 120.0),
+        ("Mon, 01 Jun 2026 11:00:00 GMT", 0.0),
+    ],
+)
+def test_retry_after_is_seconds_or_an_http_date(header: str | None, seconds: float | None) -> None:
+    assert retry_after(header, now=NOW) == seconds

@@ -4,7 +4,10 @@ SIGKILL while deliveries are in flight loses none of them once it is restarted."
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -15,7 +18,7 @@ from tally.domain import DeliveryStatus, Scope
 from tally.maintenance import create_key
 from tally.ports import Store
 from tally.storage import open_store
-from tests.support import Api, FakeClock, run_cli, start_server, wait_until
+from tests.support import Api, FakeClock, run_cli, start_server, tally_command, wait_until
 from tests.test_webhooks import feed, new_endpoint
 from tests.webhook_support import Receiver, dispatching, hooks_api
 
@@ -77,6 +80,35 @@ def test_tally_deliver_once_delivers_what_is_due_and_exits(
     monkeypatch.setenv("TALLY_WEBHOOKS_ALLOW_PRIVATE", "true")
     done = run_cli("deliver", "--once", "--database", database_url)
     assert done.returncode == 0, done.stderr
+    assert set(receiver.event_ids("/hook")) == set(feed(hooks.store))
+
+
+def test_tally_deliver_delivers_until_sigterm_then_exits_0(
+    hooks: Api, receiver: Receiver, database_url: str
+) -> None:
+    new_endpoint(hooks, receiver.url + "/hook")
+    hooks.member("alice")
+    env = {
+        **os.environ,
+        "TALLY_WEBHOOKS_ALLOW_PRIVATE": "true",
+        "TALLY_WEBHOOKS_POLL_SECONDS": "0.05",
+    }
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [*tally_command(), "deliver", "--database", database_url],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            wait_until(lambda: len(receiver.received) == 1, timeout=30, what="the first delivery")
+            hooks.member("bob")  # committed while it runs: found at its next poll
+            wait_until(lambda: len(receiver.received) == 2, timeout=30, what="the second")
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0
+        finally:
+            process.kill()
+            process.wait()
     assert set(receiver.event_ids("/hook")) == set(feed(hooks.store))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -213,11 +214,16 @@ def deliver(database_url: str, once: bool) -> None:
     from tally.service import Ledger
 
     settings = Settings.from_env()
-    signal.signal(signal.SIGTERM, _exit_cleanly)
     with _opened(database_url) as store:
         ledger = Ledger(store, webhooks=_webhook_policy(settings))
 
         async def main() -> None:
+            # SIGTERM and Ctrl-C stop the dispatcher in the loop, so it closes what it holds.
+            stopping = asyncio.current_task()
+            assert stopping is not None
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stopping.cancel)
             sender = Sender(
                 timeout=settings.webhooks_timeout_seconds,
                 allow_private=settings.webhooks_allow_private,
@@ -227,11 +233,13 @@ def deliver(database_url: str, once: bool) -> None:
             )
             try:
                 await (dispatcher.run_once() if once else dispatcher.run())
+            except asyncio.CancelledError:
+                if not stopping.cancelling():
+                    raise
             finally:
                 await sender.aclose()
 
-        with contextlib.suppress(KeyboardInterrupt):
-            run_async(store, main)
+        run_async(store, main)
         if once:
             click.echo("Delivered everything due.")
 
