@@ -68,9 +68,9 @@ def serve_app(
     monotonic: Callable[[], float] = time.monotonic,
     **settings: Any,
 ) -> Iterator[TestClient]:
-    app = create_app(
-        store, settings=Settings(sweep_interval=0, **settings), clock=clock, monotonic=monotonic
-    )
+    # No background sweep, and no webhook dispatcher unless a test asks for one.
+    settings = {"sweep_interval": 0, "webhooks_poll_seconds": 0, **settings}
+    app = create_app(store, settings=Settings(**settings), clock=clock, monotonic=monotonic)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
@@ -329,7 +329,15 @@ def everything(api: Api, key: str | None = None) -> dict[str, Any]:
         return response.json()["data"]
 
     members = data("/v1/members", per_page=100)
+    endpoints = data("/v1/webhook_endpoints", per_page=100)
     return {
+        "webhook_endpoints": {
+            e["endpoint_id"]: {
+                "endpoint": e,
+                "deliveries": data(f"/v1/webhook_endpoints/{e['endpoint_id']}/deliveries"),
+            }
+            for e in endpoints
+        },
         "program": data("/v1/program"),
         "rewards": data("/v1/rewards", per_page=100),
         "members": {

@@ -24,8 +24,9 @@ from tally.http.errors import STATUS_OF_CODE
 from tally.http.openapi import openapi_document
 from tally.http.routes import ROUTES
 from tally.http.routes.spec import RouteSpec
-from tally.maintenance import create_key
+from tally.maintenance import create_key, run_async
 from tally.ports import Store
+from tally.service import Ledger
 from tests.support import (
     Api,
     FakeClock,
@@ -185,6 +186,8 @@ class Sent:
 
 def the_world(api: Api) -> dict[str, str]:
     """One of everything in program `acme`: the ids a route's path can name."""
+    hook = api.post("/v1/webhook_endpoints", {"url": "https://8.8.8.8/hook"})
+    endpoint_id = hook.json()["data"]["endpoint_id"]
     api.member("m")
     api.award("m", 100)
     pending = api.award("m", 40, available_at="2026-02-01T00:00:00Z")["transaction_id"]
@@ -196,7 +199,16 @@ def the_world(api: Api) -> dict[str, str]:
         "transaction_id": pending,
         "reward_id": reward_id,
         "redemption_id": redemption.json()["data"]["redemption_id"],
+        "endpoint_id": endpoint_id,
+        "delivery_id": _first_delivery(api, endpoint_id),
     }
+
+
+def _first_delivery(api: Api, endpoint_id: str) -> str:
+    """The endpoint's delivery of its first event, made as the dispatcher makes them."""
+    run_async(api.store, Ledger(api.store).webhooks.fan_out)
+    found = api.get(f"/v1/webhook_endpoints/{endpoint_id}/deliveries", per_page=100)
+    return str(found.json()["data"][-1]["delivery_id"])
 
 
 UNKNOWN_IDS = {
@@ -204,6 +216,8 @@ UNKNOWN_IDS = {
     "transaction_id": "txn_01NOSUCHTRANSACTION0000000",
     "reward_id": "rwd_01NOSUCHREWARD000000000000",
     "redemption_id": "red_01NOSUCHREDEMPTION00000000",
+    "endpoint_id": "we_01NOSUCHENDPOINT000000000000",
+    "delivery_id": "dlv_01NOSUCHDELIVERY00000000000",
 }
 
 # A body each write accepts.
@@ -220,6 +234,14 @@ VALID_BODIES: dict[tuple[str, str], Callable[[dict[str, str]], dict[str, Any] | 
     ("PATCH", "/v1/rewards/{reward_id}"): lambda ids: {"name": "Big mug"},
     ("POST", "/v1/redemptions"): lambda ids: {"member_id": "m", "reward_id": ids["reward_id"]},
     ("POST", "/v1/redemptions/{redemption_id}/cancel"): lambda ids: {},
+    ("POST", "/v1/webhook_endpoints"): lambda ids: {"url": "https://8.8.8.8/other"},
+    ("PATCH", "/v1/webhook_endpoints/{endpoint_id}"): lambda ids: {"enabled": False},
+    ("DELETE", "/v1/webhook_endpoints/{endpoint_id}"): lambda ids: None,
+    ("POST", "/v1/webhook_endpoints/{endpoint_id}/rotate_secret"): lambda ids: {},
+    ("POST", "/v1/webhook_endpoints/{endpoint_id}/deliveries/{delivery_id}/retry"): lambda ids: {},
+    ("POST", "/v1/webhook_endpoints/{endpoint_id}/recover"): lambda ids: {
+        "since": "2020-01-01T00:00:00Z"
+    },
 }
 
 BAD_QUERIES = [
@@ -229,6 +251,7 @@ BAD_QUERIES = [
     {"type": "bonus"},
     {"from": "next week"},
     {"from": "2026-02-01", "to": "2026-01-01"},
+    {"status": "lost"},
 ]
 
 

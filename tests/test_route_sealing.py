@@ -29,6 +29,8 @@ import pytest
 from tally.domain import Scope
 from tally.http.routes import ROUTES
 from tally.http.routes.spec import RouteSpec
+from tally.maintenance import run_async
+from tally.service import Ledger
 from tests.support import Api, everything
 
 A_MEMBER = "alice"  # exists in program A only
@@ -40,6 +42,8 @@ MISSING = {
     "transaction": "txn_01NOSUCHTRANSACTION0000000",
     "reward": "rwd_01NOSUCHREWARD000000000000",
     "redemption": "red_01NOSUCHREDEMPTION00000000",
+    "endpoint": "we_01NOSUCHENDPOINT000000000000",
+    "delivery": "dlv_01NOSUCHDELIVERY00000000000",
 }
 # The fields of a path or a body that name an object, and the kind of object they name.
 ID_FIELDS = {
@@ -47,7 +51,12 @@ ID_FIELDS = {
     "transaction_id": "transaction",
     "reward_id": "reward",
     "redemption_id": "redemption",
+    "endpoint_id": "endpoint",
+    "delivery_id": "delivery",
 }
+# The code a missing object of each kind is answered with (`{kind}_not_found` unless named).
+NOT_FOUND_CODES = {"endpoint": "not_found", "delivery": "not_found"}
+A_HOOK = "https://8.8.8.8/a-hook"  # a public address: the SSRF guard is on here
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,10 @@ class World:
 @pytest.fixture
 def world(api: Api) -> World:
     b_key = api.key_for("other")
+    a_endpoint = api.post("/v1/webhook_endpoints", {"url": A_HOOK}).json()["data"]["endpoint_id"]
+    b_endpoint = api.post("/v1/webhook_endpoints", {"url": A_HOOK}, key=b_key).json()["data"][
+        "endpoint_id"
+    ]
     api.member(A_MEMBER, name="Alice of A")
     a_posted = api.award(A_MEMBER, 100)["transaction_id"]
     a_pending = api.award(A_MEMBER, 40, available_at="2026-02-01T00:00:00Z")["transaction_id"]
@@ -83,6 +96,13 @@ def world(api: Api) -> World:
     b_redemption = api.post(
         "/v1/redemptions", {"member_id": B_MEMBER, "reward_id": b_reward_id}, key=b_key
     ).json()["data"]
+    # Each endpoint's deliveries of the events above, made as the dispatcher makes them.
+    run_async(api.store, Ledger(api.store).webhooks.fan_out)
+
+    def first_delivery(endpoint_id: str, key: str | None = None) -> str:
+        path = f"/v1/webhook_endpoints/{endpoint_id}/deliveries"
+        return str(api.get(path, key=key).json()["data"][0]["delivery_id"])
+
     return World(
         b_key=b_key,
         a={
@@ -90,6 +110,8 @@ def world(api: Api) -> World:
             "transaction": a_pending,
             "reward": a_reward["reward_id"],
             "redemption": a_redemption["redemption_id"],
+            "endpoint": a_endpoint,
+            "delivery": first_delivery(a_endpoint),
         },
         a_posted=a_posted,
         b={
@@ -97,6 +119,8 @@ def world(api: Api) -> World:
             "transaction": b_posted["transaction_id"],
             "reward": b_reward_id,
             "redemption": b_redemption["redemption_id"],
+            "endpoint": b_endpoint,
+            "delivery": first_delivery(b_endpoint, b_key),
         },
         a_pending_idem="a-wrote-this",
     )
@@ -121,6 +145,14 @@ VALID_BODIES: dict[str, Callable[[Ids], Any]] = {
     "POST /v1/redemptions": lambda ids: {"member_id": ids["member"], "reward_id": ids["reward"]},
     "POST /v1/transactions/{transaction_id}/cancel": lambda ids: None,
     "POST /v1/redemptions/{redemption_id}/cancel": lambda ids: None,
+    "POST /v1/webhook_endpoints": lambda ids: {"url": A_HOOK, "events": ["member.created"]},
+    "PATCH /v1/webhook_endpoints/{endpoint_id}": lambda ids: {"description": "B's hook"},
+    "DELETE /v1/webhook_endpoints/{endpoint_id}": lambda ids: None,
+    "POST /v1/webhook_endpoints/{endpoint_id}/rotate_secret": lambda ids: None,
+    "POST /v1/webhook_endpoints/{endpoint_id}/deliveries/{delivery_id}/retry": lambda ids: None,
+    "POST /v1/webhook_endpoints/{endpoint_id}/recover": lambda ids: {
+        "since": "2020-01-01T00:00:00Z"
+    },
 }
 
 
@@ -187,6 +219,8 @@ NAMES_NOTHING = {
     "GET /v1/rewards": "lists B's own rewards",
     "POST /v1/rewards": "creates one of B's rewards",
     "GET /v1/events": "lists B's own events",
+    "GET /v1/webhook_endpoints": "lists B's own webhook endpoints",
+    "POST /v1/webhook_endpoints": "creates one of B's webhook endpoints",
 }
 # Where naming A's id is not a 404: enrolling `alice` in B makes B's own alice, exactly as
 # enrolling a name nobody uses would.
@@ -243,7 +277,8 @@ def test_another_programs_ids_are_answered_exactly_like_ids_that_exist_nowhere(
         status = NOT_A_LOOKUP.get((name_of(route), name), BULK.get(name_of(route), 404))
         assert theirs.status_code == status, (name, theirs.text)
         if status == 404:
-            assert theirs.json()["error"]["code"] == f"{kind}_not_found", (name, theirs.text)
+            code = NOT_FOUND_CODES.get(kind, f"{kind}_not_found")
+            assert theirs.json()["error"]["code"] == code, (name, theirs.text)
         else:
             # A bulk item fails alone (the request answers 200), with the item's own 404 code.
             errors = theirs.json()["data"].get("errors", [])

@@ -33,6 +33,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tally.http.routes import ROUTES
+from tally.maintenance import run_async
+from tally.service import Ledger
 from tests.support import Api, Live, serving, verified
 
 CHECKS = [
@@ -55,9 +57,13 @@ class Seeded:
     pending: str
     reward: str
     redemption: str
+    endpoint: str
+    delivery: str
 
     def path_ids(self) -> dict[str, list[str]]:
         return {
+            "endpoint_id": [self.endpoint],
+            "delivery_id": [self.delivery],
             "member_id": [self.member],
             "transaction_id": [self.posted, self.pending],
             "reward_id": [self.reward],
@@ -66,6 +72,9 @@ class Seeded:
 
 
 def seed(api: Api) -> Seeded:
+    hook = api.post("/v1/webhook_endpoints", {"url": "https://8.8.8.8/hook"})
+    assert hook.status_code == 201, hook.text
+    endpoint_id = hook.json()["data"]["endpoint_id"]
     api.member("m")
     posted = api.award("m", 10_000_000)["transaction_id"]
     pending = api.award("m", 40, available_at="2999-01-01T00:00:00Z")["transaction_id"]
@@ -74,7 +83,12 @@ def seed(api: Api) -> Seeded:
     reward_id = reward.json()["data"]["reward_id"]
     redemption = api.post("/v1/redemptions", {"member_id": "m", "reward_id": reward_id})
     assert redemption.status_code == 201, redemption.text
-    return Seeded("m", posted, pending, reward_id, redemption.json()["data"]["redemption_id"])
+    # The endpoint's deliveries, made as a dispatcher makes them (the server runs none here).
+    run_async(api.store, Ledger(api.store).webhooks.fan_out)
+    found = api.get(f"/v1/webhook_endpoints/{endpoint_id}/deliveries")
+    delivery_id = found.json()["data"][0]["delivery_id"]
+    redemption_id = redemption.json()["data"]["redemption_id"]
+    return Seeded("m", posted, pending, reward_id, redemption_id, endpoint_id, delivery_id)
 
 
 def aim_body(seeded: Seeded) -> Callable[[tuple[Case, bool]], Case]:
@@ -162,7 +176,8 @@ def fuzz(live: Live, seeded: Seeded, *, examples: int) -> Run:
 
 
 def fuzz_and_check(database_url: str, capsys: pytest.CaptureFixture[str], examples: int) -> None:
-    with serving(database_url) as live:
+    # No dispatcher: a generated endpoint on a public address must not be sent anything.
+    with serving(database_url, TALLY_WEBHOOKS_POLL_SECONDS="0") as live:
         seeded = seed(live.api)
         run = fuzz(live, seeded, examples=examples)
     total = sum(run.cases.values())

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import sqlite3
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
@@ -24,11 +26,12 @@ from tally.maintenance import (
     bootstrap,
     create_key,
     restore,
+    run_async,
     sweep_now,
     verify,
 )
 from tally.ports import Store
-from tally.service import system_clock
+from tally.service import WebhookPolicy, system_clock
 
 
 @contextlib.contextmanager
@@ -191,10 +194,61 @@ def verify_command(database_url: str) -> None:
 def sweep(database_url: str) -> None:
     """Post pending points and expire lots that are due, then exit."""
     with _opened(database_url) as store:
-        report = sweep_now(store)
+        report = sweep_now(store, webhooks=_webhook_policy(Settings.from_env()))
     click.echo(
         f"Swept {report.members} member(s); dropped {report.purged_replies} old idempotency "
-        "replies."
+        f"replies, {report.purged_events} old events and {report.purged_deliveries} old webhook "
+        "deliveries."
+    )
+
+
+@main.command()
+@database_option
+@click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
+def deliver(database_url: str, once: bool) -> None:
+    """Deliver webhooks: the same dispatcher that runs inside `tally serve`, as a process of
+    its own (any number may run beside the servers). SIGTERM or Ctrl-C stops it; attempts cut
+    off are made again once their lease runs out."""
+    from tally.delivery.dispatcher import Dispatcher
+    from tally.delivery.sender import Sender
+    from tally.service import Ledger
+
+    settings = Settings.from_env()
+    with _opened(database_url) as store:
+        ledger = Ledger(store, webhooks=_webhook_policy(settings))
+
+        async def main() -> None:
+            # SIGTERM and Ctrl-C stop the dispatcher in the loop, so it closes what it holds.
+            stopping = asyncio.current_task()
+            assert stopping is not None
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stopping.cancel)
+            sender = Sender(
+                timeout=settings.webhooks_timeout_seconds,
+                allow_private=settings.webhooks_allow_private,
+            )
+            dispatcher = Dispatcher(
+                ledger.webhooks, sender, poll_seconds=settings.webhooks_poll_seconds or 0.5
+            )
+            try:
+                await (dispatcher.run_once() if once else dispatcher.run())
+            except asyncio.CancelledError:
+                if not stopping.cancelling():
+                    raise
+            finally:
+                await sender.aclose()
+
+        run_async(store, main)
+        if once:
+            click.echo("Delivered everything due.")
+
+
+def _webhook_policy(settings: Settings) -> WebhookPolicy:
+    return WebhookPolicy(
+        allow_private=settings.webhooks_allow_private,
+        schedule=settings.webhooks_retry_schedule,
+        retention=timedelta(days=settings.events_retention_days),
     )
 
 

@@ -186,3 +186,33 @@ class CreatedKey:
 class SweepReport:
     members: int = 0
     purged_replies: int = 0
+    purged_events: int = 0
+    purged_deliveries: int = 0
+
+
+# Webhooks
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointDraft:
+    url: str
+    events: list[str]
+    description: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointChanges:
+    """Only the fields a PATCH named; `description_set` tells a null description from none."""
+
+    url: str | None = None
+    events: list[str] | None = None
+    description: str | None = None
+    description_set: bool = False
+    enabled: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    """How many deliveries a retry or a recovery queued again."""
+
+    queued: int

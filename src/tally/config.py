@@ -7,6 +7,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from tally.rules.webhooks import DEFAULT_SCHEDULE, parse_schedule
+
 DEFAULT_DATABASE_URL = "sqlite:///./tally.db"
 DEFAULT_RATE_LIMIT = "100/s:200"
 
@@ -56,6 +58,15 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     rate_limit: Rate | None = None
     failed_auth_limit: Rate | None = None
+    # Webhooks (api.md section 8): whether endpoints may be on private addresses (tests, a
+    # private network), each attempt's timeout, the retry schedule (seconds before each
+    # attempt), and how often an idle dispatcher looks for work (0: no dispatcher in serve).
+    webhooks_allow_private: bool = False
+    webhooks_timeout_seconds: float = 15.0
+    webhooks_retry_schedule: tuple[float, ...] = DEFAULT_SCHEDULE
+    webhooks_poll_seconds: float = 0.5
+    # Events and finished deliveries older than this are dropped by the sweep.
+    events_retention_days: int = 30
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -75,6 +86,19 @@ class Settings:
             cors_origins=_origins(env.get("TALLY_CORS_ORIGINS", "")),
             rate_limit=rate,
             failed_auth_limit=None if rate is None else FAILED_AUTH_LIMIT,
+            webhooks_allow_private=_flag(env, "TALLY_WEBHOOKS_ALLOW_PRIVATE"),
+            webhooks_timeout_seconds=float(
+                env.get("TALLY_WEBHOOKS_TIMEOUT_SECONDS", cls.webhooks_timeout_seconds)
+            ),
+            webhooks_retry_schedule=parse_schedule(
+                env.get("TALLY_WEBHOOKS_RETRY_SCHEDULE", ",".join(map(str, DEFAULT_SCHEDULE)))
+            ),
+            webhooks_poll_seconds=float(
+                env.get("TALLY_WEBHOOKS_POLL_SECONDS", cls.webhooks_poll_seconds)
+            ),
+            events_retention_days=int(
+                env.get("TALLY_EVENTS_RETENTION_DAYS", cls.events_retention_days)
+            ),
         )
 
 
@@ -82,3 +106,8 @@ def _origins(text: str) -> tuple[str, ...]:
     """`TALLY_CORS_ORIGINS`: origins separated by commas (`https://a.example,https://b.example`,
     or `*`); empty (the default) allows none."""
     return tuple(origin.strip() for origin in text.split(",") if origin.strip())
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    """A yes/no setting: `true`/`1`/`yes` (any case) is yes; unset or anything else is no."""
+    return env.get(name, "").strip().lower() in ("true", "1", "yes")

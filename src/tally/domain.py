@@ -288,3 +288,54 @@ class Event:
 
 # Where an event stands in its program's feed: the feed lists events in increasing position.
 FeedPosition = tuple[int, int]
+
+
+# Webhooks (api.md section 8).
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEndpoint:
+    """Where a program's events are sent, and the secrets that sign them.
+
+    `cursor` is the feed position the endpoint's deliveries have been made up to: events after
+    it are still to be turned into deliveries (`FeedPosition`; (-1, -1) is before the first).
+    `previous_secret` still signs, beside `secret`, until `previous_secret_expires_at`.
+    """
+
+    id: str
+    program_id: int
+    url: str
+    events: tuple[str, ...]
+    description: str | None
+    enabled: bool
+    secret: str
+    previous_secret: str | None
+    previous_secret_expires_at: datetime | None
+    cursor: FeedPosition
+    failing_since: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event on its way to one endpoint, and what its attempts so far came to."""
+
+    id: str
+    endpoint_id: str
+    event_id: str
+    event_type: str
+    status: DeliveryStatus
+    attempts: int
+    requeued_at_attempt: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime

@@ -23,7 +23,7 @@ from tally.domain import (
 )
 from tally.keys import NewKey, generate_key
 from tally.ports import LedgerCheck, Store, Tx
-from tally.service import Ledger, system_clock
+from tally.service import Ledger, WebhookPolicy, system_clock
 
 T = TypeVar("T")
 
@@ -148,9 +148,12 @@ def run_async(store: Store, main: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(guarded())
 
 
-def sweep_now(store: Store, *, clock: Clock = system_clock) -> SweepReport:
-    """`tally sweep`: apply everything due, then drop expired idempotency replies."""
-    return run_async(store, Ledger(store, clock=clock).lifecycle.sweep)
+def sweep_now(
+    store: Store, *, clock: Clock = system_clock, webhooks: WebhookPolicy | None = None
+) -> SweepReport:
+    """`tally sweep`: apply everything due, then drop expired idempotency replies, and events
+    and finished webhook deliveries older than the retention period."""
+    return run_async(store, Ledger(store, clock=clock, webhooks=webhooks).lifecycle.sweep)
 
 
 # Backups. SQLite's online backup API copies one consistent snapshot while servers keep reading

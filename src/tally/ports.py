@@ -9,6 +9,7 @@ A `Tx` is a handful of small interfaces, one per role, each a few named operatio
 - the ledger's own rows: `members`, `entries`, `lots`, `catalog` (rewards and redemptions) and
   `replies` (what an Idempotency-Key answered);
 - `events`: the outbox integrations read, written with the changes it reports;
+- `webhooks`: the endpoints events are sent to, and each delivery's attempts;
 - administration: `programs` and `keys`;
 - `audit`: what `tally verify` and the sweep read across every member.
 Nothing here says SQL: `tally.storage` implements it, once, for SQLite and PostgreSQL.
@@ -24,6 +25,8 @@ from typing import Protocol, TypeVar
 from tally.domain import (
     Account,
     ApiKey,
+    Delivery,
+    DeliveryStatus,
     Draw,
     Entry,
     Event,
@@ -35,6 +38,7 @@ from tally.domain import (
     Program,
     Redemption,
     Reward,
+    WebhookEndpoint,
 )
 
 T = TypeVar("T")
@@ -235,6 +239,118 @@ class EventRows(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimedAttempt:
+    """A delivery claimed for one attempt: `attempts` counts this one; `body` is the event's
+    JSON (None once the event itself has been purged)."""
+
+    delivery_id: str
+    endpoint_id: str
+    event_id: str
+    attempts: int
+    requeued_at_attempt: int
+    body: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    """What became of attempt number `attempts` of a delivery; recorded only if no later
+    attempt has been claimed since (its lease had run out)."""
+
+    delivery_id: str
+    attempts: int
+    status: DeliveryStatus
+    next_attempt_at: datetime | None
+    status_code: int | None
+    error: str | None
+
+
+class WebhookRows(Protocol):
+    """Webhook endpoints, and their deliveries with what each attempt came to.
+
+    Deliveries are made from the events feed (`EventRows.after`) from each endpoint's cursor.
+    An attempt is claimed in a transaction of its own by leasing the delivery (`claim`), made
+    outside any transaction, and recorded in another (`record`): several dispatchers, on one
+    database, never attempt one delivery at once while its lease runs.
+    """
+
+    def insert_endpoint(self, endpoint: WebhookEndpoint) -> None: ...
+    def get_endpoint(
+        self, program_id: int, endpoint_id: str, *, lock: bool = False
+    ) -> WebhookEndpoint | None: ...
+    def list_endpoints(
+        self, program_id: int, *, offset: int, limit: int
+    ) -> list[WebhookEndpoint]: ...
+    def count_endpoints(self, program_id: int) -> int: ...
+    def update_endpoint(self, endpoint: WebhookEndpoint) -> None: ...
+    def delete_endpoint(self, endpoint_id: str) -> None:
+        """The endpoint and its deliveries."""
+        ...
+
+    def get_delivery(self, endpoint_id: str, delivery_id: str) -> Delivery | None: ...
+    def list_deliveries(
+        self, endpoint_id: str, status: DeliveryStatus | None, *, offset: int, limit: int
+    ) -> list[Delivery]:
+        """Newest first."""
+        ...
+
+    def count_deliveries(self, endpoint_id: str, status: DeliveryStatus | None) -> int: ...
+
+    def requeue(
+        self,
+        endpoint_id: str,
+        *,
+        delivery_id: str | None,
+        failed_since: datetime | None,
+        now: datetime,
+    ) -> int:
+        """Make deliveries pending again, due at `now`, their schedule restarting: the one
+        named (whatever its status), or every failed one created since `failed_since`."""
+        ...
+
+    # The dispatcher's.
+
+    def endpoint_by_id(self, endpoint_id: str) -> WebhookEndpoint | None:
+        """Any program's endpoint (the dispatcher works for every program)."""
+        ...
+
+    def lagging_endpoints(self, *, limit: int) -> list[str]:
+        """Endpoints whose cursor is behind their program's feed."""
+        ...
+
+    def lock_for_fan_out(self, endpoint_id: str) -> WebhookEndpoint | None:
+        """The endpoint, locked; None if it is gone or another transaction holds it (that one
+        is fanning it out: wait for nothing)."""
+        ...
+
+    def set_cursor(self, endpoint_id: str, cursor: FeedPosition) -> None: ...
+
+    def insert_deliveries(self, deliveries: list[Delivery]) -> None:
+        """New deliveries; one an endpoint already has for an event is skipped."""
+        ...
+
+    def due_endpoints(self, *, now: datetime, limit: int) -> list[str]:
+        """Enabled endpoints with a pending delivery due by `now` and not leased."""
+        ...
+
+    def claim(
+        self, endpoint_id: str, *, now: datetime, lease_until: datetime, limit: int
+    ) -> list[ClaimedAttempt]:
+        """Lease up to `limit` of the endpoint's due deliveries, skipping any another
+        transaction is claiming, and count the attempt."""
+        ...
+
+    def record(self, outcomes: list[AttemptOutcome], *, now: datetime) -> None: ...
+
+    def oldest_pending(self) -> datetime | None:
+        """When the oldest pending delivery was made, over every endpoint."""
+        ...
+
+    def purge(self, *, before: datetime) -> int:
+        """Drop succeeded and failed deliveries last changed before `before`; return how many."""
+        ...
+
+
 # Administration.
 
 
@@ -295,6 +411,8 @@ class Tx(Protocol):
     def replies(self) -> ReplyRows: ...
     @property
     def events(self) -> EventRows: ...
+    @property
+    def webhooks(self) -> WebhookRows: ...
     @property
     def programs(self) -> ProgramRows: ...
     @property

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 from starlette.applications import Starlette
@@ -31,6 +32,8 @@ from starlette.types import ASGIApp
 
 from tally.commands import Clock
 from tally.config import Settings
+from tally.delivery.dispatcher import DeliveryStats, Dispatcher
+from tally.delivery.sender import Sender
 from tally.errors import MethodNotAllowed, NotFound, TallyError
 from tally.http.docs import docs_routes
 from tally.http.errors import error_response
@@ -44,7 +47,7 @@ from tally.http.security import SecurityHeaders, cors_middleware
 from tally.http.tuning import tune_collector_for_serving
 from tally.keys import KeyCache
 from tally.ports import Store
-from tally.service import Ledger, system_clock
+from tally.service import Ledger, WebhookPolicy, system_clock
 
 log = logging.getLogger("tally")
 
@@ -76,21 +79,51 @@ def create_app(
     clock: Clock = system_clock,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> Starlette:
-    """The Tally API over `store`; with `settings.sweep_interval > 0` it also sweeps on its own.
+    """The Tally API over `store`; with `settings.sweep_interval > 0` it also sweeps on its own,
+    and with `settings.webhooks_poll_seconds > 0` it delivers webhooks (`tally.delivery`).
 
     `clock` is the ledger's time; `monotonic` the rate limiter's (tests move both)."""
     settings = settings or Settings()
-    ledger = Ledger(store, clock=clock, key_cache=KeyCache(ttl=settings.key_cache_seconds))
-    metrics = Metrics(store)
+    policy = WebhookPolicy(
+        allow_private=settings.webhooks_allow_private,
+        schedule=settings.webhooks_retry_schedule,
+        retention=timedelta(days=settings.events_retention_days),
+    )
+    ledger = Ledger(
+        store, clock=clock, key_cache=KeyCache(ttl=settings.key_cache_seconds), webhooks=policy
+    )
+    deliveries = DeliveryStats()
+    metrics = Metrics(store, deliveries=deliveries)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         sweeper = None
         if settings.sweep_interval > 0:
             sweeper = asyncio.create_task(_sweep_forever(ledger, settings.sweep_interval))
+        dispatcher = sender = None
+        if settings.webhooks_poll_seconds > 0:
+            # Every worker process runs one: claims are leased (and skip each other's rows on
+            # PostgreSQL), so each attempt is still made by one of them.
+            sender = Sender(
+                timeout=settings.webhooks_timeout_seconds,
+                allow_private=settings.webhooks_allow_private,
+            )
+            dispatcher = asyncio.create_task(
+                Dispatcher(
+                    ledger.webhooks,
+                    sender,
+                    poll_seconds=settings.webhooks_poll_seconds,
+                    stats=deliveries,
+                ).run()
+            )
         try:
             yield
         finally:
+            if dispatcher is not None and sender is not None:
+                dispatcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await dispatcher
+                await sender.aclose()
             if sweeper is not None:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

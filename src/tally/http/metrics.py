@@ -17,10 +17,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from tally.delivery.dispatcher import DeliveryStats
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
@@ -51,7 +53,8 @@ class _Series:
 class Metrics:
     """The metrics of one app, and the registry `/metrics` renders."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, *, deliveries: DeliveryStats | None = None) -> None:
+        self.deliveries = deliveries or DeliveryStats()
         self._series: dict[tuple[str, str, int], _Series] = {}
         self._unavailable: dict[str, int] = {}
         self._rate_limited: dict[str, int] = {}
@@ -124,7 +127,27 @@ class _Collected(Collector):
         for policy, count in list(m._rate_limited.items()):
             limited.add_metric([policy], float(count))
         yield limited
+        yield from self._webhooks()
         yield from self._group_commits()
+
+    def _webhooks(self) -> Iterator[Metric]:
+        """This process's dispatcher: attempts by outcome, and how long the oldest pending
+        delivery's event has waited (over every endpoint; refreshed about once a second)."""
+        stats = self._metrics.deliveries
+        outcomes = CounterMetricFamily(
+            "tally_webhook_deliveries",
+            "Webhook delivery attempts made by this process, by outcome (succeeded; retried: "
+            "failed and scheduled again; failed: given up or the endpoint is gone).",
+            labels=["outcome"],
+        )
+        for outcome in ("succeeded", "retried", "failed"):
+            outcomes.add_metric([outcome], float(stats.outcomes[outcome]))
+        yield outcomes
+        yield GaugeMetricFamily(
+            "tally_webhook_oldest_pending_seconds",
+            "Age of the event of the oldest delivery not yet made (0 when none is pending).",
+            value=stats.oldest_pending_age or 0.0,
+        )
 
     def _group_commits(self) -> Iterator[Metric]:
         """SQLite's group commit, read from the store's own counters (PostgreSQL commits each

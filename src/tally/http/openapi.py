@@ -27,6 +27,7 @@ _QUERY: dict[str, dict[str, Any]] = {
     "type": {"type": "string", "enum": ["award", "redeem", "deduct", "expire", "refund"]},
     "from": {"type": "string", "description": "RFC 3339 time with a zone, or YYYY-MM-DD."},
     "to": {"type": "string", "description": "RFC 3339 time, or YYYY-MM-DD (the whole day)."},
+    "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
 }
 
 _IDEMPOTENCY_KEY = {

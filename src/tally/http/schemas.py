@@ -212,3 +212,77 @@ class ErrorOut(Struct):
 def stored_json(value: dict[str, Any] | None) -> str | None:
     """The text a metadata object is stored (and later returned) as."""
     return None if value is None else msgspec.json.encode(value).decode()
+
+
+# Webhooks (api.md section 8)
+
+WebhookUrl = Annotated[
+    str, Meta(min_length=1, max_length=2048, description="An http or https URL, up to 2048.")
+]
+EventTypes = Annotated[
+    list[Annotated[str, Meta(min_length=1, max_length=100)]],
+    Meta(min_length=1, max_length=50, description='Event types, or ["*"] for every one.'),
+]
+Description = Annotated[str, Meta(max_length=500)]
+
+
+class WebhookEndpointIn(_In):
+    url: WebhookUrl
+    events: EventTypes = msgspec.field(default_factory=lambda: ["*"])
+    description: Description | None = None
+
+
+class WebhookEndpointPatch(_In):
+    url: WebhookUrl | UnsetType = UNSET
+    events: EventTypes | UnsetType = UNSET
+    description: Description | None | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
+
+
+class RecoverIn(_In):
+    since: Timestamp
+
+
+class WebhookEndpointOut(Struct):
+    endpoint_id: str
+    url: str
+    events: list[str]
+    description: str | None
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookEndpointSecretOut(Struct):
+    """An endpoint as created or rotated: the only answers that show its secret."""
+
+    endpoint_id: str
+    url: str
+    events: list[str]
+    description: str | None
+    enabled: bool
+    secret: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookEndpointDeletedOut(Struct):
+    endpoint_id: str
+    deleted: bool
+
+
+class DeliveryOut(Struct):
+    delivery_id: str
+    event_id: str
+    event_type: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RecoveredOut(Struct):
+    queued: int

@@ -2,8 +2,9 @@
 
 `runner` owns the transaction, idempotency and retries; `accounts` loads a member up to date and
 saves what a rule planned; `outbox` writes the events of a change; `members`, `points`,
-`lifecycle`, `rewards`, `programs`, `access` and `events` (the feed) are the features. A new
-feature is a new module here and one more field of `Ledger`. Nothing here speaks HTTP or SQL.
+`lifecycle`, `rewards`, `programs`, `access`, `events` (the feed) and `webhooks` are the
+features. A new feature is a new module here and one more field of `Ledger`. Nothing here
+speaks HTTP or SQL.
 """
 
 from __future__ import annotations
@@ -19,21 +20,29 @@ from tally.service.points import Points
 from tally.service.programs import Programs
 from tally.service.rewards import Rewards
 from tally.service.runner import Runner, system_clock
+from tally.service.webhooks import WebhookPolicy, Webhooks
 
-__all__ = ["Ledger", "system_clock"]
+__all__ = ["Ledger", "WebhookPolicy", "system_clock"]
 
 
 class Ledger:
     """Every use case of one running server (or one CLI command) over one store."""
 
     def __init__(
-        self, store: Store, *, clock: Clock = system_clock, key_cache: KeyCache | None = None
+        self,
+        store: Store,
+        *,
+        clock: Clock = system_clock,
+        key_cache: KeyCache | None = None,
+        webhooks: WebhookPolicy | None = None,
     ) -> None:
         runner = Runner(store, clock=clock)
+        webhooks = webhooks or WebhookPolicy()
         self.access = Access(runner, key_cache=key_cache or KeyCache())
         self.members = Members(runner)
         self.points = Points(runner)
-        self.lifecycle = Lifecycle(runner)
+        self.lifecycle = Lifecycle(runner, retention=webhooks.retention)
         self.rewards = Rewards(runner)
         self.programs = Programs(runner)
         self.events = Events(runner)
+        self.webhooks = Webhooks(runner, policy=webhooks)

@@ -3,7 +3,7 @@ awards and expires lots on time even when nobody reads the member."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from tally.commands import Clock, Idempotency, Posting, Reply, SweepReport
@@ -15,8 +15,9 @@ from tally.service.runner import IDEMPOTENCY_RETENTION, Render, Runner
 
 
 class Lifecycle:
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, *, retention: timedelta = timedelta(days=30)) -> None:
         self._runner = runner
+        self._retention = retention  # of events and finished webhook deliveries
 
     async def cancel_award(
         self,
@@ -40,7 +41,9 @@ class Lifecycle:
         return await self._runner.change(program_id, idempotency, effect, render)
 
     async def sweep(self, *, batch: int = 100, rounds: int = 10_000) -> SweepReport:
-        """Apply everything due, `batch` members per commit; safe from many processes at once."""
+        """Apply everything due, `batch` members per commit; safe from many processes at once.
+        Then drop old idempotency replies, and events and finished webhook deliveries older
+        than the retention period."""
         runner = self._runner
         members = 0
         for _ in range(rounds):
@@ -55,7 +58,13 @@ class Lifecycle:
         purged = await runner.write(
             lambda tx: tx.replies.purge(before=runner.clock() - IDEMPOTENCY_RETENTION)
         )
-        return SweepReport(members, purged)
+        deliveries = await runner.write(
+            lambda tx: tx.webhooks.purge(before=runner.clock() - self._retention)
+        )
+        events = await runner.write(
+            lambda tx: tx.events.purge(before=runner.clock() - self._retention)
+        )
+        return SweepReport(members, purged, events, deliveries)
 
 
 def _catch_up_members(tx: Tx, *, members: list[tuple[int, str]], clock: Clock) -> None:

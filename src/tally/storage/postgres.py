@@ -58,6 +58,7 @@ DIALECT = Dialect(
     claim_key=_claim_advisory,
     # The oldest transaction still running: every id below it has committed or rolled back.
     feed_horizon="pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
 )
 
 

@@ -1,13 +1,14 @@
 """`ROUTES`: the one table of routes that the router and the OpenAPI document are built from.
 
 One module per feature holds its handlers and its rows, in the same shape: `members`, `points`,
-`program`, `rewards` (with redemptions), `events` (the feed), and `operations` (`/healthz`,
-`/readyz`, `/metrics`, outside `/v1`). A row's fields are `spec.RouteSpec`.
+`program`, `rewards` (with redemptions), `events` (the feed), `webhooks` (endpoints, deliveries),
+and `operations` (`/healthz`, `/readyz`, `/metrics`, outside `/v1`). A row's fields are
+`spec.RouteSpec`.
 """
 
 from __future__ import annotations
 
-from tally.http.routes import events, members, operations, points, program, rewards
+from tally.http.routes import events, members, operations, points, program, rewards, webhooks
 from tally.http.routes.spec import RouteSpec
 
 ROUTES: tuple[RouteSpec, ...] = (
@@ -16,5 +17,6 @@ ROUTES: tuple[RouteSpec, ...] = (
     *program.ROUTES,
     *rewards.ROUTES,
     *events.ROUTES,
+    *webhooks.ROUTES,
     *operations.ROUTES,
 )

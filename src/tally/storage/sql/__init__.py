@@ -1,9 +1,9 @@
 """The storage contract (`tally.ports.Tx`) in SQL that SQLite and PostgreSQL both speak.
 
 One module per role: `members`, `entries`, `lots`, `catalog` (the ledger's own rows), `events`
-(the outbox), `admin` (programs, keys, idempotency replies) and `audit`; `rows` converts rows
-to values, `session` runs statements. Connections, transactions and commits belong to the
-backends, not here.
+(the outbox), `webhooks` (endpoints and deliveries), `admin` (programs, keys, idempotency
+replies) and `audit`; `rows` converts rows to values, `session` runs statements. Connections,
+transactions and commits belong to the backends, not here.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from tally.storage.sql.events import SqlEvents
 from tally.storage.sql.lots import SqlLots
 from tally.storage.sql.members import SqlMembers
 from tally.storage.sql.session import Connection, Dialect, Session
+from tally.storage.sql.webhooks import SqlWebhooks
 
 __all__ = ["Connection", "Dialect", "SqlTx"]
 
@@ -33,6 +34,7 @@ class SqlTx:
         "programs",
         "keys",
         "audit",
+        "webhooks",
     )
 
     def __init__(self, conn: Connection, dialect: Dialect, *, one_statement: bool = False) -> None:
@@ -46,3 +48,4 @@ class SqlTx:
         self.programs = SqlPrograms(session)
         self.keys = SqlKeys(session)
         self.audit = SqlAudit(session)
+        self.webhooks = SqlWebhooks(session)

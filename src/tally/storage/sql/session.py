@@ -33,6 +33,8 @@ class Dialect:
     claim_key: Callable[[Connection, int, str], bool]
     # An expression: the events feed shows rows whose `commit_xid` is below it (events.py).
     feed_horizon: str
+    # Locks the rows a SELECT picks, skipping rows another transaction holds (webhooks.py).
+    skip_locked: str = ""
     # Each query's text with this dialect's placeholders, made once per process.
     texts: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
