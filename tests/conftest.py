@@ -22,6 +22,7 @@ from tally.maintenance import create_key, verify
 from tally.ports import Store
 from tally.storage import open_store
 from tests.support import Api, FakeClock, postgres_copy, serve_app
+from tests.webhook_support import Receiver, hooks_api
 
 warnings.filterwarnings("ignore", message=".*httpx.*", category=DeprecationWarning)
 
@@ -100,3 +101,17 @@ def api(store: Store, clock: FakeClock) -> Iterator[Api]:
         yield Api(client, key, store=store, clock=clock)
     # Whatever a test did through the API, the ledger must still add up (`tally verify`).
     assert verify(store) == []
+
+
+@pytest.fixture
+def hooks(store: Store, clock: FakeClock) -> Iterator[Api]:
+    """Program `acme`'s API, allowing endpoints on loopback (the receiver's), with no dispatcher
+    of its own: the tests run one when they want deliveries (`tests/webhook_support.py`)."""
+    yield from hooks_api(store, clock)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on 127.0.0.1 that records what it is sent."""
+    with Receiver().running() as running:
+        yield running

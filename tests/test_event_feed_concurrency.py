@@ -15,10 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import pytest
 
 from tally.domain import Event
 from tally.ports import Store, Tx
+from tests.conftest import POSTGRES_URL
 from tests.support import serving, verified
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -64,6 +66,26 @@ def test_an_event_that_commits_after_a_later_one_is_still_listed_after_what_was_
         first.result(timeout=30)
     seen += feed_ids(store, program_id, seen[-1] if seen else None)
     assert seen == ["evt_1_slow", "evt_2_fast"]
+
+
+def test_a_transaction_left_open_in_another_database_does_not_hold_the_feed_back(
+    store: Store, database_url: str
+) -> None:
+    """Only transactions that could write this database's events hold the feed back."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no other databases")
+    program_id = store.transact(lambda tx: tx.programs.ensure("acme", now=NOW)).id
+    assert POSTGRES_URL is not None
+    with psycopg.connect(POSTGRES_URL) as elsewhere:  # the server's `test` database
+        elsewhere.execute("SELECT pg_current_xact_id()")  # holds a transaction id, stays open
+        store.transact(lambda tx: tx.events.append([appended(program_id, "evt_after")]))
+        assert feed_ids(store, program_id, None) == ["evt_after"]
+        # A transaction of this database, left open the same way, does hold it back.
+        with psycopg.connect(database_url) as here:
+            here.execute("SELECT pg_current_xact_id()")
+            store.transact(lambda tx: tx.events.append([appended(program_id, "evt_held")]))
+            assert feed_ids(store, program_id, "evt_after") == []
+        assert feed_ids(store, program_id, "evt_after") == ["evt_held"]
 
 
 def test_a_consumer_polling_during_concurrent_writes_sees_every_event_exactly_once(

@@ -10,7 +10,6 @@ runs in-process on a store of its own, as `tally deliver --once` would, with the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,23 +23,12 @@ from tally.ports import Store
 from tally.service import WebhookPolicy
 from tests.ledger_support import program_id
 from tests.support import Api, FakeClock, serve_app, wait_until
-from tests.webhook_support import Received, Receiver, deliver_once, dispatching, hooks_api
+from tests.webhook_support import Received, Receiver, deliver_once, dispatching
 
 
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(datetime.now(UTC).replace(microsecond=0))
-
-
-@pytest.fixture
-def hooks(store: Store, clock: FakeClock) -> Iterator[Api]:
-    yield from hooks_api(store, clock)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver().running() as running:
-        yield running
 
 
 def new_endpoint(api: Api, url: str, **fields: Any) -> dict[str, Any]:

@@ -20,23 +20,12 @@ from tally.ports import Store
 from tally.storage import open_store
 from tests.support import Api, FakeClock, run_cli, start_server, tally_command, wait_until
 from tests.test_webhooks import feed, new_endpoint
-from tests.webhook_support import Receiver, dispatching, hooks_api
+from tests.webhook_support import Receiver, dispatching
 
 
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(datetime.now(UTC).replace(microsecond=0))
-
-
-@pytest.fixture
-def hooks(store: Store, clock: FakeClock) -> Iterator[Api]:
-    yield from hooks_api(store, clock)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver().running() as running:
-        yield running
 
 
 def succeeded(store: Store, endpoint_id: str) -> int:

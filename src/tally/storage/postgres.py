@@ -50,14 +50,27 @@ def _claim_advisory(conn: Connection, program_id: int, key: str) -> bool:
     return bool(row[0])
 
 
+# The events feed shows rows whose writing transaction is below this (`sql/events.py`): the
+# oldest transaction still running when this statement's snapshot was taken, leaving out those
+# known to belong to another database of the server (they cannot write our events, and a long
+# one there must not hold our feed back), else the next transaction id. Only a transaction seen
+# in another database is left out: one of ours that ends between the snapshot and the read of
+# `pg_stat_activity` is simply kept (the feed waits a moment), never skipped. `backend_xid` is
+# the 32-bit form of an id; transactions running at once never share one.
+_FEED_HORIZON = (
+    "COALESCE((SELECT min(x::text::bigint) FROM pg_snapshot_xip(pg_current_snapshot()) x "
+    "WHERE mod(x::text::bigint, 4294967296) NOT IN (SELECT backend_xid::text::bigint "
+    "FROM pg_stat_activity WHERE datname <> current_database() AND backend_xid IS NOT NULL)), "
+    "pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
+)
+
 DIALECT = Dialect(
     name="postgres",
     placeholder="%s",
     for_update=" FOR UPDATE",
     for_update_of_member=" FOR UPDATE OF m",
     claim_key=_claim_advisory,
-    # The oldest transaction still running: every id below it has committed or rolled back.
-    feed_horizon="pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+    feed_horizon=_FEED_HORIZON,
     skip_locked=" FOR UPDATE SKIP LOCKED",
 )
 
