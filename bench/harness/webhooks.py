@@ -34,6 +34,14 @@ def subscribe(tally_url: str, key: str, receiver_url: str) -> str:
     return str(response.json()["data"]["endpoint_id"])
 
 
+def unsubscribe(tally_url: str, key: str, endpoint_id: str) -> None:
+    """Delete the endpoint, and with it the deliveries it has not made."""
+    response = httpx.delete(
+        f"{tally_url}/v1/webhook_endpoints/{endpoint_id}", headers=auth(key), timeout=60
+    )
+    response.raise_for_status()
+
+
 def wait_for(receiver_url: str, count: int) -> float | None:
     """Seconds until the receiver has `count` POSTs in all (None: not within the timeout)."""
     started = time.perf_counter()
