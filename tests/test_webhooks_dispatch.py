@@ -15,12 +15,14 @@ import httpx
 import pytest
 
 from tally.domain import DeliveryStatus, Scope
-from tally.maintenance import create_key
+from tally.maintenance import create_key, run_async
 from tally.ports import Store
+from tally.service import Ledger
+from tally.service.webhooks import BACKLOG
 from tally.storage import open_store
 from tests.support import Api, FakeClock, run_cli, start_server, tally_command, wait_until
 from tests.test_webhooks import feed, new_endpoint
-from tests.webhook_support import Receiver, dispatching
+from tests.webhook_support import Receiver, deliver_once, dispatching, policy
 
 
 @pytest.fixture
@@ -151,3 +153,26 @@ def test_kill_9_with_deliveries_in_flight_loses_none_of_them(
             restarted.stop()
     finally:
         store.close()
+
+
+def test_a_burst_waits_in_the_outbox_beyond_the_backlog_and_is_still_delivered_whole(
+    hooks: Api, receiver: Receiver, database_url: str, clock: FakeClock
+) -> None:
+    endpoint_id = new_endpoint(hooks, receiver.url + "/hook")["endpoint_id"]
+    hooks.member("alice")
+    awards = [{"member_id": "alice", "points": 1, "reason": f"r{i}"} for i in range(1_199)]
+    assert hooks.post("/v1/points/award/bulk", {"awards": awards}).status_code == 200
+    events = feed(hooks.store)
+    assert len(events) == 1_200
+
+    ledger = Ledger(hooks.store, clock=clock, webhooks=policy())
+    for _ in range(3):  # fan-out alone, with nothing attempted: it stops at the backlog
+        run_async(hooks.store, ledger.webhooks.fan_out)
+    pending = hooks.store.transact(
+        lambda tx: tx.webhooks.count_deliveries(endpoint_id, DeliveryStatus.PENDING)
+    )
+    assert pending == BACKLOG
+
+    deliver_once(database_url, clock)
+    assert receiver.event_ids("/hook") == dict.fromkeys(events, 1)
+    assert succeeded(hooks.store, endpoint_id) == 1_200

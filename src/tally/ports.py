@@ -314,8 +314,9 @@ class WebhookRows(Protocol):
         """Any program's endpoint (the dispatcher works for every program)."""
         ...
 
-    def lagging_endpoints(self, *, limit: int) -> list[str]:
-        """Endpoints whose cursor is behind their program's feed."""
+    def lagging_endpoints(self, *, limit: int, backlog: int) -> list[str]:
+        """Endpoints whose cursor is behind their program's feed, leaving out enabled ones that
+        already have `backlog` deliveries pending (they catch up first)."""
         ...
 
     def lock_for_fan_out(self, endpoint_id: str) -> WebhookEndpoint | None:

@@ -5,8 +5,9 @@ record), each its own transaction.
 Deliveries are made lazily from the events feed: an endpoint keeps a cursor in its program's
 feed, starting at the feed's head when it is created (events from before are not sent), and
 `fan_out` turns the events after it into deliveries and moves it in one transaction, with the
-endpoint's row locked, so a crash can neither lose nor repeat a fan-out. A disabled endpoint's
-cursor moves on without deliveries: events while it is disabled are not sent.
+endpoint's row locked, so a crash can neither lose nor repeat a fan-out. An endpoint already
+`BACKLOG` deliveries behind is not fanned out until it catches up (the outbox holds the rest). A
+disabled endpoint's cursor moves on without deliveries: events while it is disabled are not sent.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from tally.ports import AttemptOutcome, ClaimedAttempt, Tx
 from tally.rules import webhooks as rules
 from tally.service.outbox import EVENT_TYPES
 from tally.service.runner import Render, Runner
+
+BACKLOG = 500
+"""Pending deliveries an enabled endpoint may have before its fan-out waits for it: the rest of
+a burst stays in the outbox (the events table) until the receiver has caught up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,11 +245,11 @@ class Webhooks:
 
     # The dispatcher's units of work
 
-    async def fan_out(self, *, batch: int = 1000, endpoints: int = 100) -> int:
+    async def fan_out(self, *, batch: int = BACKLOG, endpoints: int = 100) -> int:
         """Turn new events into deliveries for up to `endpoints` endpoints, at most `batch`
         events each; return how many events were taken (work is left if it equals a batch)."""
         lagging = await self._runner.store.read(
-            lambda tx: tx.webhooks.lagging_endpoints(limit=endpoints)
+            lambda tx: tx.webhooks.lagging_endpoints(limit=endpoints, backlog=BACKLOG)
         )
         taken = 0
         for endpoint_id in lagging:

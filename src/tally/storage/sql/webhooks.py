@@ -212,13 +212,18 @@ class SqlWebhooks:
         row = self._s.one(f"SELECT {_ENDPOINT} FROM webhook_endpoints WHERE id = ?", (endpoint_id,))
         return None if row is None else _endpoint(row)
 
-    def lagging_endpoints(self, *, limit: int) -> list[str]:
+    def lagging_endpoints(self, *, limit: int, backlog: int) -> list[str]:
+        # An enabled endpoint with `backlog` deliveries pending waits: the events stay in the
+        # outbox until it has caught up, so that a burst of writes is not paid for twice, as
+        # events and at once as deliveries, while the receiver is still behind.
         rows = self._s.all(
             "SELECT w.id FROM webhook_endpoints w WHERE EXISTS (SELECT 1 FROM events e "
             "WHERE e.program_id = w.program_id "
             "AND (e.commit_xid, e.seq) > (w.after_xid, w.after_seq) "
-            f"AND e.commit_xid < {self._s.dialect.feed_horizon}) LIMIT ?",
-            (limit,),
+            f"AND e.commit_xid < {self._s.dialect.feed_horizon}) "
+            "AND (w.enabled = ? OR NOT EXISTS (SELECT 1 FROM webhook_deliveries d "
+            "WHERE d.endpoint_id = w.id AND d.status = ? LIMIT 1 OFFSET ?)) LIMIT ?",
+            (False, _PENDING, backlog - 1, limit),
         )
         return [r[0] for r in rows]
 
@@ -316,9 +321,10 @@ class SqlWebhooks:
         )
 
     def oldest_pending(self) -> datetime | None:
+        # The event of the delivery pending longest (one index entry, not every pending row).
         row = self._s.one(
-            "SELECT MIN(e.created_at) FROM webhook_deliveries d JOIN events e "
-            "ON e.id = d.event_id WHERE d.status = ?",
+            "SELECT e.created_at FROM webhook_deliveries d JOIN events e ON e.id = d.event_id "
+            "WHERE d.status = ? ORDER BY d.created_at LIMIT 1",
             (_PENDING,),
         )
         return None if row is None or row[0] is None else from_micros(row[0])

@@ -42,7 +42,11 @@ CREATE TABLE webhook_deliveries (
     updated_at BIGINT NOT NULL,
     UNIQUE (endpoint_id, event_id)
 );
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint_id, next_attempt_at)
+-- Claims take an endpoint's due deliveries in this order, straight from the index (a backlog of
+-- many thousands is never sorted); the second index finds the oldest one still pending.
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint_id, next_attempt_at, id)
+    WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_pending_age ON webhook_deliveries (created_at)
     WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_log ON webhook_deliveries (endpoint_id, created_at);
 CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (updated_at)
