@@ -64,6 +64,7 @@ REWARDS: dict[str, tuple[int, int | None, bool]] = {
 points = st.integers(1, 300)
 hours = st.sampled_from([1, 2, 12, 24, 24 * 3, 24 * 10, 24 * 30, 24 * 60])
 members = st.sampled_from(MEMBERS)
+PARTIES = [("alice", "bob"), ("bob", "alice"), ("alice", "bob"), ("bob", "alice"), ("bob", "bob")]
 
 DatabaseFactory = Callable[[], contextlib.AbstractContextManager[str]]
 
@@ -302,9 +303,13 @@ class LedgerMachine(RuleBasedStateMachine):
         account.rows += 1
         assert response.json()["data"]["new_balance"] == account.balance
 
-    @rule(sender=members, receiver=members, points=st.integers(1, 400))
-    def transfer(self, sender: str, receiver: str, points: int) -> None:
+    # Mostly between two members, sometimes to oneself (refused); `share` percent of the
+    # sender's balance, so most succeed and some (over 100) are refused.
+    @rule(parties=st.sampled_from(PARTIES), share=st.integers(1, 120))
+    def transfer(self, parties: tuple[str, str], share: int) -> None:
+        sender, receiver = parties
         self.catch_up()
+        points = max(1, self.accounts[sender].balance * share // 100)
         body = {
             "from_member_id": sender,
             "to_member_id": receiver,
