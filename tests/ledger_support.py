@@ -127,7 +127,9 @@ def counters_add_up(balance: dict[str, Any]) -> bool:
     return bool(
         balance["balance"]
         == balance["lifetime_earned"]
+        + balance["lifetime_transferred_in"]
         - balance["lifetime_redeemed"]
         - balance["lifetime_deducted"]
         - balance["lifetime_expired"]
+        - balance["lifetime_transferred_out"]
     )

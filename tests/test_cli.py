@@ -207,7 +207,8 @@ def test_the_database_can_be_given_by_TALLY_DATABASE_URL(database_url: str, tmp_
 
 
 def build_a_ledger(api: Api) -> None:
-    """Member `alice` with awards, deducts, a pending award, a redemption and its refund."""
+    """Member `alice` with awards, deducts, a pending award, a redemption and its refund, and
+    transfers to and from `bob` (the one to bob draws on two lots of different dates)."""
     api.member("alice")
     api.award("alice", 500)
     api.award("alice", 250, expires_at="2030-01-01T00:00:00Z")
@@ -220,6 +221,11 @@ def build_a_ledger(api: Api) -> None:
     redemption_id = first.json()["data"]["redemption_id"]
     assert api.post(f"/v1/redemptions/{redemption_id}/cancel").status_code == 200
     assert api.deduct("alice", 7).status_code == 201
+    api.member("bob")
+    for sender, receiver, points in (("alice", "bob", 400), ("bob", "alice", 20)):
+        body = {"from_member_id": sender, "to_member_id": receiver, "points": points}
+        response = api.post("/v1/points/transfer", {**body, "reason": "gift"})
+        assert response.status_code == 201, response.text
 
 
 def test_verify_exits_0_on_a_consistent_ledger(database_url: str) -> None:
@@ -239,7 +245,37 @@ CORRUPTIONS = {
     "a deduct's points": "UPDATE entries SET points = points + 1 WHERE type = 'deduct'",
     "a balance_after": "UPDATE entries SET balance_after = balance_after + 1 WHERE type = 'award'",
     "a lot's remainder": "UPDATE lots SET remaining = remaining - 1 WHERE remaining > 0",
+    "lifetime_transferred_in": "UPDATE members SET lifetime_transferred_in = 1",
+    "lifetime_transferred_out": "UPDATE members SET lifetime_transferred_out = 0",
+    "a transfer's points": "UPDATE entries SET points = points + 1 WHERE type = 'transfer_in'",
+    "a transferred lot's size": "UPDATE lots SET points = points + 1, remaining = remaining + 1 "
+    "WHERE source_id IN (SELECT id FROM entries WHERE type = 'transfer_in')",
 }
+
+
+TRANSFER_ROW_CORRUPTIONS = {
+    "a transfer_out's draws": "UPDATE draws SET points = points - 1 WHERE spend_id IN "
+    "(SELECT id FROM entries WHERE type = 'transfer_out')",
+    "a transferred lot's source": "UPDATE lots SET source_id = (SELECT id FROM entries WHERE "
+    "type = 'deduct' LIMIT 1) WHERE source_id <> entry_id",
+}
+
+
+@pytest.mark.parametrize(
+    "statement", TRANSFER_ROW_CORRUPTIONS.values(), ids=list(TRANSFER_ROW_CORRUPTIONS)
+)
+def test_verify_traces_every_transferred_point_through_draws_and_lots(
+    database_url: str, statement: str
+) -> None:
+    with app_on(database_url, create_key(database_url)) as api:
+        build_a_ledger(api)
+    execute_sql(database_url, statement)
+    result = tally("verify", "--database", database_url)
+    assert result.returncode == 1, result.stdout + result.stderr
+    mismatches = [line for line in result.stdout.splitlines() if line.startswith("MISMATCH")]
+    assert any("txn_" in line and "its draws (or lots)" in line for line in mismatches), (
+        result.stdout
+    )
 
 
 @pytest.mark.parametrize("statement", CORRUPTIONS.values(), ids=list(CORRUPTIONS))

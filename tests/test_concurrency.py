@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -330,3 +330,55 @@ def test_overlapping_bulk_awards_in_opposite_orders_all_apply_round_after_round(
         name: rounds * sum(name in order for order in orders) for name in names
     }
     assert ledger_is_consistent(database_url)
+
+
+def test_transfers_racing_in_every_direction_never_deadlock_overdraw_or_lose_a_point(
+    cluster: Cluster,
+) -> None:
+    """Sixty transfers among three members at once, in both directions of every pair: each is
+    accepted or refused for want of points (a deadlock surfacing as 503 would fail), no balance
+    goes below zero, and each member ends with exactly what the accepted transfers say."""
+    members = ["a", "b", "c"]
+    soon = (datetime.now(UTC) + timedelta(days=30)).isoformat().replace("+00:00", "Z")
+    for member in members:
+        assert cluster.post(0, "/v1/members", {"member_id": member}).status_code == 201
+        for points, expires in ((60, soon), (40, None)):
+            award = {"member_id": member, "points": points, "reason": "stock"}
+            if expires:
+                award["expires_at"] = expires
+            assert cluster.post(0, "/v1/points/award", award).status_code == 201
+    pairs = [(s, r) for s in members for r in members if s != r]
+    moves = [(*pairs[i % len(pairs)], 15 + i % 4 * 5) for i in range(60)]  # 15 to 30 points
+
+    def transfer(i: int) -> httpx.Response:
+        sender, receiver, points = moves[i]
+        body = {"from_member_id": sender, "to_member_id": receiver, "points": points, "reason": "r"}
+        return cluster.post(i, "/v1/points/transfer", body)
+
+    responses = all_at_once(len(moves), transfer)
+    outcomes = [(r.status_code, r.json().get("error", {}).get("code")) for r in responses]
+    assert set(outcomes) <= {(201, None), (422, "insufficient_points")}, outcomes
+    accepted = [move for move, r in zip(moves, responses, strict=True) if r.status_code == 201]
+    assert accepted
+    expected = dict.fromkeys(members, 100)
+    for sender, receiver, points in accepted:
+        expected[sender] -= points
+        expected[receiver] += points
+    balances = {m: cluster.get(f"/v1/members/{m}/balance").json()["data"] for m in members}
+    assert {m: b["balance"] for m, b in balances.items()} == expected
+    assert sum(expected.values()) == 300
+    for member, balance in balances.items():
+        sent = sum(p for s, _, p in accepted if s == member)
+        received = sum(p for _, r, p in accepted if r == member)
+        assert (balance["lifetime_transferred_out"], balance["lifetime_transferred_in"]) == (
+            sent,
+            received,
+        )
+    # Every accepted transfer's rows chain: each member's balance_after values are all distinct
+    # steps of one ledger, never below zero.
+    for member in members:
+        rows = cluster.get(f"/v1/members/{member}/transactions", per_page=100).json()["data"]
+        assert all(row["balance_after"] >= 0 for row in rows)
+        for newer, older in zip(rows, rows[1:], strict=False):
+            assert newer["balance_after"] == older["balance_after"] + newer["points"]
+    assert ledger_is_consistent(cluster.database_url)

@@ -1,10 +1,11 @@
 """A Hypothesis state machine drives the real HTTP API in-process against a small model.
 
-Random runs of awards (now, later, expiring), deducts, redemptions, cancels, policy changes,
-sweeps and clock moves. After every step, for every member: the balance and its counters match
-the model; `balance >= 0`; `balance == earned - redeemed - deducted - expired`; the lots hold
-what the model says (so their remainders sum to the balance); the history's balance_after
-chain adds up in ledger order; and `verify` finds nothing.
+Random runs of awards (now, later, expiring), deducts, transfers, redemptions, cancels, policy
+changes, sweeps and clock moves. After every step, for every member: the balance and its
+counters match the model; `balance >= 0`; `balance == earned + transferred_in - redeemed -
+deducted - expired - transferred_out`; the lots hold what the model says (so their remainders
+sum to the balance); the history's balance_after chain adds up in ledger order; and `verify`
+finds nothing.
 
 The model keeps its own lots and spends them in the order the spec gives: soonest expiry
 first, never-expiring last, oldest (first posted) first among equals.
@@ -63,6 +64,7 @@ REWARDS: dict[str, tuple[int, int | None, bool]] = {
 points = st.integers(1, 300)
 hours = st.sampled_from([1, 2, 12, 24, 24 * 3, 24 * 10, 24 * 30, 24 * 60])
 members = st.sampled_from(MEMBERS)
+PARTIES = [("alice", "bob"), ("bob", "alice"), ("alice", "bob"), ("bob", "alice"), ("bob", "bob")]
 
 DatabaseFactory = Callable[[], contextlib.AbstractContextManager[str]]
 
@@ -101,6 +103,8 @@ class Account:
     redeemed: int = 0
     deducted: int = 0
     expired: int = 0
+    transferred_in: int = 0
+    transferred_out: int = 0
     rows: int = 0
 
     @property
@@ -114,12 +118,17 @@ class Account:
     def add_lot(self, points: int, expires_at: datetime | None) -> None:
         self.lots.append(Lot(points, expires_at, len(self.lots)))
 
-    def spend(self, points: int) -> None:
+    def spend(self, points: int) -> dict[datetime | None, int]:
+        """Take `points` in spend order; what was taken, by expiry date, in the order taken."""
         assert points <= self.balance
+        taken: dict[datetime | None, int] = {}
         for lot in self.open_lots():
             take = min(points, lot.remaining)
             lot.remaining -= take
             points -= take
+            if take:
+                taken[lot.expires_at] = taken.get(lot.expires_at, 0) + take
+        return taken
 
     def expire(self, now: datetime) -> None:
         """What is left of each lot due by `now` leaves as one expire row."""
@@ -294,6 +303,46 @@ class LedgerMachine(RuleBasedStateMachine):
         account.rows += 1
         assert response.json()["data"]["new_balance"] == account.balance
 
+    # Mostly between two members, sometimes to oneself (refused); `share` percent of the
+    # sender's balance, so most succeed and some (over 100) are refused.
+    @rule(parties=st.sampled_from(PARTIES), share=st.integers(1, 120))
+    def transfer(self, parties: tuple[str, str], share: int) -> None:
+        sender, receiver = parties
+        self.catch_up()
+        points = max(1, self.accounts[sender].balance * share // 100)
+        body = {
+            "from_member_id": sender,
+            "to_member_id": receiver,
+            "points": points,
+            "reason": "machine transfer",
+        }
+        response = self.api.post("/v1/points/transfer", body)
+        source, target = self.accounts[sender], self.accounts[receiver]
+        if sender == receiver:
+            event("transfer to oneself refused")
+            assert response.status_code == 422, response.text
+            assert response.json()["error"]["code"] == "validation_error"
+            return
+        if points > source.balance:
+            event("transfer refused")
+            assert response.status_code == 422, response.text
+            assert response.json()["error"]["code"] == "insufficient_points"
+            return
+        event("transfer made")
+        assert response.status_code == 201, response.text
+        # The receiver gets one lot per expiry date drawn on, keeping the date.
+        for expires_at, taken in source.spend(points).items():
+            target.add_lot(taken, expires_at)
+        source.transferred_out += points
+        target.transferred_in += points
+        source.rows += 1
+        target.rows += 1
+        data = response.json()["data"]
+        assert (data["from"]["balance_after"], data["to"]["balance_after"]) == (
+            source.balance,
+            target.balance,
+        )
+
     @rule(
         target=redemptions,
         member=members,
@@ -411,6 +460,8 @@ class LedgerMachine(RuleBasedStateMachine):
                 "lifetime_redeemed": account.redeemed,
                 "lifetime_deducted": account.deducted,
                 "lifetime_expired": account.expired,
+                "lifetime_transferred_in": account.transferred_in,
+                "lifetime_transferred_out": account.transferred_out,
                 "next_expiration": account.next_expiration(),
             }, member
             assert lot_remainders(self.store, member) == [

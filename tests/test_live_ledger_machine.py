@@ -2,15 +2,17 @@
 
 Where `test_ledger_properties.py` runs the app in-process with a movable clock, this one talks
 to a real server process (uvicorn, the group commit, the driver pools) on each backend. Random
-runs of awards (posted now, or pending until tomorrow and cancelled), deducts, bulk awards with
-bad items (invalid fields, unknown members, items that are not objects; atomic or not),
-redemptions and their cancels, and idempotent retries: a request resent with its
-Idempotency-Key gets the same status and the same bytes with `Idempotent-Replayed: true` and
-has no second effect; the key reused for another request is `422 idempotency_key_reused`.
+runs of awards (posted now, or pending until tomorrow and cancelled), deducts, transfers between
+members, bulk awards with bad items (invalid fields, unknown members, items that are not
+objects; atomic or not), redemptions and their cancels, and idempotent retries: a request
+resent with its Idempotency-Key gets the same status and the same bytes with
+`Idempotent-Replayed: true` and has no second effect; the key reused for another request is
+`422 idempotency_key_reused`.
 
 After every step, for every member: the balance and every counter equal the model's, and
-`balance == lifetime_earned - lifetime_redeemed - lifetime_deducted - lifetime_expired`; each
-reward's stock equals the model's. At the end `tally verify` (the command) exits 0.
+`balance == lifetime_earned + lifetime_transferred_in - lifetime_redeemed - lifetime_deducted -
+lifetime_expired - lifetime_transferred_out`; each reward's stock equals the model's. At the end
+`tally verify` (the command) exits 0.
 
 The server uses the wall clock, so the model stays honest by keeping time out of it: pending
 awards fall due tomorrow and expiring ones in 30 days, long after a run ends. Each example is a
@@ -105,6 +107,8 @@ class Account:
     earned: int = 0
     redeemed: int = 0
     deducted: int = 0
+    transferred_in: int = 0
+    transferred_out: int = 0
 
     def award(self, points: int) -> None:
         self.balance += points
@@ -120,6 +124,8 @@ class Account:
             "pending": self.pending,
             "lifetime_deducted": self.deducted,
             "lifetime_expired": 0,
+            "lifetime_transferred_in": self.transferred_in,
+            "lifetime_transferred_out": self.transferred_out,
         }
 
 
@@ -267,6 +273,35 @@ class LiveLedgerMachine(RuleBasedStateMachine):
         account.deducted += points
         assert response.json()["data"]["new_balance"] == account.balance
 
+    @rule(sender=members, receiver=members, points=points, idem=st.booleans())
+    def transfer(self, sender: str, receiver: str, points: int, idem: bool) -> None:
+        body = {
+            "from_member_id": sender,
+            "to_member_id": receiver,
+            "points": points,
+            "reason": "transfer",
+        }
+        response = self.send("POST", "/v1/points/transfer", body, idem=idem)
+        source, target = self.accounts[sender], self.accounts[receiver]
+        if sender == receiver:
+            error = self.refused(response, 422, "validation_error")
+            assert error["details"][0]["field"] == "to_member_id"
+            return
+        if points > source.balance:
+            error = self.refused(response, 422, "insufficient_points")
+            assert error["details"][0]["available"] == source.balance
+            return
+        assert response.status_code == 201, response.text
+        source.balance -= points
+        source.transferred_out += points
+        target.balance += points
+        target.transferred_in += points
+        data = response.json()["data"]
+        assert (data["from"]["balance_after"], data["to"]["balance_after"]) == (
+            source.balance,
+            target.balance,
+        )
+
     @rule(items=bulk_items, atomic=st.booleans(), idem=st.booleans())
     def bulk_award(self, items: list[tuple[str, str, int]], atomic: bool, idem: bool) -> None:
         awards = [
@@ -413,9 +448,11 @@ class LiveLedgerMachine(RuleBasedStateMachine):
             assert got == account.as_balance(member)
             assert got["balance"] == (
                 got["lifetime_earned"]
+                + got["lifetime_transferred_in"]
                 - got["lifetime_redeemed"]
                 - got["lifetime_deducted"]
                 - got["lifetime_expired"]
+                - got["lifetime_transferred_out"]
             )
 
     @invariant()

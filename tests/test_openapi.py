@@ -189,6 +189,7 @@ def the_world(api: Api) -> dict[str, str]:
     hook = api.post("/v1/webhook_endpoints", {"url": "https://8.8.8.8/hook"})
     endpoint_id = hook.json()["data"]["endpoint_id"]
     api.member("m")
+    api.member("n")  # the other side of a transfer
     api.award("m", 100)
     pending = api.award("m", 40, available_at="2026-02-01T00:00:00Z")["transaction_id"]
     reward = api.post("/v1/rewards", {"name": "Mug", "points_cost": 10, "stock": 5})
@@ -228,6 +229,12 @@ VALID_BODIES: dict[tuple[str, str], Callable[[dict[str, str]], dict[str, Any] | 
         "awards": [{"member_id": "m", "points": 5, "reason": "x"}]
     },
     ("POST", "/v1/points/deduct"): lambda ids: {"member_id": "m", "points": 5, "reason": "x"},
+    ("POST", "/v1/points/transfer"): lambda ids: {
+        "from_member_id": "m",
+        "to_member_id": "n",
+        "points": 5,
+        "reason": "x",
+    },
     ("POST", "/v1/transactions/{transaction_id}/cancel"): lambda ids: {},
     ("PATCH", "/v1/program"): lambda ids: {"points_expire_after_days": 30},
     ("POST", "/v1/rewards"): lambda ids: {"name": "Cap", "points_cost": 20},

@@ -53,6 +53,8 @@ def test_balance_has_the_seed_fields_and_the_lifetime_counters(api: Api) -> None
         "pending": 0,
         "lifetime_deducted": 200,
         "lifetime_expired": 0,
+        "lifetime_transferred_in": 0,
+        "lifetime_transferred_out": 0,
         "next_expiration": None,
     }
 

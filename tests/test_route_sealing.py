@@ -34,11 +34,15 @@ from tally.service import Ledger
 from tests.support import Api, everything
 
 A_MEMBER = "alice"  # exists in program A only
+A_FRIEND = "alice.friend"  # exists in program A only: the other side of A's transfers
 B_MEMBER = "bob"  # exists in program B only
+B_FRIEND = "bob.friend"  # exists in program B only: the other side of B's transfers
 NOBODY = "nobody"  # exists nowhere
 A_KEPT_AWARD = {"member_id": A_MEMBER, "points": 1, "reason": "kept"}  # sent with a key
 MISSING = {
     "member": NOBODY,
+    "sender": NOBODY,
+    "receiver": NOBODY,
     "transaction": "txn_01NOSUCHTRANSACTION0000000",
     "reward": "rwd_01NOSUCHREWARD000000000000",
     "redemption": "red_01NOSUCHREDEMPTION00000000",
@@ -48,6 +52,9 @@ MISSING = {
 # The fields of a path or a body that name an object, and the kind of object they name.
 ID_FIELDS = {
     "member_id": "member",
+    # A transfer names two members; each side is probed on its own.
+    "from_member_id": "sender",
+    "to_member_id": "receiver",
     "transaction_id": "transaction",
     "reward_id": "reward",
     "redemption_id": "redemption",
@@ -55,7 +62,12 @@ ID_FIELDS = {
     "delivery_id": "delivery",
 }
 # The code a missing object of each kind is answered with (`{kind}_not_found` unless named).
-NOT_FOUND_CODES = {"endpoint": "not_found", "delivery": "not_found"}
+NOT_FOUND_CODES = {
+    "endpoint": "not_found",
+    "delivery": "not_found",
+    "sender": "member_not_found",
+    "receiver": "member_not_found",
+}
 A_HOOK = "https://8.8.8.8/a-hook"  # a public address: the SSRF guard is on here
 
 
@@ -81,6 +93,7 @@ def world(api: Api) -> World:
         "endpoint_id"
     ]
     api.member(A_MEMBER, name="Alice of A")
+    api.member(A_FRIEND)
     a_posted = api.award(A_MEMBER, 100)["transaction_id"]
     a_pending = api.award(A_MEMBER, 40, available_at="2026-02-01T00:00:00Z")["transaction_id"]
     a_reward = api.post("/v1/rewards", {"name": "A's mug", "points_cost": 10}).json()["data"]
@@ -89,6 +102,7 @@ def world(api: Api) -> World:
     ).json()["data"]
     assert api.post("/v1/points/award", A_KEPT_AWARD, idem="a-wrote-this").status_code == 201
     assert api.post("/v1/members", {"member_id": B_MEMBER}, key=b_key).status_code == 201
+    assert api.post("/v1/members", {"member_id": B_FRIEND}, key=b_key).status_code == 201
     b_award = {"member_id": B_MEMBER, "points": 500, "reason": "x"}
     b_posted = api.post("/v1/points/award", b_award, key=b_key).json()["data"]
     b_reward = api.post("/v1/rewards", {"name": "B's cap", "points_cost": 10}, key=b_key)
@@ -107,6 +121,8 @@ def world(api: Api) -> World:
         b_key=b_key,
         a={
             "member": A_MEMBER,
+            "sender": A_MEMBER,
+            "receiver": A_FRIEND,
             "transaction": a_pending,
             "reward": a_reward["reward_id"],
             "redemption": a_redemption["redemption_id"],
@@ -116,6 +132,8 @@ def world(api: Api) -> World:
         a_posted=a_posted,
         b={
             "member": B_MEMBER,
+            "sender": B_MEMBER,
+            "receiver": B_FRIEND,
             "transaction": b_posted["transaction_id"],
             "reward": b_reward_id,
             "redemption": b_redemption["redemption_id"],
@@ -139,6 +157,12 @@ VALID_BODIES: dict[str, Callable[[Ids], Any]] = {
         "awards": [{"member_id": ids["member"], "points": 5, "reason": "x"}]
     },
     "POST /v1/points/deduct": lambda ids: {"member_id": ids["member"], "points": 5, "reason": "x"},
+    "POST /v1/points/transfer": lambda ids: {
+        "from_member_id": ids["sender"],
+        "to_member_id": ids["receiver"],
+        "points": 5,
+        "reason": "x",
+    },
     "PATCH /v1/program": lambda ids: {"points_expire_after_days": 30},
     "POST /v1/rewards": lambda ids: {"name": "Hat", "points_cost": 20},
     "PATCH /v1/rewards/{reward_id}": lambda ids: {"active": False},

@@ -106,8 +106,8 @@ _ENTRY_SQL = (
     "balance_after, created_at, effective_at) VALUES (?, ?, ?, ?, 'award', 'posted', ?, ?, ?, ?, ?)"
 )
 _LOT_SQL = (
-    "INSERT INTO lots (entry_id, member_pk, seq, points, remaining, expires_at) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO lots (entry_id, member_pk, seq, points, remaining, expires_at, source_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _MEMBER_SQL = (
     "UPDATE members SET balance = ?, lifetime_earned = ?, last_seq = ?, entry_count = ? "
@@ -124,7 +124,8 @@ def _award_rows(program_id: int, member_pk: int, rows: int) -> Iterator[tuple[Ro
         at = now - (rows - seq) * 1000
         balance = seq * HISTORY_POINTS
         entry = (entry_id, program_id, member_pk, seq, HISTORY_POINTS, f"seed {seq}", balance)
-        yield (*entry, at, at), (entry_id, member_pk, seq, HISTORY_POINTS, HISTORY_POINTS, NEVER)
+        lot = (entry_id, member_pk, seq, HISTORY_POINTS, HISTORY_POINTS, NEVER, entry_id)
+        yield (*entry, at, at), lot
 
 
 def load_history_sql(backend: str, url: str, rows: int) -> float:
@@ -169,7 +170,7 @@ def _load_postgres(url: str, rows: int) -> None:
         with conn.cursor().copy(f"COPY entries ({entry_columns}) FROM STDIN") as copy:
             for entry, _ in pairs:
                 copy.write_row((*entry, "award", "posted"))
-        lot_columns = "entry_id, member_pk, seq, points, remaining, expires_at"
+        lot_columns = "entry_id, member_pk, seq, points, remaining, expires_at, source_id"
         with conn.cursor().copy(f"COPY lots ({lot_columns}) FROM STDIN") as copy:
             for _, lot in pairs:
                 copy.write_row(lot)

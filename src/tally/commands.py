@@ -47,6 +47,16 @@ class DeductCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class TransferCommand:
+    from_member_id: str
+    to_member_id: str
+    points: int
+    reason: str
+    reference: str | None = None
+    metadata: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BulkItemError:
     """A bulk item that failed validation, with the member it named (if it named one)."""
 

@@ -21,6 +21,8 @@ class EntryType(enum.StrEnum):
     REDEEM = "redeem"
     REFUND = "refund"
     EXPIRE = "expire"
+    TRANSFER_IN = "transfer_in"
+    TRANSFER_OUT = "transfer_out"
 
 
 class EntryStatus(enum.StrEnum):
@@ -49,7 +51,8 @@ MAX_BALANCE = 2**63 - 1
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """A member's counters. Invariant: balance == earned - redeemed - deducted - expired >= 0."""
+    """A member's counters. Invariant: balance == earned + transferred_in - redeemed - deducted
+    - expired - transferred_out >= 0."""
 
     balance: int = 0
     pending: int = 0
@@ -59,6 +62,8 @@ class Account:
     lifetime_expired: int = 0
     last_seq: int = 0
     entry_count: int = 0
+    lifetime_transferred_in: int = 0
+    lifetime_transferred_out: int = 0
 
     # The methods below build the new value field by field: this is the hottest code of every
     # write, and `dataclasses.replace` costs several times as much.
@@ -70,8 +75,14 @@ class Account:
             raise ValueError(f"balance would fall to {balance}")
         earned, redeemed = self.lifetime_earned, self.lifetime_redeemed
         deducted, expired = self.lifetime_deducted, self.lifetime_expired
+        transferred_in = self.lifetime_transferred_in
+        transferred_out = self.lifetime_transferred_out
         if kind is EntryType.AWARD:
             earned += points
+        elif kind is EntryType.TRANSFER_IN:
+            transferred_in += points
+        elif kind is EntryType.TRANSFER_OUT:
+            transferred_out -= points
         elif kind is EntryType.DEDUCT:
             deducted -= points
         elif kind is EntryType.EXPIRE:
@@ -87,6 +98,8 @@ class Account:
             expired,
             self.last_seq + 1,
             self.entry_count,
+            transferred_in,
+            transferred_out,
         )
 
     def hold(self, points: int) -> Account:
@@ -100,6 +113,8 @@ class Account:
             self.lifetime_expired,
             self.last_seq,
             self.entry_count,
+            self.lifetime_transferred_in,
+            self.lifetime_transferred_out,
         )
 
     def numbered(self) -> Account:
@@ -113,6 +128,8 @@ class Account:
             self.lifetime_expired,
             self.last_seq + 1,
             self.entry_count,
+            self.lifetime_transferred_in,
+            self.lifetime_transferred_out,
         )
 
     def counted(self, entries: int = 1) -> Account:
@@ -125,6 +142,8 @@ class Account:
             self.lifetime_expired,
             self.last_seq,
             self.entry_count + entries,
+            self.lifetime_transferred_in,
+            self.lifetime_transferred_out,
         )
 
 
@@ -132,10 +151,17 @@ class Account:
 class Lot:
     """Points from one posted award or refund that are still there to spend or expire."""
 
-    entry_id: str
+    entry_id: str  # the lot's id: its award's or refund's entry id, or a `lot_…` of a transfer
     remaining: int
     expires_at: datetime | None
     seq: int
+    # The entry that made the lot when that is not `entry_id`: a transfer's `transfer_in`.
+    source: str | None = None
+
+    @property
+    def made_by(self) -> str:
+        """The ledger entry that brought these points to the member."""
+        return self.source or self.entry_id
 
     @property
     def spend_order(self) -> tuple[bool, datetime, int]:

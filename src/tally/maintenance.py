@@ -88,7 +88,10 @@ _COUNTER_OF = {
     EntryType.REFUND: "lifetime_redeemed",
     EntryType.DEDUCT: "lifetime_deducted",
     EntryType.EXPIRE: "lifetime_expired",
+    EntryType.TRANSFER_IN: "lifetime_transferred_in",
+    EntryType.TRANSFER_OUT: "lifetime_transferred_out",
 }
+_COUNTING_UP = (EntryType.AWARD, EntryType.TRANSFER_IN)
 
 
 def _recount(check: LedgerCheck) -> list[Mismatch]:
@@ -101,8 +104,10 @@ def _recount(check: LedgerCheck) -> list[Mismatch]:
     ]
     counters = dict.fromkeys(_COUNTER_OF.values(), 0)
     for kind, points in check.posted_sums.items():
-        # Awards count up by their points; spends by their size; a refund takes a redemption back.
-        counters[_COUNTER_OF[EntryType(kind)]] += points if kind == EntryType.AWARD else -points
+        # Awards and transfers in count up by their points; spends (and transfers out) by their
+        # size; a refund takes a redemption back.
+        up = EntryType(kind) in _COUNTING_UP
+        counters[_COUNTER_OF[EntryType(kind)]] += points if up else -points
     expected = {
         **counters,
         "balance": sum(check.posted_sums.values()),
@@ -129,7 +134,9 @@ def verify(store: Store) -> list[Mismatch]:
     def work(tx: Tx) -> list[Mismatch]:
         found = [problem for check in tx.audit.ledger_checks() for problem in _recount(check)]
         for entry_id, should, drawn in tx.audit.unbalanced_spends():
-            found.append(Mismatch(entry_id, f"accounts for {should} points, its draws for {drawn}"))
+            found.append(
+                Mismatch(entry_id, f"accounts for {should} points, its draws (or lots) for {drawn}")
+            )
         return found
 
     return store.transact(work)

@@ -391,7 +391,8 @@ class AuditQueries(Protocol):
     def ledger_checks(self) -> Iterator[LedgerCheck]: ...
 
     def unbalanced_spends(self) -> list[tuple[str, int, int]]:
-        """(entry id, points it should account for, points its draws account for) that differ."""
+        """(entry or lot id, points it should account for, points its draws or lots account
+        for) that differ."""
         ...
 
     def members_with_due_work(self, *, now: datetime, limit: int) -> list[tuple[int, str]]: ...

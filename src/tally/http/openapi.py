@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from tally import __version__
+from tally.domain import EntryType
 from tally.http import schemas
 from tally.http.errors import WITH_RETRY_AFTER, status_of
 
@@ -24,7 +25,7 @@ _REF = "#/components/schemas/{name}"
 _QUERY: dict[str, dict[str, Any]] = {
     "page": {"type": "integer", "minimum": 1, "default": 1},
     "per_page": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
-    "type": {"type": "string", "enum": ["award", "redeem", "deduct", "expire", "refund"]},
+    "type": {"type": "string", "enum": [t.value for t in EntryType]},
     "from": {"type": "string", "description": "RFC 3339 time with a zone, or YYYY-MM-DD."},
     "to": {"type": "string", "description": "RFC 3339 time, or YYYY-MM-DD (the whole day)."},
     "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},

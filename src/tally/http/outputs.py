@@ -18,6 +18,7 @@ from tally.commands import BalanceView, BulkOutcome, Listing, Posting, Reply
 from tally.domain import Program
 from tally.http import schemas as s
 from tally.http.errors import error_body
+from tally.rules.transfers import Transfer
 from tally.views import member_out as member_out
 from tally.views import redemption_out as redemption_out
 from tally.views import reward_out as reward_out
@@ -94,7 +95,15 @@ def balance_out(view: BalanceView) -> s.BalanceOut:
         pending=a.pending,
         lifetime_deducted=a.lifetime_deducted,
         lifetime_expired=a.lifetime_expired,
+        lifetime_transferred_in=a.lifetime_transferred_in,
+        lifetime_transferred_out=a.lifetime_transferred_out,
         next_expiration=None if upcoming is None else s.NextExpiration(*upcoming),
+    )
+
+
+def transfer_out(transfer: Transfer) -> s.TransferOut:
+    return s.TransferOut(
+        transfer.id, transaction_out(transfer.sent.entry), transaction_out(transfer.received.entry)
     )
 
 

@@ -74,6 +74,15 @@ class DeductIn(_In):
     metadata: Metadata | None = None
 
 
+class TransferIn(_In):
+    from_member_id: MemberId
+    to_member_id: MemberId
+    points: Points
+    reason: Reason
+    reference: Reference | None = None
+    metadata: Metadata | None = None
+
+
 class MemberIn(_In):
     member_id: MemberId | None = None
     email: Annotated[str, Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
@@ -128,6 +137,8 @@ class BalanceOut(Struct):
     pending: int
     lifetime_deducted: int
     lifetime_expired: int
+    lifetime_transferred_in: int
+    lifetime_transferred_out: int
     next_expiration: NextExpiration | None
 
 
@@ -144,6 +155,14 @@ class TransactionCreatedOut(Struct):
     available_at: datetime | None
     expires_at: datetime | None
     created_at: datetime
+
+
+class TransferOut(Struct):
+    """Both rows of a transfer, each as `GET /v1/transactions/{id}` shows it."""
+
+    transfer_id: str
+    from_: TransactionOut = msgspec.field(name="from")
+    to: TransactionOut = msgspec.field(name="to")
 
 
 class BulkPostingOut(Struct):

@@ -142,21 +142,24 @@ def plan_award(
 
 
 def check_lifetime_room(member: Member, points: int) -> None:
-    """Every counter is a 64-bit integer, and `lifetime_earned` is the largest of them: it
-    only grows, and counts pending points too once they post. So an award may not take
-    `lifetime_earned + pending` past 2**63 - 1.
+    """Every counter is a 64-bit integer, and `lifetime_earned + lifetime_transferred_in` is the
+    largest sum of them: both only grow, and count pending points too once they post. So an
+    award or a transfer in may not take `lifetime_earned + lifetime_transferred_in + pending`
+    past 2**63 - 1.
 
     That bounds every other counter as well: the balance, and each of `lifetime_redeemed`,
-    `lifetime_deducted` and `lifetime_expired`, is at most `lifetime_earned` (they are never
-    negative and balance = earned - redeemed - deducted - expired), a refund gives back only
-    what was redeemed, and `pending` is part of the sum checked here.
+    `lifetime_deducted`, `lifetime_expired` and `lifetime_transferred_out`, is at most that sum
+    (they are never negative and balance = earned + transferred_in - redeemed - deducted -
+    expired - transferred_out), a refund gives back only what was redeemed, and `pending` is
+    part of the sum checked here.
     """
     account = member.account
-    room = MAX_BALANCE - account.lifetime_earned - account.pending
+    received = account.lifetime_earned + account.lifetime_transferred_in
+    room = MAX_BALANCE - received - account.pending
     if points > room:
         raise invalid(
             "points",
-            f"Member {member.member_id} has earned {account.lifetime_earned} points "
+            f"Member {member.member_id} has received {received} points "
             f"({account.pending} more pending); {points} more would pass {MAX_BALANCE}, "
             f"the most a member can ever earn. At most {max(room, 0)} can still be awarded.",
         )
@@ -316,7 +319,7 @@ def plan_expiry(member: Member, account: Account, event: Expiry) -> Spend:
         account,
         EntryType.EXPIRE,
         -lot.remaining,
-        reason=f"Expired: what was left of {lot.entry_id}",
+        reason=f"Expired: what was left of {lot.made_by}",
         now=event.at,
     )
     return Spend(entry, account, [Draw(lot.entry_id, lot.remaining)], {lot.entry_id: 0})

@@ -2,8 +2,8 @@
 
 `runner` owns the transaction, idempotency and retries; `accounts` loads a member up to date and
 saves what a rule planned; `outbox` writes the events of a change; `members`, `points`,
-`lifecycle`, `rewards`, `programs`, `access`, `events` (the feed) and `webhooks` are the
-features. A new feature is a new module here and one more field of `Ledger`. Nothing here
+`transfers`, `lifecycle`, `rewards`, `programs`, `access`, `events` (the feed) and `webhooks`
+are the features. A new feature is a new module here and one more field of `Ledger`. Nothing here
 speaks HTTP or SQL.
 """
 
@@ -20,6 +20,7 @@ from tally.service.points import Points
 from tally.service.programs import Programs
 from tally.service.rewards import Rewards
 from tally.service.runner import Runner, system_clock
+from tally.service.transfers import Transfers
 from tally.service.webhooks import WebhookPolicy, Webhooks
 
 __all__ = ["Ledger", "WebhookPolicy", "system_clock"]
@@ -41,6 +42,7 @@ class Ledger:
         self.access = Access(runner, key_cache=key_cache or KeyCache())
         self.members = Members(runner)
         self.points = Points(runner)
+        self.transfers = Transfers(runner)
         self.lifecycle = Lifecycle(runner, retention=webhooks.retention)
         self.rewards = Rewards(runner)
         self.programs = Programs(runner)

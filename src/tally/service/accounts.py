@@ -151,6 +151,15 @@ def write_spend(tx: Tx, spend: rules.Spend, now: datetime) -> None:
     tx.lots.insert_draws(spend.entry.id, spend.draws)
 
 
+def write_credit(tx: Tx, posting: Posting, lots: list[Lot], now: datetime) -> None:
+    """Write a planned entry that brings points as `lots` (a transfer in): the entry and its
+    event, the lots, and the member's account."""
+    tx.entries.insert(posting.entry)
+    outbox.transactions_created(tx, [posting.entry], now)
+    tx.lots.insert_many([(lot, posting.entry.member_pk) for lot in lots])
+    tx.members.save_account(posting.entry.member_pk, posting.account)
+
+
 def spend(
     tx: Tx,
     member: Member,

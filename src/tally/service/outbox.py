@@ -24,7 +24,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "member.created",
     "member.updated",
     "member.erased",
-    "transaction.created",  # any new ledger row: award, deduct, expire, redeem, refund, ...
+    "transaction.created",  # any new ledger row: award, deduct, transfer_out, transfer_in, ...
     "transaction.posted",  # a pending award matured
     "transaction.cancelled",  # a pending award was cancelled
     "reward.created",

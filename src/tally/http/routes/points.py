@@ -1,5 +1,5 @@
-"""Points: award (one or in bulk), deduct, a member's balance and history, one transaction and
-the cancelling of a pending award.
+"""Points: award (one or in bulk), deduct, transfer, a member's balance and history, one
+transaction and the cancelling of a pending award.
 
 Spending points on a reward is a redemption (`rewards.py`); the expiry policy is the program's
 (`program.py`).
@@ -12,7 +12,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tally.commands import AwardCommand, BulkCommand, BulkItemError, DeductCommand
+from tally.commands import (
+    AwardCommand,
+    BulkCommand,
+    BulkItemError,
+    DeductCommand,
+    TransferCommand,
+)
 from tally.errors import TallyError
 from tally.http import callers, inputs, outputs
 from tally.http import schemas as s
@@ -96,6 +102,26 @@ async def deduct(request: Request) -> Response:
         command,
         idempotency=inputs.idempotency(request, write.body),
         render=outputs.created(outputs.created_out),
+    )
+    return outputs.reply_response(reply)
+
+
+async def transfer(request: Request) -> Response:
+    write = await callers.writer(request)
+    body = inputs.decode(write.body, s.TransferIn)
+    command = TransferCommand(
+        body.from_member_id,
+        body.to_member_id,
+        body.points,
+        body.reason,
+        body.reference,
+        s.stored_json(body.metadata),
+    )
+    reply = await callers.ledger(request).transfers.transfer(
+        write.program_id,
+        command,
+        idempotency=inputs.idempotency(request, write.body),
+        render=outputs.created(outputs.transfer_out),
     )
     return outputs.reply_response(reply)
 
@@ -187,6 +213,17 @@ ROUTES = (
         response=s.TransactionCreatedOut,
         status=201,
         body=s.DeductIn,
+        errors=("member_not_found", "insufficient_points"),
+    ),
+    RouteSpec(
+        method="POST",
+        path="/v1/points/transfer",
+        handler=transfer,
+        summary="Transfer points from one member to another",
+        tag="Points",
+        response=s.TransferOut,
+        status=201,
+        body=s.TransferIn,
         errors=("member_not_found", "insufficient_points"),
     ),
     RouteSpec(

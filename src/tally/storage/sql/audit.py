@@ -52,13 +52,23 @@ class SqlAudit:
             )
 
     def unbalanced_spends(self) -> list[tuple[str, int, int]]:
-        """Covers spends (whose draws must add up to their points) and lots (whose draws plus
-        remainder must add up to the lot's points)."""
+        """Covers spends (whose draws must add up to their points: transfers out too), lots
+        (whose draws plus remainder must add up to the lot's points), and the entries that make
+        lots (awards and refunds make one of their points, a transfer in one or more that add up
+        to its points; no other entry makes any)."""
         spends = self._s.all(
             "SELECT e.id, -e.points, COALESCE(SUM(d.points), 0) FROM entries e "
             "LEFT JOIN draws d ON d.spend_id = e.id "
-            "WHERE e.type IN ('deduct', 'redeem', 'expire') "
+            "WHERE e.type IN ('deduct', 'redeem', 'expire', 'transfer_out') "
             "GROUP BY e.id, e.points HAVING COALESCE(SUM(d.points), 0) <> -e.points"
+        )
+        made = self._s.all(
+            "SELECT e.id, CASE WHEN e.type IN ('award', 'refund', 'transfer_in') "
+            "AND e.status = 'posted' THEN e.points ELSE 0 END, COALESCE(SUM(l.points), 0) "
+            "FROM entries e LEFT JOIN lots l ON l.source_id = e.id "
+            "GROUP BY e.id, e.type, e.status, e.points "
+            "HAVING COALESCE(SUM(l.points), 0) <> CASE WHEN e.type IN "
+            "('award', 'refund', 'transfer_in') AND e.status = 'posted' THEN e.points ELSE 0 END"
         )
         lots = self._s.all(
             "SELECT l.entry_id, l.points, l.remaining + COALESCE(SUM(d.points), 0) FROM lots l "
@@ -66,7 +76,7 @@ class SqlAudit:
             "GROUP BY l.entry_id, l.points, l.remaining "
             "HAVING l.remaining + COALESCE(SUM(d.points), 0) <> l.points"
         )
-        return [(r[0], int(r[1]), int(r[2])) for r in spends + lots]
+        return [(r[0], int(r[1]), int(r[2])) for r in spends + lots + made]
 
     def members_with_due_work(self, *, now: datetime, limit: int) -> list[tuple[int, str]]:
         at = to_micros(now)

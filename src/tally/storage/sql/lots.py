@@ -29,8 +29,8 @@ def open_lots_query(member: str, *, after_position: bool) -> str:
 _FIRST_LOTS = open_lots_query("?", after_position=False)
 _LOTS_AFTER = open_lots_query("?", after_position=True)
 _INSERT = (
-    "INSERT INTO lots (entry_id, member_pk, seq, points, remaining, expires_at) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO lots (entry_id, member_pk, seq, points, remaining, expires_at, source_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 

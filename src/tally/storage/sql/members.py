@@ -24,7 +24,8 @@ _FIRST_LOTS_OF_MEMBER_ID = open_lots_query(
 )
 _SAVE_ACCOUNT = (
     "UPDATE members SET balance = ?, pending = ?, lifetime_earned = ?, lifetime_redeemed = ?, "
-    "lifetime_deducted = ?, lifetime_expired = ?, last_seq = ?, entry_count = ? WHERE pk = ?"
+    "lifetime_deducted = ?, lifetime_expired = ?, last_seq = ?, entry_count = ?, "
+    "lifetime_transferred_in = ?, lifetime_transferred_out = ? WHERE pk = ?"
 )
 _STATES_PER_QUERY = 500
 
@@ -60,14 +61,14 @@ def _state_query(
 
 
 def _state(row: Sequence[Any], at: int, *, with_expiration: bool) -> MemberState:
-    due = any(moment is not None and moment <= at for moment in row[16:18])
-    soonest = row[17]
+    due = any(moment is not None and moment <= at for moment in row[18:20])
+    soonest = row[19]
     upcoming = (
-        (int(row[18]), from_micros(soonest))
+        (int(row[20]), from_micros(soonest))
         if with_expiration and soonest is not None and soonest < NEVER
         else None
     )
-    return MemberState(rows.member(row), row[15], due, upcoming)
+    return MemberState(rows.member(row), row[17], due, upcoming)
 
 
 class SqlMembers:

@@ -47,13 +47,13 @@ def opt_time(value: int | None) -> datetime | None:
 MEMBER_COLUMNS = (
     "pk, program_id, member_id, email, name, metadata, created_at, balance, pending, "
     "lifetime_earned, lifetime_redeemed, lifetime_deducted, lifetime_expired, last_seq, "
-    "entry_count"
+    "entry_count, lifetime_transferred_in, lifetime_transferred_out"
 )
 ENTRY_COLUMNS = (
     "e.id, e.program_id, e.member_pk, e.seq, e.type, e.status, e.points, e.reason, e.reference, "
     "e.metadata, e.balance_after, e.created_at, e.available_at, e.expires_at, e.posted_at"
 )
-LOT_COLUMNS = "entry_id, remaining, expires_at, seq"
+LOT_COLUMNS = "entry_id, remaining, expires_at, seq, source_id"
 REWARD_COLUMNS = "id, program_id, name, points_cost, stock, active, metadata, created_at"
 REDEMPTION_COLUMNS = (
     "r.id, r.program_id, r.member_pk, m.member_id, r.reward_id, r.quantity, r.points, r.status, "
@@ -67,7 +67,7 @@ def member(row: Sequence[Any]) -> Member:
         program_id=row[1],
         profile=Profile(member_id=row[2], email=row[3], name=row[4], metadata=row[5]),
         created_at=from_micros(row[6]),
-        account=Account(*row[7:15]),
+        account=Account(*row[7:17]),
     )
 
 
@@ -81,6 +81,8 @@ def account_row(member_pk: int, a: Account) -> tuple[int, ...]:
         a.lifetime_expired,
         a.last_seq,
         a.entry_count,
+        a.lifetime_transferred_in,
+        a.lifetime_transferred_out,
         member_pk,
     )
 
@@ -129,12 +131,21 @@ def entry_row(e: Entry) -> tuple[Any, ...]:
 
 def lot(row: Sequence[Any]) -> Lot:
     expires = None if row[2] == NEVER else from_micros(row[2])
-    return Lot(entry_id=row[0], remaining=row[1], expires_at=expires, seq=row[3])
+    source = None if row[4] == row[0] else row[4]
+    return Lot(entry_id=row[0], remaining=row[1], expires_at=expires, seq=row[3], source=source)
 
 
 def lot_row(value: Lot, member_pk: int) -> tuple[Any, ...]:
     expires = NEVER if value.expires_at is None else to_micros(value.expires_at)
-    return (value.entry_id, member_pk, value.seq, value.remaining, value.remaining, expires)
+    return (
+        value.entry_id,
+        member_pk,
+        value.seq,
+        value.remaining,
+        value.remaining,
+        expires,
+        value.made_by,
+    )
 
 
 def reward(row: Sequence[Any]) -> Reward:
