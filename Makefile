@@ -17,8 +17,13 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 	$(PIP) install -c constraints.txt -e '.[dev]'
 	touch $@
 
+# `make run` serves TALLY_DATABASE_URL on TALLY_PORT when they are set (in the environment or
+# as `make run TALLY_PORT=9000`).
+TALLY_DATABASE_URL ?= sqlite:///./tally.db
+TALLY_PORT ?= 8000
+
 run: $(VENV)/.installed
-	$(BIN)/tally serve --database sqlite:///./tally.db
+	$(BIN)/tally serve --database "$(TALLY_DATABASE_URL)" --port "$(TALLY_PORT)"
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests bench

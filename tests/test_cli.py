@@ -89,6 +89,14 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         yield url
 
 
+@pytest.fixture
+def database_url(database_url: str) -> str:
+    """A database `tally migrate` has made, as where `tally serve` has run."""
+    result = tally("migrate", "--database", database_url)
+    assert result.returncode == 0, result.stderr
+    return database_url
+
+
 # migrate
 
 
@@ -364,3 +372,74 @@ def test_a_postgresql_database_that_does_not_exist_is_a_clear_error(tmp_path: Pa
     result = tally("migrate", "--database", url, cwd=tmp_path)
     assert not unclear(result), result.stderr
     assert "no_such_tally_database" in result.stderr
+
+
+# a newcomer's mistakes
+
+ACTING_ON_A_DATABASE = [
+    ["keys", "list"],
+    ["keys", "create", "--program", "acme"],
+    ["keys", "revoke", "key_01NOSUCHKEY0000000000000"],
+    ["verify"],
+    ["sweep"],
+    ["deliver", "--once"],
+]
+
+
+@pytest.mark.parametrize("command", ACTING_ON_A_DATABASE, ids=" ".join)
+def test_commands_refuse_a_sqlite_database_that_does_not_exist_and_name_the_path(
+    command: list[str], tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = tally(*command, cwd=elsewhere)  # the default ./tally.db, run from the wrong place
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert f"there is no database at {(elsewhere / 'tally.db').resolve()}" in result.stderr
+    assert list(elsewhere.iterdir()) == []  # no empty database left behind
+
+
+def test_migrate_and_serve_still_create_a_sqlite_database(tmp_path: Path) -> None:
+    result = tally("migrate", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "tally.db").exists()
+    assert tally("keys", "list", cwd=tmp_path).returncode == 0
+
+
+def test_keys_create_says_on_stderr_when_it_creates_a_program_and_names_the_others(
+    database_url: str,
+) -> None:
+    first = tally("keys", "create", "--database", database_url, "--program", "acme")
+    assert first.returncode == 0, first.stderr
+    assert "there was no program 'acme'; it was created now. Existing programs: none." in (
+        first.stderr
+    )
+    tally("keys", "create", "--database", database_url, "--program", "zeta")
+    typo = tally("keys", "create", "--database", database_url, "--program", "acmee")
+    assert typo.returncode == 0, typo.stderr
+    assert "no program 'acmee'" in typo.stderr
+    assert "Existing programs: 'acme', 'zeta'." in typo.stderr
+    assert typo.stdout.strip().splitlines()[-1].startswith("tally_")  # the key stays last
+    again = tally("keys", "create", "--database", database_url, "--program", "acme")
+    assert again.returncode == 0, again.stderr
+    assert again.stderr == ""
+
+
+def test_make_run_serves_the_database_and_port_it_is_given(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TALLY_DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "TALLY_PORT": "9123"}
+    planned = subprocess.run(
+        ["make", "-n", "-s", "run"], capture_output=True, text=True, cwd=root, env=env, timeout=60
+    )
+    assert planned.returncode == 0, planned.stderr
+    line = planned.stdout.strip().splitlines()[-1]
+    assert f'--database "sqlite:///{tmp_path}/x.db" --port "9123"' in line
+    default = subprocess.run(
+        ["make", "-n", "-s", "run"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TALLY_")},
+        timeout=60,
+    )
+    assert '--database "sqlite:///./tally.db" --port "8000"' in default.stdout

@@ -23,11 +23,11 @@ from tests.support import free_port, start_server, tally_command
 def test_serve_on_an_empty_database_prints_a_working_write_key(tmp_path: object) -> None:
     url = f"sqlite:///{tmp_path}/first.db"
     port = free_port()
-    process = subprocess.Popen(
-        [*tally_command(), "serve", "--database", url, "--port", str(port)],
+    process = subprocess.Popen(  # the port as a setting, as `make run` passes it
+        [*tally_command(), "serve", "--database", url],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "TALLY_SWEEP_INTERVAL": "0"},
+        env={**os.environ, "TALLY_SWEEP_INTERVAL": "0", "TALLY_PORT": str(port)},
         start_new_session=True,
     )
     try:

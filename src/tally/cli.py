@@ -35,10 +35,19 @@ from tally.service import WebhookPolicy, system_clock
 
 
 @contextlib.contextmanager
-def _opened(url: str, *, migrate: bool = True) -> Iterator[Store]:
-    """The store at `url` (migrated), closed afterwards; database failures become clear errors."""
-    from tally.storage import open_store
+def _opened(url: str, *, migrate: bool = True, create: bool = False) -> Iterator[Store]:
+    """The store at `url` (migrated), closed afterwards; database failures become clear errors.
 
+    Only `serve` and `migrate` may `create` a SQLite database: any other command run from the
+    wrong directory would otherwise make an empty `./tally.db` there and act on it."""
+    from tally.storage import missing_database, open_store
+
+    looked_at = None if create else missing_database(url)
+    if looked_at is not None:
+        raise click.ClickException(
+            f"there is no database at {looked_at}; run this where `tally serve` runs, pass "
+            "--database (or set TALLY_DATABASE_URL), or create one with `tally migrate`"
+        )
     try:
         store = open_store(url)
     except ValueError as error:
@@ -80,7 +89,7 @@ def main() -> None:
 @main.command()
 @database_option
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", envvar="TALLY_PORT", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 def serve(database_url: str, host: str, port: int, workers: int) -> None:
     """Apply pending migrations and serve the API.
@@ -97,7 +106,7 @@ def serve(database_url: str, host: str, port: int, workers: int) -> None:
     # delivery ends it with status 0 instead. Before uvicorn takes over, SIGTERM also exits 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     settings = Settings.from_env()
-    with _opened(database_url) as store:
+    with _opened(database_url, create=True) as store:
         created = bootstrap(store, now=system_clock())
     if created is not None:
         click.echo(f"Created program '{created.program}' and a write key ({created.key_id}).")
@@ -127,7 +136,7 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 @database_option
 def migrate(database_url: str) -> None:
     """Apply pending migrations and exit."""
-    with _opened(database_url, migrate=False) as store:
+    with _opened(database_url, migrate=False, create=True) as store:
         applied = store.migrate()
     click.echo(f"Applied {len(applied)} migration(s)." if applied else "Already up to date.")
 
@@ -142,9 +151,19 @@ def keys() -> None:
 @click.option("--program", required=True, help="The program's name; created if new.")
 @click.option("--scope", type=click.Choice(["read", "write"]), default="write", show_default=True)
 def keys_create(database_url: str, program: str, scope: str) -> None:
-    """Create a key; its plaintext is the last line printed (and is never shown again)."""
+    """Create a key; its plaintext is the last line printed (and is never shown again).
+
+    A program that does not exist yet is created, and standard error says so with the names
+    of those that do exist, so that a typo in --program is seen at once."""
     with _opened(database_url) as store:
         created = create_key(store, program=program, scope=Scope(scope), now=system_clock())
+    if created.new_program:
+        others = ", ".join(f"'{name}'" for name in created.other_programs) or "none"
+        click.echo(
+            f"Note: there was no program '{created.program}'; it was created now. "
+            f"Existing programs: {others}.",
+            err=True,
+        )
     click.echo(
         f"Created {created.scope.value} key {created.key_id} for program '{created.program}'."
     )

@@ -190,6 +190,8 @@ class CreatedKey:
     program: str
     scope: Scope
     secret: str
+    new_program: bool = False  # the program was created for this key
+    other_programs: tuple[str, ...] = ()  # the programs that existed before, by name
 
 
 @dataclass(frozen=True, slots=True)

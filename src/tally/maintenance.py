@@ -8,7 +8,7 @@ import os
 import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -33,8 +33,12 @@ def create_key(store: Store, *, program: str, scope: Scope, now: datetime) -> Cr
     key_id = ids.new_id("key_", now)
 
     def work(tx: Tx) -> CreatedKey:
+        existing = tx.programs.names()
         found = tx.programs.ensure(program, now=now)
-        return _insert_key(tx, found, scope, new, key_id=key_id, now=now)
+        created = _insert_key(tx, found, scope, new, key_id=key_id, now=now)
+        if program in existing:
+            return created
+        return replace(created, new_program=True, other_programs=tuple(existing))
 
     return store.transact(work)
 

@@ -31,6 +31,20 @@ BACKENDS: dict[str, Callable[[str], Store]] = {
 }
 
 
+def missing_database(url: str) -> str | None:
+    """Where a SQLite database that does not exist was looked for (None if it exists, or if
+    the URL is not SQLite's: a PostgreSQL database that is not there fails on connecting)."""
+    if not url.startswith("sqlite:"):
+        return None
+    from tally.storage.sqlite import path_from_url
+
+    try:
+        path = path_from_url(url)
+    except ValueError:
+        return None  # `open_store` says what is wrong with the URL
+    return None if path.exists() else str(path.resolve())
+
+
 def open_store(url: str) -> Store:
     """The store for `url` (`sqlite:///path.db` or `postgresql://user@host/db`)."""
     scheme = url.split("://", 1)[0] if "://" in url else ""

@@ -34,6 +34,9 @@ class SqlPrograms:
     def count(self) -> int:
         return int(self._s.one("SELECT COUNT(*) FROM programs")[0])
 
+    def names(self) -> list[str]:
+        return [row[0] for row in self._s.all("SELECT name FROM programs ORDER BY name", ())]
+
     def set_expiry_policy(self, program_id: int, days: int | None) -> None:
         self._s.run(
             "UPDATE programs SET points_expire_after_days = ? WHERE id = ?", (days, program_id)
