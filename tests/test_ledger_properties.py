@@ -1,11 +1,12 @@
 """A Hypothesis state machine drives the real HTTP API in-process against a small model.
 
 Random runs of awards (now, later, expiring), deducts, transfers, redemptions, cancels, policy
-changes, sweeps and clock moves. After every step, for every member: the balance and its
-counters match the model; `balance >= 0`; `balance == earned + transferred_in - redeemed -
-deducted - expired - transferred_out`; the lots hold what the model says (so their remainders
-sum to the balance); the history's balance_after chain adds up in ledger order; and `verify`
-finds nothing.
+changes, sweeps, clock moves and switches between two keys. After every step, for every member:
+the balance and its counters match the model; `balance >= 0`; `balance == earned +
+transferred_in - redeemed - deducted - expired - transferred_out`; the lots hold what the model
+says (so their remainders sum to the balance); the history's balance_after chain adds up in
+ledger order; each row names the key that made it (`system` for an expiry); and `verify` finds
+nothing.
 
 The model keeps its own lots and spends them in the order the spec gives: soonest expiry
 first, never-expiring last, oldest (first posted) first among equals.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -106,6 +108,12 @@ class Account:
     transferred_in: int = 0
     transferred_out: int = 0
     rows: int = 0
+    made_by: Counter[str] = field(default_factory=Counter)  # rows by `created_by`
+
+    def row(self, by: str) -> None:
+        """One more ledger row, made by the key `by` (or by `system`)."""
+        self.rows += 1
+        self.made_by[by] += 1
 
     @property
     def balance(self) -> int:
@@ -136,7 +144,7 @@ class Account:
             if lot.expires_at is not None and lot.expires_at <= now:
                 event("a lot expired")
                 self.expired += lot.remaining
-                self.rows += 1
+                self.row("system")
                 lot.remaining = 0
 
     def next_expiration(self) -> dict[str, Any] | None:
@@ -177,9 +185,12 @@ class LedgerMachine(RuleBasedStateMachine):
         self.store: Store = open_store(url)
         self.resources.callback(self.store.close)
         self.clock = FakeClock(START)
-        key = create_key(self.store, program="acme", scope=Scope.WRITE, now=START).secret
+        # Two write keys, the writes switching between them: each row names the key it came from.
+        self.keys = [create_key(self.store, program="acme", scope=Scope.WRITE, now=START)]
+        self.keys.append(create_key(self.store, program="acme", scope=Scope.WRITE, now=START))
+        self.key_id = self.keys[0].key_id
         client = self.resources.enter_context(serve_app(self.store, clock=self.clock))
-        self.api = Api(client, key, store=self.store, clock=self.clock)
+        self.api = Api(client, self.keys[0].secret, store=self.store, clock=self.clock)
         self.accounts = {member: Account() for member in MEMBERS}
         for member in MEMBERS:
             self.api.member(member)
@@ -242,7 +253,7 @@ class LedgerMachine(RuleBasedStateMachine):
         body |= {name: stamp(when) for name, when in times.items()}
         response = self.api.post("/v1/points/award", body)
         assert response.status_code == 201, response.text
-        self.accounts[member].rows += 1
+        self.accounts[member].row(self.key_id)
         return dict(response.json()["data"])
 
     @rule(target=posted_awards, member=members, points=points)
@@ -300,7 +311,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert response.status_code == 201, response.text
         account.spend(points)
         account.deducted += points
-        account.rows += 1
+        account.row(self.key_id)
         assert response.json()["data"]["new_balance"] == account.balance
 
     # Mostly between two members, sometimes to oneself (refused); `share` percent of the
@@ -335,8 +346,8 @@ class LedgerMachine(RuleBasedStateMachine):
             target.add_lot(taken, expires_at)
         source.transferred_out += points
         target.transferred_in += points
-        source.rows += 1
-        target.rows += 1
+        source.row(self.key_id)
+        target.row(self.key_id)
         data = response.json()["data"]
         assert (data["from"]["balance_after"], data["to"]["balance_after"]) == (
             source.balance,
@@ -371,7 +382,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert response.status_code == 201, response.text
         account.spend(cost * quantity)
         account.redeemed += cost * quantity
-        account.rows += 1
+        account.row(self.key_id)
         if stock is not None:
             self.stock[reward] = stock - quantity
         data = response.json()["data"]
@@ -395,7 +406,7 @@ class LedgerMachine(RuleBasedStateMachine):
         account = self.accounts[redemption.member]
         account.add_lot(redemption.points, self.policy_expiry(self.now))
         account.redeemed -= redemption.points
-        account.rows += 1
+        account.row(self.key_id)
         stock = self.stock[redemption.reward]
         if stock is not None:
             self.stock[redemption.reward] = stock + redemption.quantity
@@ -421,6 +432,11 @@ class LedgerMachine(RuleBasedStateMachine):
         response = self.api.post(f"/v1/transactions/{transaction_id}/cancel")
         assert response.status_code == 409, response.text
         assert response.json()["error"]["code"] == "not_cancellable"
+
+    @rule(which=st.integers(0, 1))
+    def write_with_key(self, which: int) -> None:
+        """The writes from here on are made with key `which`."""
+        self.api.key, self.key_id = self.keys[which].secret, self.keys[which].key_id
 
     @rule(by=hours)
     def advance_clock(self, by: int) -> None:
@@ -469,6 +485,7 @@ class LedgerMachine(RuleBasedStateMachine):
             ], member
             rows = full_history(self.api, member)
             assert len(rows) == account.rows, member
+            assert Counter(row["created_by"] for row in rows) == account.made_by, member
             assert_ledger_order(rows, balance["balance"])
 
     @invariant()

@@ -1,9 +1,13 @@
-"""Migration 0004 (transfers) on a database that already holds a ledger: the lots keep their
-points and draws, each becomes its own entry's lot (`source_id`), the new counters start at zero,
-`tally verify` finds nothing, and the upgraded ledger takes transfers."""
+"""Migrations on a database that already holds a ledger.
+
+0004 (transfers): the lots keep their points and draws, each becomes its own entry's lot
+(`source_id`), the new counters start at zero, `tally verify` finds nothing, and the upgraded
+ledger takes transfers. 0008 (created_by): rows written before it read `unknown`, expiries
+`system`, and every new row names the key that made it."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -36,10 +40,11 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def migrate_before_transfers(url: str) -> None:
+def migrate_before(url: str, first_left_out: str) -> None:
+    """Apply the migrations whose ids sort before `first_left_out` ("0004")."""
     backend_name = "sqlite" if url.startswith("sqlite") else "postgres"
     folder = resources.files("tally.storage") / "migrations" / backend_name
-    older = read_migrations(str(folder)).filter(lambda m: m.id < "0004")
+    older = read_migrations(str(folder)).filter(lambda m: m.id < first_left_out)
     yoyo_url = url if backend_name == "sqlite" else "postgresql+psycopg://" + url.split("://")[1]
     backend = get_backend(yoyo_url)
     try:
@@ -95,11 +100,12 @@ def write_old_rows(url: str) -> None:
 
 
 def test_an_existing_ledger_upgrades_and_takes_transfers(empty_url: str) -> None:
-    migrate_before_transfers(empty_url)
+    migrate_before(empty_url, "0004")
     write_old_rows(empty_url)
     store = open_store(empty_url)
     try:
-        assert store.migrate() == ["0004.transfers"]
+        applied = store.migrate()
+        assert applied[0] == "0004.transfers" and applied == sorted(applied)
         assert verify(store) == []
         if empty_url.startswith("sqlite"):
             with sqlite3.connect(empty_url.removeprefix("sqlite:///")) as conn:
@@ -118,6 +124,7 @@ def test_an_existing_ledger_upgrades_and_takes_transfers(empty_url: str) -> None
             lambda: ledger.transfers.transfer(
                 1,
                 TransferCommand("m", "n", 50, "after the upgrade"),
+                created_by="key_test",
                 idempotency=None,
                 render=lambda t: (201, t.received.entry.id.encode()),
             ),
@@ -126,3 +133,82 @@ def test_an_existing_ledger_upgrades_and_takes_transfers(empty_url: str) -> None
         assert verify(store) == []
     finally:
         store.close()
+
+
+# A ledger as 0004 stored it: member m as above; member n earned 20 that expired.
+ROWS_0004: list[tuple[str, tuple[Any, ...]]] = [
+    *OLD_ROWS[:4],
+    (
+        "INSERT INTO lots (entry_id, member_pk, seq, points, remaining, expires_at, source_id) "
+        "VALUES ('txn_award', 1, 1, 100, 70, 9223372036854775807, 'txn_award')",
+        (),
+    ),
+    OLD_ROWS[5],
+    (
+        "INSERT INTO members (pk, program_id, member_id, created_at, balance, lifetime_earned, "
+        "lifetime_expired, last_seq, entry_count) VALUES (2, 1, 'n', ?, 0, 20, 20, 2, 2)",
+        (NOW,),
+    ),
+    (
+        "INSERT INTO entries (id, program_id, member_pk, seq, type, status, points, reason, "
+        "balance_after, created_at, effective_at, expires_at) "
+        "VALUES ('txn_n_award', 1, 2, 1, 'award', 'posted', 20, 'a', 20, ?, ?, ?)",
+        (NOW, NOW, NOW + 1),
+    ),
+    (
+        "INSERT INTO entries (id, program_id, member_pk, seq, type, status, points, reason, "
+        "balance_after, created_at, effective_at) "
+        "VALUES ('txn_expire', 1, 2, 2, 'expire', 'posted', -20, 'e', 0, ?, ?)",
+        (NOW + 1, NOW + 1),
+    ),
+    (
+        "INSERT INTO lots (entry_id, member_pk, seq, points, remaining, expires_at, source_id) "
+        "VALUES ('txn_n_award', 2, 1, 20, 0, ?, 'txn_n_award')",
+        (NOW + 1,),
+    ),
+    ("INSERT INTO draws (spend_id, lot_id, points) VALUES ('txn_expire', 'txn_n_award', 20)", ()),
+]
+
+
+def test_rows_from_before_created_by_read_unknown_and_expiries_system(empty_url: str) -> None:
+    migrate_before(empty_url, "0008")
+    with contextlib.closing(_connect(empty_url)) as conn:
+        for sql, params in ROWS_0004:
+            conn.execute(_placeholders(empty_url, sql), params)
+        if not empty_url.startswith("sqlite"):
+            conn.execute("SELECT setval(pg_get_serial_sequence('members', 'pk'), 10)")
+        conn.commit()
+    store = open_store(empty_url)
+    try:
+        assert "0008.created_by" in store.migrate()
+        assert verify(store) == []
+        makers = {
+            entry_id: store.transact(lambda tx, e=entry_id: tx.entries.get(1, e)).created_by  # type: ignore[union-attr, misc]
+            for entry_id in ("txn_award", "txn_deduct", "txn_expire")
+        }
+        assert makers == {"txn_award": "unknown", "txn_deduct": "unknown", "txn_expire": "system"}
+        ledger = Ledger(store, clock=lambda: datetime(2026, 1, 2, tzinfo=UTC))
+        reply = run_async(
+            store,
+            lambda: ledger.transfers.transfer(
+                1,
+                TransferCommand("m", "n", 50, "after the upgrade"),
+                created_by="key_after",
+                idempotency=None,
+                render=lambda t: (201, t.received.entry.id.encode()),
+            ),
+        )
+        received = store.transact(lambda tx: tx.entries.get(1, reply.body.decode()))
+        assert received is not None and received.created_by == "key_after"
+    finally:
+        store.close()
+
+
+def _connect(url: str) -> Any:
+    if url.startswith("sqlite"):
+        return sqlite3.connect(url.removeprefix("sqlite:///"))
+    return psycopg.connect(url)
+
+
+def _placeholders(url: str, sql: str) -> str:
+    return sql if url.startswith("sqlite") else sql.replace("?", "%s")

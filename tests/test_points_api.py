@@ -195,7 +195,9 @@ def earned_nearly_all_there_is(api: Api, member_id: str, points: int) -> None:
     def work(tx: Tx) -> None:
         member = accounts.locked_member(tx, acme, member_id, now).member
         command = AwardCommand(member_id, points, "years of loyalty")
-        posting = point_rules.plan_award(member, command, expire_after_days=None, now=now)
+        posting = point_rules.plan_award(
+            member, command, expire_after_days=None, now=now, created_by="key_test"
+        )
         accounts.write_awards(tx, [posting], now)
 
     api.store.transact(work)

@@ -312,7 +312,9 @@ def test_redemptions_of_an_unlimited_reward_do_not_wait_for_each_other(
         acme = program_id(api.store)
         return run_async(
             api.store,
-            lambda: ledger.rewards.redeem(acme, command, idempotency=None, render=render_slowly),
+            lambda: ledger.rewards.redeem(
+                acme, command, created_by="key_test", idempotency=None, render=render_slowly
+            ),
         )
 
     with ThreadPoolExecutor(max_workers=1) as pool:

@@ -24,6 +24,7 @@ from tally.rules.lots import Expiry, Maturity, PendingAward
 from tests.ledger_support import at
 
 NOW = at("2026-03-01T12:00")
+BY = "key_test"  # the key every planned row is made by
 
 
 def member(
@@ -81,6 +82,7 @@ def test_an_award_posts_now_or_waits_and_expires_by_its_date_or_the_policy(
         award(available_at=available_at, expires_at=expires_at),
         expire_after_days=days,
         now=NOW,
+        created_by=BY,
     )
     assert posting.entry.status == status
     assert (posting.account.balance, posting.account.pending) == (balance, pending)
@@ -110,12 +112,12 @@ def test_an_award_never_takes_lifetime_earned_past_64_bits(
     start = member(balance=balance, pending=pending, spent=spent)
     command = award(points, available_at=at("2026-04-01") if later else None)
     if allowed:
-        posting = rules.plan_award(start, command, expire_after_days=None, now=NOW)
+        posting = rules.plan_award(start, command, expire_after_days=None, now=NOW, created_by=BY)
         earned = posting.account.lifetime_earned + posting.account.pending
         assert earned == balance + spent + pending + points <= MAX_BALANCE
         return
     with pytest.raises(ValidationFailed) as refused:
-        rules.plan_award(start, command, expire_after_days=None, now=NOW)
+        rules.plan_award(start, command, expire_after_days=None, now=NOW, created_by=BY)
     assert refused.value.details[0].field == "points"
 
 
@@ -138,7 +140,7 @@ def test_an_award_that_cannot_be_is_refused_naming_the_field(
     command: AwardCommand, days: int | None, start: Member, field: str
 ) -> None:
     with pytest.raises(ValidationFailed) as refused:
-        rules.plan_award(start, command, expire_after_days=days, now=NOW)
+        rules.plan_award(start, command, expire_after_days=days, now=NOW, created_by=BY)
     assert refused.value.details[0].field == field
 
 
@@ -147,7 +149,9 @@ def test_an_award_that_cannot_be_is_refused_naming_the_field(
 
 def test_bulk_items_to_one_member_build_on_each_other_in_request_order() -> None:
     cmd = BulkCommand([award(10), award(20), award(30)])
-    outcome = rules.plan_bulk(cmd, {"m": member(balance=5)}, expire_after_days=None, now=NOW)
+    outcome = rules.plan_bulk(
+        cmd, {"m": member(balance=5)}, expire_after_days=None, now=NOW, created_by=BY
+    )
     assert [(i, p.entry.seq, p.balance) for i, p in outcome.postings] == [
         (0, 1, 15),
         (1, 2, 35),
@@ -159,7 +163,7 @@ def test_bulk_items_to_one_member_build_on_each_other_in_request_order() -> None
 def test_bulk_items_that_fail_are_reported_by_index_and_the_others_apply() -> None:
     bad = BulkItemError("m", invalid("awards[1].points", "points must be positive"))
     cmd = BulkCommand([award(10), bad, AwardCommand("ghost", 5, "x"), award(1)])
-    outcome = rules.plan_bulk(cmd, {"m": member()}, expire_after_days=None, now=NOW)
+    outcome = rules.plan_bulk(cmd, {"m": member()}, expire_after_days=None, now=NOW, created_by=BY)
     assert [i for i, _ in outcome.postings] == [0, 3]
     assert [(f.index, f.member_id, f.error.code) for f in outcome.failures] == [
         (1, "m", "validation_error"),
@@ -170,7 +174,7 @@ def test_bulk_items_that_fail_are_reported_by_index_and_the_others_apply() -> No
 def test_an_atomic_bulk_with_any_failure_is_refused_naming_every_failed_item() -> None:
     cmd = BulkCommand([award(10), AwardCommand("ghost", 5, "x")], atomic=True)
     with pytest.raises(ValidationFailed) as refused:
-        rules.plan_bulk(cmd, {"m": member()}, expire_after_days=None, now=NOW)
+        rules.plan_bulk(cmd, {"m": member()}, expire_after_days=None, now=NOW, created_by=BY)
     assert [(d.field, d.extra["code"]) for d in refused.value.details] == [
         ("awards[1]", "member_not_found")
     ]
@@ -197,7 +201,9 @@ def test_a_spend_draws_on_lots_in_spend_order_and_leaves_their_remainders(
         Lot(f"lot{i}", n, None if d is None else at(d), i + 1) for i, (n, d) in enumerate(lots)
     ]
     start = member(balance=sum(n for n, _ in lots), last_seq=len(lots))
-    spend = rules.plan_spend(start, open_lots, EntryType.DEDUCT, points, reason="r", now=NOW)
+    spend = rules.plan_spend(
+        start, open_lots, EntryType.DEDUCT, points, reason="r", now=NOW, created_by=BY
+    )
     assert spend.draws == [Draw(f"lot{i}", n) for i, n in draws]
     assert spend.remaining == left
     assert (spend.entry.points, spend.entry.seq) == (-points, len(lots) + 1)
@@ -207,7 +213,9 @@ def test_a_spend_draws_on_lots_in_spend_order_and_leaves_their_remainders(
 
 def test_a_spend_past_the_balance_is_refused_with_what_is_there_and_what_was_asked() -> None:
     with pytest.raises(InsufficientPoints) as refused:
-        rules.plan_spend(member(balance=80), [], EntryType.REDEEM, 100, reason="r", now=NOW)
+        rules.plan_spend(
+            member(balance=80), [], EntryType.REDEEM, 100, reason="r", now=NOW, created_by=BY
+        )
     assert refused.value.details[0].extra == {"available": 80, "requested": 100}
 
 
@@ -218,7 +226,9 @@ def test_a_spend_past_the_balance_is_refused_with_what_is_there_and_what_was_ask
 def test_a_refund_is_a_new_lot_under_the_current_policy(
     days: int | None, expiry: datetime | None
 ) -> None:
-    posting = rules.plan_refund(member(balance=5), 40, expire_after_days=days, reason="r", now=NOW)
+    posting = rules.plan_refund(
+        member(balance=5), 40, expire_after_days=days, reason="r", now=NOW, created_by=BY
+    )
     assert (posting.entry.type, posting.entry.points, posting.balance) == (EntryType.REFUND, 40, 45)
     assert rules.lot_of(posting.entry) == Lot(posting.entry.id, 40, expiry, 1)
 
@@ -229,6 +239,7 @@ def test_cancelling_a_pending_award_releases_its_pending_points_only() -> None:
         award(30, available_at=at("2026-04-01")),
         expire_after_days=None,
         now=NOW,
+        created_by=BY,
     )
     after = member(balance=10, pending=30, last_seq=1)
     cancelled = rules.plan_cancel_award(pending.entry, after)
@@ -261,11 +272,15 @@ def test_an_expiring_lot_leaves_as_one_expire_entry_dated_when_it_expired() -> N
 def test_a_bulk_items_own_rule_names_its_field_from_the_top_of_the_request() -> None:
     cmd = BulkCommand([award(10), award(5, expires_at=NOW)], atomic=True)
     with pytest.raises(ValidationFailed) as refused:
-        rules.plan_bulk(cmd, {"m": member()}, expire_after_days=None, now=NOW)
+        rules.plan_bulk(cmd, {"m": member()}, expire_after_days=None, now=NOW, created_by=BY)
     assert [(d.field, d.extra["code"]) for d in refused.value.details] == [
         ("awards[1].expires_at", "validation_error")
     ]
     outcome = rules.plan_bulk(
-        BulkCommand([award(5, expires_at=NOW)]), {"m": member()}, expire_after_days=None, now=NOW
+        BulkCommand([award(5, expires_at=NOW)]),
+        {"m": member()},
+        expire_after_days=None,
+        now=NOW,
+        created_by=BY,
     )
     assert outcome.failures[0].error.details[0].field == "awards[0].expires_at"

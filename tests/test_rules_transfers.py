@@ -15,6 +15,7 @@ from tally.rules import transfers as rules
 from tests.ledger_support import at
 
 NOW = at("2026-03-01T12:00")
+BY = "key_test"  # the key every planned row is made by
 
 
 def member(member_id: str, balance: int, *, pk: int, last_seq: int = 0, **counters: int) -> Member:
@@ -63,7 +64,9 @@ def test_a_transfer_draws_in_spend_order_and_the_receiver_keeps_the_expiry_dates
     sender_lots = lots(*held)
     sender = member("a", sum(r for r, _ in held), pk=1, last_seq=len(held))
     receiver = member("b", 7, pk=2, last_seq=3)
-    plan = rules.plan_transfer(sender, receiver, sender_lots, transfer(points), now=NOW)
+    plan = rules.plan_transfer(
+        sender, receiver, sender_lots, transfer(points), now=NOW, created_by=BY
+    )
     assert [(d.lot_id, d.points) for d in plan.sent.draws] == draws
     assert [(lot.remaining, lot.expires_at) for lot in plan.lots] == [
         (p, None if e is None else at(e)) for p, e in received
@@ -97,7 +100,9 @@ def test_a_transfer_draws_in_spend_order_and_the_receiver_keeps_the_expiry_dates
 def test_a_transfer_of_more_than_the_balance_is_refused() -> None:
     sender = member("a", 30, pk=1)
     with pytest.raises(InsufficientPoints) as refused:
-        rules.plan_transfer(sender, member("b", 0, pk=2), lots((30, None)), transfer(31), now=NOW)
+        rules.plan_transfer(
+            sender, member("b", 0, pk=2), lots((30, None)), transfer(31), now=NOW, created_by=BY
+        )
     assert refused.value.details[0].extra == {"available": 30, "requested": 31}
 
 
@@ -111,4 +116,4 @@ def test_a_transfer_may_not_take_the_receivers_counters_past_64_bits() -> None:
     sender = member("a", 10, pk=1)
     receiver = member("b", 0, pk=2, lifetime_transferred_in=MAX_BALANCE - 5)
     with pytest.raises(ValidationFailed):
-        rules.plan_transfer(sender, receiver, lots((10, None)), transfer(6), now=NOW)
+        rules.plan_transfer(sender, receiver, lots((10, None)), transfer(6), now=NOW, created_by=BY)

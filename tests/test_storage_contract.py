@@ -8,13 +8,14 @@ import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from tally.commands import AwardCommand, BulkCommand, DeductCommand, Idempotency, Posting
-from tally.domain import Account, Lot, Profile, Scope
+from tally.domain import Account, HistoryQuery, Lot, Profile, Scope
 from tally.errors import InsufficientPoints, MemberNotFound
 from tally.maintenance import run_async, verify
 from tally.ports import Store, StoredReply, Tx
@@ -71,6 +72,34 @@ def test_the_database_itself_refuses_a_negative_balance(store: Store) -> None:
     )
     with pytest.raises(refusal, match="balance"):
         store.transact(lambda tx: tx.members.save_account(pk, Account(balance=-1)))
+
+
+def test_an_entry_keeps_who_made_it_in_every_read(store: Store) -> None:
+    program_id = _program(store)
+    _member(store, program_id)
+
+    def work(tx: Tx) -> list[str]:
+        member = accounts.locked_member(tx, program_id, "m", NOW).member
+        later = AwardCommand("m", 5, "later", available_at=NOW + timedelta(days=1))
+        posted = point_rules.plan_award(
+            member, AwardCommand("m", 5, "now"), expire_after_days=None, now=NOW, created_by="key_a"
+        )
+        pending = point_rules.plan_award(
+            replace(member, account=posted.account),
+            later,
+            expire_after_days=None,
+            now=NOW,
+            created_by="key_b",
+        )
+        accounts.write_awards(tx, [posted, pending], NOW)
+        member = accounts.locked_member(tx, program_id, "m", NOW).member
+        one = tx.entries.get(program_id, posted.entry.id)
+        listed = tx.entries.page(member, HistoryQuery(), offset=0, limit=10, newest_first=True)
+        due = tx.entries.pending_awards(member.pk, due_by=NOW + timedelta(days=1))
+        assert one is not None
+        return [one.created_by, *(e.created_by for e in listed), *(e.created_by for e in due)]
+
+    assert store.transact(work) == ["key_a", "key_b", "key_a", "key_b"]
 
 
 def test_open_lots_come_in_spend_order(store: Store) -> None:
@@ -275,6 +304,7 @@ def _entry_for_lot(tx: Tx, program_id: int, pk: int, lot: Lot) -> None:
             available_at=None,
             expires_at=lot.expires_at,
             posted_at=None,
+            created_by="key_test",
         )
     )
 
@@ -327,11 +357,15 @@ def test_concurrent_writes_with_failures_mixed_in_each_get_their_own_outcome(
     async def award(member_id: str, points: int, key: str | None = None) -> object:
         command = AwardCommand(member_id, points, "r")
         idem = None if key is None else Idempotency(key, "fp-" + key)
-        return await ledger.points.award(program_id, command, idempotency=idem, render=_render)
+        return await ledger.points.award(
+            program_id, command, created_by="key_test", idempotency=idem, render=_render
+        )
 
     async def deduct(member_id: str, points: int) -> object:
         command = DeductCommand(member_id, points, "r")
-        return await ledger.points.deduct(program_id, command, idempotency=None, render=_render)
+        return await ledger.points.deduct(
+            program_id, command, created_by="key_test", idempotency=None, render=_render
+        )
 
     async def everything() -> list[object]:
         calls = []
@@ -376,7 +410,9 @@ def test_overlapping_bulks_lock_in_one_global_order_and_never_deadlock(store: St
             states = accounts.locked_members(tx, program_id, member_ids, NOW)
             members = {member_id: state.member for member_id, state in states.items()}
             command = BulkCommand([AwardCommand(m, 1, "bulk") for m in member_ids])
-            outcome = point_rules.plan_bulk(command, members, expire_after_days=None, now=NOW)
+            outcome = point_rules.plan_bulk(
+                command, members, expire_after_days=None, now=NOW, created_by="key_test"
+            )
             assert outcome.failures == []
             accounts.write_awards(tx, [posting for _, posting in outcome.postings], NOW)
 

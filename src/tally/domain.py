@@ -48,6 +48,9 @@ class RedemptionStatus(enum.StrEnum):
 MAX_POINTS = 1_000_000_000
 MAX_BALANCE = 2**63 - 1
 
+# Who made a ledger row that no key asked for: an expiry (`Entry.created_by`).
+SYSTEM = "system"
+
 
 @dataclass(frozen=True, slots=True)
 class Account:
@@ -242,6 +245,9 @@ class Entry:
     available_at: datetime | None
     expires_at: datetime | None
     posted_at: datetime | None
+    # The public id of the API key whose request made the row (`key_…`), or `SYSTEM` for a row
+    # time made (an expiry). A pending award that matures keeps its maker: posting makes no row.
+    created_by: str
 
     @property
     def effective_at(self) -> datetime:

@@ -29,6 +29,8 @@ class TransactionOut(Struct):
     metadata: StoredJson | None
     balance_after: int | None
     created_at: datetime
+    # Who made the row: the public id of the API key (`key_…`), or `system` (an expiry).
+    created_by: str
     posted_at: datetime | None
     available_at: datetime | None
     expires_at: datetime | None
@@ -84,6 +86,7 @@ def transaction_out(entry: Entry) -> TransactionOut:
         metadata=raw(entry.metadata),
         balance_after=entry.balance_after,
         created_at=entry.created_at,
+        created_by=entry.created_by,
         posted_at=entry.posted_at,
         available_at=entry.available_at,
         expires_at=entry.expires_at,

@@ -13,14 +13,17 @@ from starlette.requests import Request
 
 from tally.domain import Scope
 from tally.http import inputs
+from tally.keys import Principal
 from tally.service import Ledger
 
 
 @dataclass(frozen=True, slots=True)
 class WriteInput:
-    """A write's caller, authenticated, and its body, unread by anyone yet."""
+    """A write's caller, authenticated, and its body, unread by anyone yet. `key_id` is the
+    public id of the caller's key: every ledger row the write makes records it (`created_by`)."""
 
     program_id: int
+    key_id: str
     body: bytes
 
 
@@ -30,10 +33,14 @@ def ledger(request: Request) -> Ledger:
     return found
 
 
+async def principal_of(request: Request, *, needs: Scope) -> Principal:
+    """The caller's key; raises unless the key is valid and has the scope `needs`."""
+    return await ledger(request).access.authenticate(inputs.bearer(request), needs=needs)
+
+
 async def program_of(request: Request, *, needs: Scope) -> int:
     """The caller's program; raises unless the key is valid and has the scope `needs`."""
-    principal = await ledger(request).access.authenticate(inputs.bearer(request), needs=needs)
-    return principal.program_id
+    return (await principal_of(request, needs=needs)).program_id
 
 
 async def reader(request: Request) -> int:
@@ -42,7 +49,7 @@ async def reader(request: Request) -> int:
 
 
 async def writer(request: Request) -> WriteInput:
-    """The program of a caller that may write, then the body (within the size limit)."""
-    program_id = await program_of(request, needs=Scope.WRITE)
+    """The caller that may write, then the body (within the size limit)."""
+    principal = await principal_of(request, needs=Scope.WRITE)
     body = await inputs.body_bytes(request, limit=request.app.state.settings.max_body_bytes)
-    return WriteInput(program_id, body)
+    return WriteInput(principal.program_id, principal.key_id, body)

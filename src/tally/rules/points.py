@@ -22,6 +22,7 @@ from tally.commands import (
 )
 from tally.domain import (
     MAX_BALANCE,
+    SYSTEM,
     Account,
     Draw,
     Entry,
@@ -65,6 +66,7 @@ def new_entry(
     *,
     reason: str,
     now: datetime,
+    created_by: str,
     status: EntryStatus = EntryStatus.POSTED,
     reference: str | None = None,
     metadata: str | None = None,
@@ -89,6 +91,7 @@ def new_entry(
         available_at=available_at,
         expires_at=expires_at,
         posted_at=None,
+        created_by=created_by,
     )
 
 
@@ -98,7 +101,12 @@ def lot_of(entry: Entry) -> Lot:
 
 
 def plan_award(
-    member: Member, cmd: AwardCommand, *, expire_after_days: int | None, now: datetime
+    member: Member,
+    cmd: AwardCommand,
+    *,
+    expire_after_days: int | None,
+    now: datetime,
+    created_by: str,
 ) -> Posting:
     """The entry and account an award makes: pending until `available_at` if that is later than
     `now`, expiring at `expires_at` or under the program's policy."""
@@ -132,6 +140,7 @@ def plan_award(
         cmd.points,
         reason=cmd.reason,
         now=now,
+        created_by=created_by,
         status=EntryStatus.PENDING if pending else EntryStatus.POSTED,
         reference=cmd.reference,
         metadata=cmd.metadata,
@@ -171,6 +180,7 @@ def plan_bulk(
     *,
     expire_after_days: int | None,
     now: datetime,
+    created_by: str,
 ) -> BulkOutcome:
     """Every item planned in request order, each on top of the earlier ones to the same member.
 
@@ -188,7 +198,9 @@ def plan_bulk(
         try:
             if member is None:
                 raise MemberNotFound(f"Member {item.member_id} does not exist.")
-            posting = plan_award(member, item, expire_after_days=expire_after_days, now=now)
+            posting = plan_award(
+                member, item, expire_after_days=expire_after_days, now=now, created_by=created_by
+            )
         except TallyError as error:
             failures.append(BulkFailure(index, item.member_id, _of_item(error, index)))
             continue
@@ -244,6 +256,7 @@ def plan_spend(
     *,
     reason: str,
     now: datetime,
+    created_by: str,
     reference: str | None = None,
     metadata: str | None = None,
 ) -> Spend:
@@ -259,6 +272,7 @@ def plan_spend(
         -points,
         reason=reason,
         now=now,
+        created_by=created_by,
         reference=reference,
         metadata=metadata,
     )
@@ -274,12 +288,20 @@ def plan_refund(
     expire_after_days: int | None,
     reason: str,
     now: datetime,
+    created_by: str,
 ) -> Posting:
     """Give `points` back as a new lot that expires under the program's current policy."""
     expires_at = default_expiry(effective_at=now, expire_after_days=expire_after_days)
     account = member.account.post(EntryType.REFUND, points).counted()
     entry = new_entry(
-        member, account, EntryType.REFUND, points, reason=reason, now=now, expires_at=expires_at
+        member,
+        account,
+        EntryType.REFUND,
+        points,
+        reason=reason,
+        now=now,
+        created_by=created_by,
+        expires_at=expires_at,
     )
     return Posting(entry, account)
 
@@ -321,5 +343,6 @@ def plan_expiry(member: Member, account: Account, event: Expiry) -> Spend:
         -lot.remaining,
         reason=f"Expired: what was left of {lot.made_by}",
         now=event.at,
+        created_by=SYSTEM,
     )
     return Spend(entry, account, [Draw(lot.entry_id, lot.remaining)], {lot.entry_id: 0})

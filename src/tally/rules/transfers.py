@@ -38,7 +38,13 @@ def check_parties(cmd: TransferCommand) -> None:
 
 
 def plan_transfer(
-    sender: Member, receiver: Member, lots: list[Lot], cmd: TransferCommand, *, now: datetime
+    sender: Member,
+    receiver: Member,
+    lots: list[Lot],
+    cmd: TransferCommand,
+    *,
+    now: datetime,
+    created_by: str,
 ) -> Transfer:
     """Move `cmd.points` from `sender` (drawn from `lots`, its open lots covering them) to
     `receiver`. Raises `InsufficientPoints` or `ValidationFailed` before anything is planned."""
@@ -51,6 +57,7 @@ def plan_transfer(
         cmd.points,
         reason=cmd.reason,
         now=now,
+        created_by=created_by,
         reference=cmd.reference,
         metadata=cmd.metadata,
     )
@@ -63,6 +70,7 @@ def plan_transfer(
         cmd.points,
         reason=cmd.reason,
         now=now,
+        created_by=created_by,
         reference=cmd.reference,
         metadata=cmd.metadata,
         expires_at=dates[0][0],  # the soonest: draws are in spend order

@@ -168,6 +168,7 @@ def spend(
     *,
     reason: str,
     now: datetime,
+    created_by: str,
     reference: str | None = None,
     metadata: str | None = None,
     lots: list[Lot] | None = None,
@@ -180,14 +181,24 @@ def spend(
     if lots is None:
         lots = tx.lots.covering(member.pk, points)
     planned = rules.plan_spend(
-        member, lots, kind, points, reason=reason, now=now, reference=reference, metadata=metadata
+        member,
+        lots,
+        kind,
+        points,
+        reason=reason,
+        now=now,
+        created_by=created_by,
+        reference=reference,
+        metadata=metadata,
     )
     write_spend(tx, planned, now)
     tx.members.save_account(member.pk, planned.account)
     return planned.posting
 
 
-def refund(tx: Tx, locked: MemberState, points: int, *, reason: str, now: datetime) -> Posting:
+def refund(
+    tx: Tx, locked: MemberState, points: int, *, reason: str, now: datetime, created_by: str
+) -> Posting:
     """Give `points` back as a new lot that expires under the program's current policy."""
     posting = rules.plan_refund(
         locked.member,
@@ -195,6 +206,7 @@ def refund(tx: Tx, locked: MemberState, points: int, *, reason: str, now: dateti
         expire_after_days=locked.expire_after_days,
         reason=reason,
         now=now,
+        created_by=created_by,
     )
     tx.entries.insert(posting.entry)
     outbox.transactions_created(tx, [posting.entry], now)

@@ -37,13 +37,18 @@ class Points:
         program_id: int,
         cmd: AwardCommand,
         *,
+        created_by: str,
         idempotency: Idempotency | None,
         render: Render[Posting],
     ) -> Reply:
         def effect(tx: Tx, now: datetime) -> Posting:
             locked = accounts.locked_member(tx, program_id, cmd.member_id, now)
             posting = rules.plan_award(
-                locked.member, cmd, expire_after_days=locked.expire_after_days, now=now
+                locked.member,
+                cmd,
+                expire_after_days=locked.expire_after_days,
+                now=now,
+                created_by=created_by,
             )
             accounts.write_awards(tx, [posting], now)
             return posting
@@ -55,6 +60,7 @@ class Points:
         program_id: int,
         cmd: BulkCommand,
         *,
+        created_by: str,
         idempotency: Idempotency | None,
         render: Render[BulkOutcome],
     ) -> Reply:
@@ -64,7 +70,9 @@ class Points:
             # Every member of one program shares its expiry policy.
             policy = next((s.expire_after_days for s in states.values()), None)
             members = {member_id: state.member for member_id, state in states.items()}
-            outcome = rules.plan_bulk(cmd, members, expire_after_days=policy, now=now)
+            outcome = rules.plan_bulk(
+                cmd, members, expire_after_days=policy, now=now, created_by=created_by
+            )
             accounts.write_awards(tx, [posting for _, posting in outcome.postings], now)
             return outcome
 
@@ -76,6 +84,7 @@ class Points:
         program_id: int,
         cmd: DeductCommand,
         *,
+        created_by: str,
         idempotency: Idempotency | None,
         render: Render[Posting],
     ) -> Reply:
@@ -88,6 +97,7 @@ class Points:
                 cmd.points,
                 reason=cmd.reason,
                 now=now,
+                created_by=created_by,
                 reference=cmd.reference,
                 metadata=cmd.metadata,
                 lots=locked.spend_lots,

@@ -70,6 +70,7 @@ class Rewards:
         program_id: int,
         cmd: RedeemCommand,
         *,
+        created_by: str,
         idempotency: Idempotency | None,
         render: Render[RedemptionResult],
     ) -> Reply:
@@ -84,6 +85,7 @@ class Rewards:
                 points,
                 reason=reward.name,
                 now=now,
+                created_by=created_by,
                 metadata=cmd.metadata,
             )
             restocked = rules.restocked(reward, -cmd.quantity)
@@ -103,6 +105,7 @@ class Rewards:
         program_id: int,
         redemption_id: str,
         *,
+        created_by: str,
         idempotency: Idempotency | None,
         render: Render[RedemptionResult],
     ) -> Reply:
@@ -118,6 +121,7 @@ class Rewards:
                 redemption.points,
                 reason=rules.refund_reason(reward, redemption),
                 now=now,
+                created_by=created_by,
             )
             restocked = rules.restocked(reward, redemption.quantity)
             if restocked is not None:

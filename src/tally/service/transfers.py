@@ -27,6 +27,7 @@ class Transfers:
         program_id: int,
         cmd: TransferCommand,
         *,
+        created_by: str,
         idempotency: Idempotency | None,
         render: Render[rules.Transfer],
     ) -> Reply:
@@ -40,7 +41,9 @@ class Transfers:
             sender, receiver = states[sender_id].member, states[receiver_id].member
             point_rules.check_spendable(sender, cmd.points)  # before reading any lots
             lots = tx.lots.covering(sender.pk, cmd.points)
-            planned = rules.plan_transfer(sender, receiver, lots, cmd, now=now)
+            planned = rules.plan_transfer(
+                sender, receiver, lots, cmd, now=now, created_by=created_by
+            )
             accounts.write_spend(tx, planned.sent, now)
             tx.members.save_account(sender.pk, planned.sent.account)
             accounts.write_credit(tx, planned.received, planned.lots, now)

@@ -67,6 +67,7 @@ async def award(request: Request) -> Response:
     reply = await callers.ledger(request).points.award(
         write.program_id,
         command,
+        created_by=write.key_id,
         idempotency=inputs.idempotency(request, write.body),
         render=outputs.created(outputs.created_out),
     )
@@ -85,6 +86,7 @@ async def award_bulk(request: Request) -> Response:
     reply = await callers.ledger(request).points.award_bulk(
         write.program_id,
         command,
+        created_by=write.key_id,
         idempotency=inputs.idempotency(request, write.body),
         render=outputs.okay(outputs.bulk_out),
     )
@@ -100,6 +102,7 @@ async def deduct(request: Request) -> Response:
     reply = await callers.ledger(request).points.deduct(
         write.program_id,
         command,
+        created_by=write.key_id,
         idempotency=inputs.idempotency(request, write.body),
         render=outputs.created(outputs.created_out),
     )
@@ -120,6 +123,7 @@ async def transfer(request: Request) -> Response:
     reply = await callers.ledger(request).transfers.transfer(
         write.program_id,
         command,
+        created_by=write.key_id,
         idempotency=inputs.idempotency(request, write.body),
         render=outputs.created(outputs.transfer_out),
     )

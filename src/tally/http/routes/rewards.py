@@ -78,6 +78,7 @@ async def redeem(request: Request) -> Response:
     reply = await callers.ledger(request).rewards.redeem(
         write.program_id,
         command,
+        created_by=write.key_id,
         idempotency=inputs.idempotency(request, write.body),
         render=outputs.created(lambda result: outputs.redemption_out(result.redemption)),
     )
@@ -90,6 +91,7 @@ async def cancel_redemption(request: Request) -> Response:
     reply = await callers.ledger(request).rewards.cancel_redemption(
         write.program_id,
         inputs.path_id(request, "redemption_id"),
+        created_by=write.key_id,
         idempotency=inputs.idempotency(request, write.body),
         render=outputs.okay(lambda result: outputs.redemption_out(result.redemption)),
     )

@@ -13,7 +13,7 @@ from tally.storage.sql.session import Session
 _INSERT = (
     "INSERT INTO entries (id, program_id, member_pk, seq, type, status, points, reason, "
     "reference, metadata, balance_after, created_at, effective_at, available_at, expires_at, "
-    "posted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "posted_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -65,7 +65,7 @@ class SqlEntries:
             "JOIN members m ON m.pk = e.member_pk WHERE e.id = ? AND e.program_id = ?",
             (entry_id, program_id),
         )
-        return None if row is None else rows.entry(row, row[15])
+        return None if row is None else rows.entry(row, row[16])
 
     def page(
         self, member: Member, query: HistoryQuery, *, offset: int, limit: int, newest_first: bool
@@ -95,4 +95,4 @@ class SqlEntries:
             "ORDER BY e.available_at, e.seq",
             (member_pk, to_micros(due_by)),
         )
-        return [rows.entry(r, r[15]) for r in found]
+        return [rows.entry(r, r[16]) for r in found]

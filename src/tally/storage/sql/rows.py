@@ -51,7 +51,8 @@ MEMBER_COLUMNS = (
 )
 ENTRY_COLUMNS = (
     "e.id, e.program_id, e.member_pk, e.seq, e.type, e.status, e.points, e.reason, e.reference, "
-    "e.metadata, e.balance_after, e.created_at, e.available_at, e.expires_at, e.posted_at"
+    "e.metadata, e.balance_after, e.created_at, e.available_at, e.expires_at, e.posted_at, "
+    "e.created_by"
 )
 LOT_COLUMNS = "entry_id, remaining, expires_at, seq, source_id"
 REWARD_COLUMNS = "id, program_id, name, points_cost, stock, active, metadata, created_at"
@@ -105,6 +106,7 @@ def entry(row: Sequence[Any], member_id: str) -> Entry:
         available_at=opt_time(row[12]),
         expires_at=opt_time(row[13]),
         posted_at=opt_time(row[14]),
+        created_by=row[15],
     )
 
 
@@ -126,6 +128,7 @@ def entry_row(e: Entry) -> tuple[Any, ...]:
         opt_micros(e.available_at),
         opt_micros(e.expires_at),
         opt_micros(e.posted_at),
+        e.created_by,
     )
 
 
