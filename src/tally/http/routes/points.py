@@ -167,6 +167,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/members/{member_id}/balance",
+        operation_id="balance",
         handler=balance,
         summary="Get a member's balance",
         tag="Points",
@@ -176,6 +177,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/members/{member_id}/transactions",
+        operation_id="history",
         handler=history,
         summary="A member's transaction history, newest first",
         tag="Points",
@@ -187,6 +189,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path="/v1/points/award",
+        operation_id="award",
         handler=award,
         summary="Award points",
         tag="Points",
@@ -198,6 +201,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path="/v1/points/award/bulk",
+        operation_id="bulk_award",
         handler=award_bulk,
         summary="Award points to up to 10,000 members in one request",
         tag="Points",
@@ -207,6 +211,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path="/v1/points/deduct",
+        operation_id="deduct",
         handler=deduct,
         summary="Deduct points (manual adjustment)",
         tag="Points",
@@ -218,6 +223,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path="/v1/points/transfer",
+        operation_id="transfer",
         handler=transfer,
         summary="Transfer points from one member to another",
         tag="Points",
@@ -229,6 +235,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/transactions/{transaction_id}",
+        operation_id="get_transaction",
         handler=get_transaction,
         summary="Get a transaction",
         tag="Points",
@@ -238,6 +245,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path="/v1/transactions/{transaction_id}/cancel",
+        operation_id="cancel_transaction",
         handler=cancel_transaction,
         summary="Cancel a pending award",
         tag="Points",

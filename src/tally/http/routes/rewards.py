@@ -116,6 +116,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path="/v1/rewards",
+        operation_id="create_reward",
         handler=create_reward,
         summary="Add a reward to the catalog",
         tag="Rewards",
@@ -126,6 +127,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/rewards",
+        operation_id="list_rewards",
         handler=list_rewards,
         summary="List rewards",
         tag="Rewards",
@@ -136,6 +138,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/rewards/{reward_id}",
+        operation_id="get_reward",
         handler=get_reward,
         summary="Get a reward",
         tag="Rewards",
@@ -145,6 +148,7 @@ ROUTES = (
     RouteSpec(
         method="PATCH",
         path="/v1/rewards/{reward_id}",
+        operation_id="update_reward",
         handler=patch_reward,
         summary="Change a reward",
         tag="Rewards",
@@ -155,6 +159,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path="/v1/redemptions",
+        operation_id="redeem",
         handler=redeem,
         summary="Redeem a reward",
         tag="Rewards",
@@ -172,6 +177,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/redemptions/{redemption_id}",
+        operation_id="get_redemption",
         handler=get_redemption,
         summary="Get a redemption",
         tag="Rewards",
@@ -181,6 +187,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path="/v1/redemptions/{redemption_id}/cancel",
+        operation_id="cancel_redemption",
         handler=cancel_redemption,
         summary="Cancel a redemption (refunds its points)",
         tag="Rewards",
@@ -192,6 +199,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/members/{member_id}/redemptions",
+        operation_id="redemptions",
         handler=member_redemptions,
         summary="A member's redemptions, newest first",
         tag="Rewards",
