@@ -13,8 +13,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install -c constraints.txt -e .
 	touch $@
 
-$(VENV)/.dev-installed: $(VENV)/.installed
-	$(PIP) install -c constraints.txt -e '.[dev]'
+# The dev install has the Python client too (clients/python), which the tests drive.
+$(VENV)/.dev-installed: $(VENV)/.installed clients/python/pyproject.toml
+	$(PIP) install -c constraints.txt -e '.[dev]' -e clients/python
 	touch $@
 
 # `make run` serves TALLY_DATABASE_URL on TALLY_PORT when they are set (in the environment or
@@ -26,7 +27,7 @@ run: $(VENV)/.installed
 	$(BIN)/tally serve --database "$(TALLY_DATABASE_URL)" --port "$(TALLY_PORT)"
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench clients/python
 	$(BIN)/mypy
 
 test: lint

@@ -346,3 +346,17 @@ def test_every_status_a_route_answers_is_listed_in_its_openapi_entry(
     if route.method == "POST" or route.query:
         expected |= {422}
     assert expected <= answered, answers
+
+
+def test_every_operation_has_a_unique_snake_case_operation_id() -> None:
+    document = openapi_document(ROUTES)
+    ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
+    assert len(ids) == len(ROUTES) == len(set(ids))
+    assert all(re.fullmatch(r"[a-z][a-z_]*[a-z]", name) for name in ids), ids
+    assert document["paths"]["/v1/points/award"]["post"]["operationId"] == "award"
+
+
+def test_a_table_that_names_one_operation_twice_is_refused() -> None:
+    twice = (*ROUTES, replace(ROUTES[0], path="/v1/elsewhere"))
+    with pytest.raises(ValueError, match=ROUTES[0].operation_id):
+        openapi_document(twice)

@@ -94,6 +94,10 @@ def openapi_document(routes: tuple[RouteSpec, ...]) -> dict[str, Any]:
         ]
     refs, components = msgspec.json.schema_components(types, ref_template=_REF)
     ref_of = dict(zip(types, refs, strict=True))
+    names = [route.operation_id for route in routes]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"operation ids must be unique; used more than once: {twice}")
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, ref_of)
@@ -127,6 +131,7 @@ def _operation(route: RouteSpec, ref_of: dict[Any, Any]) -> dict[str, Any]:
         parameters.append(_IDEMPOTENCY_KEY)
     parameters.append(_REQUEST_ID)
     operation: dict[str, Any] = {
+        "operationId": route.operation_id,
         "summary": route.summary,
         "tags": [route.tag],
         "security": [{"bearer": []}] if route.auth else [],

@@ -53,6 +53,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/events",
+        operation_id="events",
         handler=list_events,
         summary="List events, oldest first, after the one given",
         tag="Events",

@@ -46,6 +46,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path="/v1/members",
+        operation_id="create_member",
         handler=create_member,
         summary="Enrol a member",
         tag="Members",
@@ -58,6 +59,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/members",
+        operation_id="list_members",
         handler=list_members,
         summary="List members",
         tag="Members",
@@ -68,6 +70,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/members/{member_id}",
+        operation_id="get_member",
         handler=get_member,
         summary="Get a member",
         tag="Members",

@@ -60,6 +60,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/healthz",
+        operation_id="health",
         handler=healthz,
         summary="Whether the process is alive",
         tag="Operations",
@@ -69,6 +70,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/readyz",
+        operation_id="ready",
         handler=readyz,
         summary="Whether the database is reachable and migrated",
         tag="Operations",
@@ -79,6 +81,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/metrics",
+        operation_id="metrics",
         handler=metrics,
         summary="Prometheus metrics of this process",
         tag="Operations",

@@ -171,6 +171,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/members/{member_id}/balance",
+        operation_id="balance",
         handler=balance,
         summary="Get a member's balance",
         tag="Points",
@@ -180,6 +181,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/members/{member_id}/transactions",
+        operation_id="history",
         handler=history,
         summary="A member's transaction history, newest first",
         tag="Points",
@@ -191,6 +193,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path="/v1/points/award",
+        operation_id="award",
         handler=award,
         summary="Award points",
         tag="Points",
@@ -202,6 +205,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path="/v1/points/award/bulk",
+        operation_id="bulk_award",
         handler=award_bulk,
         summary="Award points to up to 10,000 members in one request",
         tag="Points",
@@ -211,6 +215,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path="/v1/points/deduct",
+        operation_id="deduct",
         handler=deduct,
         summary="Deduct points (manual adjustment)",
         tag="Points",
@@ -222,6 +227,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path="/v1/points/transfer",
+        operation_id="transfer",
         handler=transfer,
         summary="Transfer points from one member to another",
         tag="Points",
@@ -233,6 +239,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/transactions/{transaction_id}",
+        operation_id="get_transaction",
         handler=get_transaction,
         summary="Get a transaction",
         tag="Points",
@@ -242,6 +249,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path="/v1/transactions/{transaction_id}/cancel",
+        operation_id="cancel_transaction",
         handler=cancel_transaction,
         summary="Cancel a pending award",
         tag="Points",

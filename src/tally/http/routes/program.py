@@ -37,6 +37,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/program",
+        operation_id="get_program",
         handler=get_program,
         summary="The program's settings",
         tag="Program",
@@ -45,6 +46,7 @@ ROUTES = (
     RouteSpec(
         method="PATCH",
         path="/v1/program",
+        operation_id="update_program",
         handler=patch_program,
         summary="Change the program's settings",
         tag="Program",

@@ -118,6 +118,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path="/v1/rewards",
+        operation_id="create_reward",
         handler=create_reward,
         summary="Add a reward to the catalog",
         tag="Rewards",
@@ -128,6 +129,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/rewards",
+        operation_id="list_rewards",
         handler=list_rewards,
         summary="List rewards",
         tag="Rewards",
@@ -138,6 +140,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/rewards/{reward_id}",
+        operation_id="get_reward",
         handler=get_reward,
         summary="Get a reward",
         tag="Rewards",
@@ -147,6 +150,7 @@ ROUTES = (
     RouteSpec(
         method="PATCH",
         path="/v1/rewards/{reward_id}",
+        operation_id="update_reward",
         handler=patch_reward,
         summary="Change a reward",
         tag="Rewards",
@@ -157,6 +161,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path="/v1/redemptions",
+        operation_id="redeem",
         handler=redeem,
         summary="Redeem a reward",
         tag="Rewards",
@@ -174,6 +179,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/redemptions/{redemption_id}",
+        operation_id="get_redemption",
         handler=get_redemption,
         summary="Get a redemption",
         tag="Rewards",
@@ -183,6 +189,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path="/v1/redemptions/{redemption_id}/cancel",
+        operation_id="cancel_redemption",
         handler=cancel_redemption,
         summary="Cancel a redemption (refunds its points)",
         tag="Rewards",
@@ -194,6 +201,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/members/{member_id}/redemptions",
+        operation_id="redemptions",
         handler=member_redemptions,
         summary="A member's redemptions, newest first",
         tag="Rewards",

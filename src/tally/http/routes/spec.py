@@ -22,16 +22,20 @@ Handler = Callable[[Request], Awaitable[Response]]
 class RouteSpec:
     """One route: how to serve it and how to describe it.
 
-    `body` is the JSON body the route decodes (None: it decodes none), `body_required` False
-    when an empty body stands for `{}`; `auth` False for the operations routes outside `/v1`
-    (no key, no rate limit); `media_type` of the success when it is not a JSON envelope
-    (`/metrics`); `meta` and `query_schemas` as commented below; `errors` are the codes of
-    the route's own rules (`member_not_found`, `insufficient_points`, ...); the codes its shape
-    implies are added by `error_codes`.
+    `operation_id` (required, unique) is the operation's `operationId` in the OpenAPI document
+    and the name of the Python client's method for it (`award`, `get_member`; a test holds
+    `clients/python` to it), so generated clients in any language read well too. `body` is the
+    JSON body the route decodes (None: it decodes none), `body_required` False when an empty
+    body stands for `{}`; `auth` False for the operations routes outside `/v1` (no key, no rate
+    limit); `media_type` of the success when it is not a JSON envelope (`/metrics`); `meta` and
+    `query_schemas` as commented below; `errors` are the codes of the route's own rules
+    (`member_not_found`, `insufficient_points`, ...); the codes its shape implies are added by
+    `error_codes`.
     """
 
     method: str
     path: str
+    operation_id: str
     handler: Handler
     summary: str
     tag: str

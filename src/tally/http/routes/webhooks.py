@@ -170,6 +170,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path="/v1/webhook_endpoints",
+        operation_id="create_webhook_endpoint",
         handler=create_endpoint,
         summary="Add a webhook endpoint (the answer shows its secret, once)",
         tag=TAG,
@@ -180,6 +181,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path="/v1/webhook_endpoints",
+        operation_id="list_webhook_endpoints",
         handler=list_endpoints,
         summary="List webhook endpoints",
         tag=TAG,
@@ -190,6 +192,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path=_ONE,
+        operation_id="get_webhook_endpoint",
         handler=get_endpoint,
         summary="Get a webhook endpoint",
         tag=TAG,
@@ -199,6 +202,7 @@ ROUTES = (
     RouteSpec(
         method="PATCH",
         path=_ONE,
+        operation_id="update_webhook_endpoint",
         handler=patch_endpoint,
         summary="Change a webhook endpoint (url, events, description, enabled)",
         tag=TAG,
@@ -209,6 +213,7 @@ ROUTES = (
     RouteSpec(
         method="DELETE",
         path=_ONE,
+        operation_id="delete_webhook_endpoint",
         handler=delete_endpoint,
         summary="Delete a webhook endpoint and its delivery log",
         tag=TAG,
@@ -218,6 +223,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path=_ONE + "/rotate_secret",
+        operation_id="rotate_webhook_secret",
         handler=rotate_secret,
         summary="A new secret; the old one keeps signing beside it for 24 hours",
         tag=TAG,
@@ -229,6 +235,7 @@ ROUTES = (
     RouteSpec(
         method="GET",
         path=_ONE + "/deliveries",
+        operation_id="list_deliveries",
         handler=list_deliveries,
         summary="The endpoint's delivery log, newest first",
         tag=TAG,
@@ -240,6 +247,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path=_ONE + "/deliveries/{delivery_id}/retry",
+        operation_id="retry_delivery",
         handler=retry_delivery,
         summary="Queue a delivery again, now",
         tag=TAG,
@@ -251,6 +259,7 @@ ROUTES = (
     RouteSpec(
         method="POST",
         path=_ONE + "/recover",
+        operation_id="recover_deliveries",
         handler=recover,
         summary="Queue again every failed delivery since a time",
         tag=TAG,
