@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from tally.domain import Scope
 from tally.http import inputs
+from tally.keys import Principal
 from tally.service import Ledger
 
 
@@ -30,10 +31,14 @@ def ledger(request: Request) -> Ledger:
     return found
 
 
+async def caller(request: Request, *, needs: Scope) -> Principal:
+    """The caller's key; raises unless the key is valid and has the scope `needs`."""
+    return await ledger(request).access.authenticate(inputs.bearer(request), needs=needs)
+
+
 async def program_of(request: Request, *, needs: Scope) -> int:
     """The caller's program; raises unless the key is valid and has the scope `needs`."""
-    principal = await ledger(request).access.authenticate(inputs.bearer(request), needs=needs)
-    return principal.program_id
+    return (await caller(request, needs=needs)).program_id
 
 
 async def reader(request: Request) -> int:
