@@ -245,6 +245,7 @@ NAMES_NOTHING = {
     "GET /v1/events": "lists B's own events",
     "GET /v1/webhook_endpoints": "lists B's own webhook endpoints",
     "POST /v1/webhook_endpoints": "creates one of B's webhook endpoints",
+    "GET /v1/keys/current": "shows B's own key",
 }
 # Where naming A's id is not a 404: enrolling `alice` in B makes B's own alice, exactly as
 # enrolling a name nobody uses would.

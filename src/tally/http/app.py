@@ -32,6 +32,7 @@ from starlette.types import ASGIApp
 
 from tally.commands import Clock
 from tally.config import Settings
+from tally.console.routes import console_routes
 from tally.delivery.dispatcher import DeliveryStats, Dispatcher
 from tally.delivery.sender import Sender
 from tally.errors import MethodNotAllowed, NotFound, TallyError
@@ -137,7 +138,11 @@ def create_app(
         return json_response(encode(document))
 
     routes = [Route(r.path, r.handler, methods=[r.method]) for r in ROUTES]
-    routes += [Route("/openapi.json", openapi, methods=["GET"]), *docs_routes()]
+    routes += [
+        Route("/openapi.json", openapi, methods=["GET"]),
+        *docs_routes(),
+        *console_routes(),
+    ]
     app = _App(
         routes=routes,
         lifespan=lifespan,

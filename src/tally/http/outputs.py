@@ -15,9 +15,10 @@ import msgspec
 from starlette.responses import Response
 
 from tally.commands import BalanceView, BulkOutcome, Listing, Posting, Reply
-from tally.domain import Program
+from tally.domain import Lot, Program
 from tally.http import schemas as s
 from tally.http.errors import error_body
+from tally.keys import Principal
 from tally.rules.transfers import Transfer
 from tally.views import member_out as member_out
 from tally.views import redemption_out as redemption_out
@@ -99,6 +100,19 @@ def balance_out(view: BalanceView) -> s.BalanceOut:
         lifetime_transferred_out=a.lifetime_transferred_out,
         next_expiration=None if upcoming is None else s.NextExpiration(*upcoming),
     )
+
+
+def lot_out(lot: Lot) -> s.LotOut:
+    return s.LotOut(
+        lot_id=lot.entry_id,
+        transaction_id=lot.made_by,
+        remaining=lot.remaining,
+        expires_at=lot.expires_at,
+    )
+
+
+def key_out(principal: Principal, program: Program) -> s.KeyOut:
+    return s.KeyOut(key_id=principal.key_id, scope=principal.scope, program=program.name)
 
 
 def transfer_out(transfer: Transfer) -> s.TransferOut:

@@ -142,6 +142,23 @@ class BalanceOut(Struct):
     next_expiration: NextExpiration | None
 
 
+class LotOut(Struct):
+    """What is left of one award, refund or transfer received, and when it expires."""
+
+    lot_id: str
+    transaction_id: str
+    remaining: int
+    expires_at: datetime | None
+
+
+class KeyOut(Struct):
+    """The key a request was made with: what it may do, and in which program."""
+
+    key_id: str
+    scope: str
+    program: str
+
+
 class TransactionCreatedOut(Struct):
     transaction_id: str
     member_id: str

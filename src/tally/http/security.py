@@ -27,6 +27,17 @@ DOCS_POLICY = (
 a file of its own); inline styles and `data:` images, which it sets as it renders; requests
 to this server only (the document and "Try it out")."""
 
+CONSOLE_POLICY = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'; "
+    b"require-trusted-types-for 'script'; trusted-types 'none'"
+)
+"""/console: its modules, stylesheet and icon from this server, requests to this server's API;
+no inline script or style, no form that submits anywhere (a form submitted without its script
+would otherwise put what was typed into a URL), and no HTML parsed from strings
+(`require-trusted-types-for`: the app builds every element with DOM calls, so data from the
+API is only ever text)."""
+
 _EVERYWHERE: list[Header] = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -37,8 +48,16 @@ _REVALIDATE = (b"cache-control", b"no-cache")
 _API = [*_EVERYWHERE, (b"content-security-policy", API_POLICY), _NO_STORE]
 _DOCS_PAGE = [*_EVERYWHERE, (b"content-security-policy", DOCS_POLICY), _REVALIDATE]
 _DOCS_ASSET = [*_EVERYWHERE, (b"content-security-policy", API_POLICY), _REVALIDATE]
+_CONSOLE_PAGE = [
+    *_EVERYWHERE,
+    (b"content-security-policy", CONSOLE_POLICY),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    _REVALIDATE,
+]
+_CONSOLE_FILE = [*_EVERYWHERE, (b"content-security-policy", API_POLICY), _REVALIDATE]
 
 DOCS_PATH = "/docs"
+CONSOLE_PATH = "/console"
 
 EXPOSED_HEADERS = [
     "Idempotent-Replayed",
@@ -52,9 +71,12 @@ EXPOSED_HEADERS = [
 
 def headers_for(path: str) -> list[Header]:
     """The security headers of a response to `path`: answers are never stored by a cache
-    (they hold balances), except the documentation, which is revalidated."""
+    (they hold balances), except the documentation's and the console's files, which hold no
+    data and are revalidated."""
     if path.startswith(DOCS_PATH):
         return _DOCS_PAGE if path == DOCS_PATH else _DOCS_ASSET
+    if path.startswith(CONSOLE_PATH):
+        return _CONSOLE_PAGE if path == CONSOLE_PATH else _CONSOLE_FILE
     return _API
 
 

@@ -20,7 +20,7 @@ from tally.commands import (
     Posting,
     Reply,
 )
-from tally.domain import Entry, EntryType, HistoryQuery, Member, Page
+from tally.domain import Entry, EntryType, HistoryQuery, Lot, Member, Page
 from tally.errors import TransactionNotFound
 from tally.ports import Tx
 from tally.rules import points as rules
@@ -121,6 +121,21 @@ class Points:
         def read(tx: Tx, now: datetime, writable: bool) -> Listing[Entry]:
             member = accounts.current_member(tx, program_id, member_id, now, writable)
             return _history_page(tx, member, query, page)
+
+        return await self._runner.view(read)
+
+    async def lots(self, program_id: int, member_id: str, page: Page) -> Listing[Lot]:
+        """The member's open lots in spend order: what is left of each award, refund and
+        transfer received, and when it expires (after what is due by now has been applied)."""
+
+        def read(tx: Tx, now: datetime, writable: bool) -> Listing[Lot]:
+            member = accounts.current_member(tx, program_id, member_id, now, writable)
+            total = tx.lots.count_open(member.pk)
+            if page.offset >= total:
+                return Listing([], total, page)
+            return Listing(
+                tx.lots.page_open(member.pk, offset=page.offset, limit=page.size), total, page
+            )
 
         return await self._runner.view(read)
 

@@ -30,6 +30,23 @@ class NextExpiration(Struct, frozen=True, kw_only=True):
     expires_at: datetime
 
 
+class Lot(Struct, frozen=True, kw_only=True):
+    """What is left of one award, refund or transfer received, and when it expires."""
+
+    lot_id: str
+    transaction_id: str
+    remaining: int
+    expires_at: datetime | None = None
+
+
+class Key(Struct, frozen=True, kw_only=True):
+    """An API key as the server shows it to its holder: never the secret itself."""
+
+    key_id: str
+    scope: str
+    program: str
+
+
 class Balance(Struct, frozen=True, kw_only=True):
     """`balance == lifetime_earned + lifetime_transferred_in - lifetime_redeemed -
     lifetime_deducted - lifetime_expired - lifetime_transferred_out`."""

@@ -38,6 +38,8 @@ from tally_client.models import (
     Delivery,
     Event,
     Health,
+    Key,
+    Lot,
     Member,
     NewTransaction,
     Program,
@@ -173,6 +175,12 @@ class Operations:
             per_page=per_page,
         )
 
+    @listing
+    def list_lots(member_id: str, *, per_page: int = 100) -> Pages[Lot]:
+        """The member's open lots (what is left of each award, refund or transfer received),
+        soonest to expire first."""
+        return numbered(path("/v1/members/{}/lots", member_id), Lot, "lot_id", per_page=per_page)
+
     @operation
     def award(
         *,
@@ -277,6 +285,11 @@ class Operations:
         return post(where, Transaction, fields, idempotency_key)
 
     # The program (sections 5 and 9)
+
+    @operation
+    def current_key() -> Call[Key]:
+        """The key this client uses: its id, scope (`read` or `write`) and program."""
+        return get("/v1/keys/current", Key)
 
     @operation
     def get_program() -> Call[Program]:

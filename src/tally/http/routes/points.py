@@ -1,5 +1,5 @@
-"""Points: award (one or in bulk), deduct, transfer, a member's balance and history, one
-transaction and the cancelling of a pending award.
+"""Points: award (one or in bulk), deduct, transfer, a member's balance, history and open lots,
+one transaction and the cancelling of a pending award.
 
 Spending points on a reward is a redemption (`rewards.py`); the expiry policy is the program's
 (`program.py`).
@@ -147,6 +147,14 @@ async def history(request: Request) -> Response:
     return outputs.listing_response(listing, outputs.transaction_out)
 
 
+async def lots(request: Request) -> Response:
+    program_id = await callers.reader(request)
+    listing = await callers.ledger(request).points.lots(
+        program_id, inputs.path_id(request, "member_id"), inputs.page(request)
+    )
+    return outputs.listing_response(listing, outputs.lot_out)
+
+
 async def get_transaction(request: Request) -> Response:
     program_id = await callers.reader(request)
     entry = await callers.ledger(request).points.transaction(
@@ -188,6 +196,18 @@ ROUTES = (
         response=s.TransactionOut,
         listing=True,
         query=(*PAGING, "type", "from", "to"),
+        errors=("member_not_found",),
+    ),
+    RouteSpec(
+        method="GET",
+        path="/v1/members/{member_id}/lots",
+        operation_id="list_lots",
+        handler=lots,
+        summary="A member's open lots, soonest to expire first",
+        tag="Points",
+        response=s.LotOut,
+        listing=True,
+        query=PAGING,
         errors=("member_not_found",),
     ),
     RouteSpec(

@@ -49,6 +49,20 @@ class SqlLots:
     def open(self, member_pk: int) -> list[Lot]:
         return self._expiring_by(member_pk, NEVER)
 
+    def page_open(self, member_pk: int, *, offset: int, limit: int) -> list[Lot]:
+        found = self._s.all(
+            f"SELECT {LOT_COLUMNS} FROM lots WHERE member_pk = ? AND remaining > 0 "
+            "ORDER BY expires_at, seq LIMIT ? OFFSET ?",
+            (member_pk, limit, offset),
+        )
+        return [rows.lot(r) for r in found]
+
+    def count_open(self, member_pk: int) -> int:
+        found = self._s.one(
+            "SELECT count(*) FROM lots WHERE member_pk = ? AND remaining > 0", (member_pk,)
+        )
+        return int(found[0]) if found else 0
+
     def due(self, member_pk: int, *, by: datetime) -> list[Lot]:
         return self._expiring_by(member_pk, to_micros(by))
 
