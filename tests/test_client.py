@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -583,3 +585,29 @@ def test_verify_refuses_a_changed_old_or_foreign_delivery(
         assert name in refused(body, missing, secret, sent_at)
     with pytest.raises(ValueError):
         verify(body, headers, "whsec_not base64!", now=sent_at)
+
+
+def test_the_readme_integration_runs_as_written(
+    live: Live, tally: TallyClient, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = (Path(__file__).parent.parent / "clients/python/README.md").read_text()
+    example = re.search(r"```python\n(.*?)```", readme, re.S)
+    assert example is not None and len(example.group(1).splitlines()) < 20
+    endpoint = tally.create_webhook_endpoint(url=receiver.url + "/r", events=["member.created"])
+    monkeypatch.setenv("TALLY_URL", live.url)
+    monkeypatch.setenv("TALLY_API_KEY", live.key)
+    monkeypatch.setenv("TALLY_WEBHOOK_SECRET", endpoint.secret)
+    integration: dict[str, Any] = {}
+    exec(example.group(1), integration)
+    customer, order = new_id("cust"), new_id("order")
+    assert integration["order_paid"](customer, order, 12_345) == 123
+    assert integration["order_paid"](customer, order, 12_345) == 123  # the same order again
+    assert integration["order_paid"](customer, new_id("order"), 1_000) == 133
+    assert integration["spend"](customer, 100) == 33
+    assert integration["spend"](customer, 100) is None
+    wait_until(lambda: bool(receiver.at("/r")), timeout=30, what="a delivery")
+    delivered = receiver.at("/r")[0]
+    event = integration["on_webhook"](delivered.body, delivered.headers)
+    assert event["data"]["member_id"] == customer
+    tally.delete_webhook_endpoint(endpoint.endpoint_id)
+    integration["tally"].close()
