@@ -5,6 +5,7 @@ is written twice, once blocking and once awaiting."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
@@ -98,12 +99,14 @@ class TallyClient(Operations):
             call = page.next_call(call)
 
     def _bind(self, build: Callable[P, Call[T]]) -> Callable[P, T]:
+        @functools.wraps(build)
         def send(*args: P.args, **kwargs: P.kwargs) -> T:
             return self._send(build(*args, **kwargs))
 
         return send
 
     def _bind_pages(self, build: Callable[P, Pages[T]]) -> Callable[P, Iterator[T]]:
+        @functools.wraps(build)
         def iterate(*args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
             return self._iterate(build(*args, **kwargs))
 
@@ -171,12 +174,14 @@ class AsyncTallyClient(Operations):
             call = page.next_call(call)
 
     def _bind(self, build: Callable[P, Call[T]]) -> Callable[P, Awaitable[T]]:
+        @functools.wraps(build)
         async def send(*args: P.args, **kwargs: P.kwargs) -> T:
             return await self._send(build(*args, **kwargs))
 
         return send
 
     def _bind_pages(self, build: Callable[P, Pages[T]]) -> Callable[P, AsyncIterator[T]]:
+        @functools.wraps(build)
         def iterate(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[T]:
             return self._iterate(build(*args, **kwargs))
 
