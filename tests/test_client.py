@@ -12,6 +12,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from tally_client import (
     Transaction,
 )
 from tally_client.operations import Operations, listing, operation
+from tally_client.retries import retry_after
 from tally_client.webhooks import WebhookVerificationError, verify
 
 from tally.http.errors import STATUS_OF_CODE
@@ -371,11 +373,16 @@ def test_503_and_429_are_retried_after_their_retry_after_with_one_idempotency_ke
     tally: TallyClient, behind: TallyClient, proxy: Proxy, naps: Naps
 ) -> None:
     a = member(tally)
-    proxy.plan(refusal(503, "unavailable", "2"), refusal(429, "rate_limited", "1"))
+    proxy.plan(
+        refusal(503, "unavailable", "2"),
+        refusal(429, "rate_limited", "1"),
+        refusal(409, "idempotency_in_progress"),  # no Retry-After: the backoff's 1 to 2 s
+    )
     awarded = behind.award(member_id=a, points=70, reason="retried")
-    assert awarded.new_balance == 70 and naps.taken == [2.0, 1.0]
+    assert awarded.new_balance == 70 and naps.taken[:2] == [2.0, 1.0]
+    assert 1.0 <= naps.taken[2] <= 2.0 and len(naps.taken) == 3
     keys = {seen.headers["idempotency-key"] for seen in proxy.seen}
-    assert len(proxy.seen) == 3 and len(keys) == 1
+    assert len(proxy.seen) == 4 and len(keys) == 1
     assert [t.points for t in tally.history(a)] == [70]
 
 
@@ -451,6 +458,27 @@ def test_a_server_that_cannot_be_reached_fails_after_bounded_backoff(naps: Naps)
     assert len(naps.taken) == 3
     for attempt, wait in enumerate(naps.taken):
         assert 0.25 * 2**attempt <= wait <= 0.5 * 2**attempt
+
+
+def test_retry_after_is_read_as_seconds_or_as_an_http_date() -> None:
+    in_ten = format_datetime(datetime.now(UTC) + timedelta(seconds=10), usegmt=True)
+    waits = {
+        "3": 3.0,
+        "0.5": 0.5,
+        "-4": 0.0,
+        "soon": None,
+        in_ten: pytest.approx(10, abs=1.5),
+        "Mon, 01 Jan 2001 00:00:00 GMT": 0.0,
+    }
+    for header, wait in waits.items():
+        assert retry_after(httpx.Response(429, headers={"Retry-After": header})) == wait, header
+    assert retry_after(httpx.Response(503)) is None
+
+
+def test_a_base_url_with_v1_is_refused() -> None:
+    with pytest.raises(ValueError, match="without /v1"):
+        TallyClient("http://localhost:8000/v1/", "key")
+    TallyClient("http://localhost:8000/tally", "key").close()  # a server behind a prefix
 
 
 def test_answers_that_are_not_tallys_raise_unexpected_response_or_the_code_as_given(
