@@ -554,8 +554,6 @@ def test_webhook_endpoints_deliveries_and_verify_against_a_real_delivery(
     )
     retried = tally.retry_delivery(endpoint.endpoint_id, deliveries[0].delivery_id)
     assert retried.status == "pending"
-    since = datetime.now(UTC) - timedelta(hours=1)
-    assert tally.recover_deliveries(endpoint.endpoint_id, since=since).queued >= 0
 
     # After a rotation both secrets sign.
     rotated = tally.rotate_webhook_secret(endpoint.endpoint_id)
@@ -576,6 +574,28 @@ def test_webhook_endpoints_deliveries_and_verify_against_a_real_delivery(
     assert tally.delete_webhook_endpoint(endpoint.endpoint_id).deleted
     with pytest.raises(tally_client.NotFound):
         tally.get_webhook_endpoint(endpoint.endpoint_id)
+
+
+def test_failed_deliveries_are_recovered(tally: TallyClient, receiver: Receiver) -> None:
+    receiver.always("/down", 500)
+    since = datetime.now(UTC)
+    endpoint = tally.create_webhook_endpoint(url=receiver.url + "/down", events=["member.created"])
+    member(tally)
+    wait_until(
+        lambda: list(tally.list_deliveries(endpoint.endpoint_id, status="failed")) != [],
+        timeout=30,
+        what="the delivery to fail after its last attempt",
+    )
+    failed = list(tally.list_deliveries(endpoint.endpoint_id))
+    assert [(d.status, d.last_status_code) for d in failed] == [("failed", 500)]
+    receiver.always("/down", 200)
+    assert tally.recover_deliveries(endpoint.endpoint_id, since=since).queued == 1
+    wait_until(
+        lambda: list(tally.list_deliveries(endpoint.endpoint_id, status="succeeded")) != [],
+        timeout=30,
+        what="the recovered delivery to succeed",
+    )
+    tally.delete_webhook_endpoint(endpoint.endpoint_id)
 
 
 def test_verify_refuses_a_changed_old_or_foreign_delivery(
