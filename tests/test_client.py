@@ -399,6 +399,18 @@ def test_a_write_whose_answer_was_lost_is_retried_and_applied_once(
     assert [t.points for t in tally.history(a)] == [25]
 
 
+def test_reads_and_updates_are_retried_after_a_lost_answer(
+    tally: TallyClient, behind: TallyClient, proxy: Proxy, naps: Naps
+) -> None:
+    reward = tally.create_reward(name="Cap", points_cost=10)
+    proxy.plan(LOST, refusal(503, "unavailable", "1"))
+    assert behind.get_reward(reward.reward_id) == reward
+    proxy.plan(LOST)
+    assert behind.update_reward(reward.reward_id, points_cost=12).points_cost == 12
+    assert [s.method for s in proxy.seen] == ["GET", "GET", "GET", "PATCH", "PATCH"]
+    assert len(naps.taken) == 3 and naps.taken[1] == 1.0
+
+
 def test_a_given_idempotency_key_is_used_and_replayed(tally: TallyClient) -> None:
     a = member(tally)
     key = new_id("order")

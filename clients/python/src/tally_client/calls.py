@@ -69,10 +69,10 @@ class Page(Generic[T]):
 class Pages(Generic[T]):
     """A listing read to its end, one page after another, starting with `first`.
 
-    Numbered pages shift when rows are added while they are read, so an item can come twice:
-    `id_field` names the field that identifies an item, and each is yielded once. (Rows are
-    only ever added above those already read, so none is missed.) The event feed is a cursor,
-    so it needs no such care (`id_field` None).
+    Numbered pages shift when rows are added above those already read (new history rows come
+    first), so an item can come twice: `id_field` names the field that identifies an item, and
+    each is yielded once. The event feed is a cursor, so it needs no such care (`id_field`
+    None): it is the listing to follow changes with.
     """
 
     first: Call[Page[T]]
