@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
+import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -675,3 +678,45 @@ def test_the_readme_integration_runs_as_written(
     assert printed[0] == "Not enough points: 120"
     assert printed[1].endswith(" award 120 120") and len(printed) == 4
     assert tally.balance("cust_42").balance == 120
+
+
+INSTALLED_USE = """
+import sys
+from tally_client import TallyClient, MemberNotFound
+with TallyClient(sys.argv[1], sys.argv[2]) as tally:
+    tally.create_member(member_id=sys.argv[3])
+    print(tally.award(member_id=sys.argv[3], points=42, reason="installed").new_balance)
+    try:
+        tally.get_member("nobody")
+    except MemberNotFound as error:
+        print(error.code)
+"""
+
+
+def test_the_client_installed_from_the_repository_works_in_a_venv_of_its_own(
+    live: Live, tmp_path: Path
+) -> None:
+    """`pip install ./clients/python` (not editable, with nothing else) against the server."""
+    if not live.database_url.startswith("sqlite"):
+        pytest.skip("the package does not depend on the backend: installed once, on SQLite")
+    root = Path(__file__).parent.parent
+    source = tmp_path / "client"
+    shutil.copytree(
+        root / "clients/python", source, ignore=shutil.ignore_patterns("build", "*.egg-info")
+    )
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
+    python = str(tmp_path / "venv/bin/python")
+    pip = [python, "-m", "pip", "--disable-pip-version-check", "-q", "install"]
+    subprocess.run(
+        [*pip, "-c", str(root / "constraints.txt"), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    ran = subprocess.run(
+        [python, "-c", INSTALLED_USE, live.url, live.key, new_id()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.stdout.split() == ["42", "member_not_found"], ran.stderr
