@@ -69,45 +69,45 @@ class Page(Generic[T]):
 class Pages(Generic[T]):
     """A listing read to its end, one page after another, starting with `first`.
 
-    Numbered pages shift when rows are added while they are read, so an item can come twice:
-    `id_field` names the field that identifies an item, and each is yielded once. (Rows are
-    only ever added above those already read, so none is missed.) The event feed is a cursor,
-    so it needs no such care (`id_field` None).
+    Numbered pages shift when rows are added above those already read (new history rows come
+    first), so an item can come twice: `id_field` names the field that identifies an item, and
+    each is yielded once. The event feed is a cursor, so it needs no such care (`id_field`
+    None): it is the listing to follow changes with.
     """
 
     first: Call[Page[T]]
     id_field: str | None
 
 
-def get(path: str, result: type[T], **query: str | int | None) -> Call[T]:
+def get(target: str, result: type[T], **query: str | int | None) -> Call[T]:
     """A read whose `data` is one `result`."""
-    return Call("GET", path, data_of(result), query=_given(query))
+    return Call("GET", target, data_of(result), query=_given(query))
 
 
 def post(
-    path: str, result: type[T], body: Mapping[str, Any], idempotency_key: str | None
+    target: str, result: type[T], body: Mapping[str, Any], idempotency_key: str | None
 ) -> Call[T]:
     """A write: a POST with a JSON body, and an Idempotency-Key made up when none is given."""
-    return Call("POST", path, data_of(result), body=body, idempotency_key=idempotency_key)
+    return Call("POST", target, data_of(result), body=body, idempotency_key=idempotency_key)
 
 
-def patch(path: str, result: type[T], body: Mapping[str, Any]) -> Call[T]:
-    return Call("PATCH", path, data_of(result), body=body)
+def patch(target: str, result: type[T], body: Mapping[str, Any]) -> Call[T]:
+    return Call("PATCH", target, data_of(result), body=body)
 
 
-def delete(path: str, result: type[T]) -> Call[T]:
-    return Call("DELETE", path, data_of(result))
+def delete(target: str, result: type[T]) -> Call[T]:
+    return Call("DELETE", target, data_of(result))
 
 
-def numbered(path: str, item: type[T], id_field: str, **query: str | int | None) -> Pages[T]:
+def numbered(target: str, item: type[T], id_field: str, **query: str | int | None) -> Pages[T]:
     """A listing read with `page` and `per_page` (its `meta` has `page` and `total_pages`)."""
-    call = Call("GET", path, numbered_page_of(item), query={**_given(query), "page": 1})
+    call = Call("GET", target, numbered_page_of(item), query={**_given(query), "page": 1})
     return Pages(call, id_field)
 
 
-def feed(path: str, item: type[T], **query: str | int | None) -> Pages[T]:
+def feed(target: str, item: type[T], **query: str | int | None) -> Pages[T]:
     """A listing read with a cursor (`after`; its `meta` has `has_more` and `next_after`)."""
-    return Pages(Call("GET", path, feed_page_of(item), query=_given(query)), None)
+    return Pages(Call("GET", target, feed_page_of(item), query=_given(query)), None)
 
 
 def path(template: str, *ids: str) -> str:

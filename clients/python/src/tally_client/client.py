@@ -5,10 +5,12 @@ is written twice, once blocking and once awaiting."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import ParamSpec, Self, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -24,6 +26,13 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 """Up to 5 s to connect and 30 s for each read or write: enough for a bulk award of 10,000."""
 DEFAULT_MAX_RETRIES = 3
+
+
+def _root(base_url: str) -> str:
+    """`base_url`, refused when it ends in `/v1` (every path the client sends starts with it)."""
+    if urlsplit(base_url).path.rstrip("/").endswith("/v1"):
+        raise ValueError(f"base_url is the server's root, without /v1: not {base_url!r}")
+    return base_url
 
 
 def _headers(api_key: str) -> dict[str, str]:
@@ -53,7 +62,10 @@ class TallyClient(Operations):
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._http = httpx.Client(
-            base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport
+            base_url=_root(base_url),
+            headers=_headers(api_key),
+            timeout=timeout,
+            transport=transport,
         )
         self._retries = Retries(max_retries=max_retries)
         self._sleep = sleep
@@ -98,12 +110,14 @@ class TallyClient(Operations):
             call = page.next_call(call)
 
     def _bind(self, build: Callable[P, Call[T]]) -> Callable[P, T]:
+        @functools.wraps(build)
         def send(*args: P.args, **kwargs: P.kwargs) -> T:
             return self._send(build(*args, **kwargs))
 
         return send
 
     def _bind_pages(self, build: Callable[P, Pages[T]]) -> Callable[P, Iterator[T]]:
+        @functools.wraps(build)
         def iterate(*args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
             return self._iterate(build(*args, **kwargs))
 
@@ -125,7 +139,10 @@ class AsyncTallyClient(Operations):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._http = httpx.AsyncClient(
-            base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport
+            base_url=_root(base_url),
+            headers=_headers(api_key),
+            timeout=timeout,
+            transport=transport,
         )
         self._retries = Retries(max_retries=max_retries)
         self._sleep = sleep
@@ -171,12 +188,14 @@ class AsyncTallyClient(Operations):
             call = page.next_call(call)
 
     def _bind(self, build: Callable[P, Call[T]]) -> Callable[P, Awaitable[T]]:
+        @functools.wraps(build)
         async def send(*args: P.args, **kwargs: P.kwargs) -> T:
             return await self._send(build(*args, **kwargs))
 
         return send
 
     def _bind_pages(self, build: Callable[P, Pages[T]]) -> Callable[P, AsyncIterator[T]]:
+        @functools.wraps(build)
         def iterate(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[T]:
             return self._iterate(build(*args, **kwargs))
 

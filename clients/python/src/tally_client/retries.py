@@ -1,8 +1,9 @@
 """When to send a request again, and after how long: the same rules for both clients.
 
 Sent again, a bounded number of times:
-- an answer of `429 rate_limited` or `503 unavailable` (after the server's `Retry-After`), or
-  `409 idempotency_in_progress` (the first attempt is still running);
+- an answer of `429` or `503` (Tally's `rate_limited` and `unavailable`, or a proxy's), after
+  the server's `Retry-After`, and `409 idempotency_in_progress` (the first attempt is still
+  running);
 - a connection that could not be made (nothing was sent), for every method;
 - a connection that failed or timed out after the request was sent (the outcome is unknown),
   for the methods that are safe to repeat: GET, PATCH (it sets the same values again) and POST
@@ -19,7 +20,8 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-RETRIED_CODES = frozenset({"rate_limited", "unavailable", "idempotency_in_progress"})
+RETRIED_STATUSES = frozenset({429, 503})
+RETRIED_CODES = frozenset({"idempotency_in_progress"})
 REPEATABLE = frozenset({"GET", "PATCH", "POST"})
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 TRANSIENT = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
@@ -42,7 +44,8 @@ class Retries:
         self, response: httpx.Response, code: str | None, attempt: int
     ) -> float | None:
         """Seconds to wait before sending again after this answer, or None: it stands."""
-        if attempt >= self.max_retries or code not in RETRIED_CODES:
+        again = response.status_code in RETRIED_STATUSES or code in RETRIED_CODES
+        if attempt >= self.max_retries or not again:
             return None
         told = retry_after(response)
         if told is None:
