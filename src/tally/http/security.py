@@ -75,8 +75,10 @@ def headers_for(path: str) -> list[Header]:
     data and are revalidated."""
     if path.startswith(DOCS_PATH):
         return _DOCS_PAGE if path == DOCS_PATH else _DOCS_ASSET
-    if path.startswith(CONSOLE_PATH):
-        return _CONSOLE_PAGE if path == CONSOLE_PATH else _CONSOLE_FILE
+    if path == CONSOLE_PATH:
+        return _CONSOLE_PAGE
+    if path.startswith(CONSOLE_PATH + "/"):
+        return _CONSOLE_FILE
     return _API
 
 
