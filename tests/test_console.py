@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -26,11 +27,13 @@ from playwright.sync_api import (
     BrowserContext,
     Locator,
     Page,
+    Route,
     expect,
     sync_playwright,
 )
 
 from tally.domain import Scope
+from tally.maintenance import create_key
 from tests.support import Live, serving, wait_until
 from tests.webhook_support import Receiver
 
@@ -77,6 +80,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         "TALLY_WEBHOOKS_ALLOW_PRIVATE": "true",  # the receiver is on 127.0.0.1
         "TALLY_WEBHOOKS_RETRY_SCHEDULE": "0",  # one attempt, then `failed`
         "TALLY_WEBHOOKS_POLL_SECONDS": "0.1",
+        "TALLY_KEY_CACHE_SECONDS": "0",  # a revoked key is refused at once
     }
     with (
         Receiver().running() as receiver,
@@ -321,6 +325,53 @@ def test_the_key_is_kept_in_the_tabs_session_storage_only(console: Console, tab:
     other_tab.close()
 
     page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("API key")).to_be_visible()
+    assert page.evaluate("() => sessionStorage.length") == 0
+
+
+def test_a_write_whose_answer_was_lost_is_sent_again_with_the_same_idempotency_key(
+    console: Console, tab: Tab
+) -> None:
+    api, page = console.live.api, tab.page
+    api.member("lou")
+    sign_in(page, console.live.key)
+    open_member(page, "lou")
+    keys: list[str | None] = []
+
+    def lose_the_first_answer(route: Route) -> None:
+        keys.append(route.request.headers.get("idempotency-key"))
+        if len(keys) == 1:
+            route.fetch()  # the server makes the award...
+            route.abort("connectionreset")  # ...and its answer never arrives
+        else:
+            route.continue_()
+
+    page.route("**/v1/points/award", lose_the_first_answer)
+    award = page.get_by_role("group", name="Award")
+    award.get_by_label("Points").fill("40")
+    award.get_by_label("Reason").fill("Lost in the post")
+    award.get_by_role("button", name="Award points").click()
+    expect(page.get_by_text("The server could not be reached")).to_be_visible()
+    award.get_by_role("button", name="Award points").click()  # the same form, sent again
+
+    expect(page.get_by_text("Awarded 40 points: the balance is now 40.")).to_be_visible()
+    assert keys[0] is not None and keys == [keys[0], keys[0]]
+    assert api.balance("lou")["balance"] == 40
+    assert len(api.history("lou")) == 1
+    tab.errors.clear()  # the lost answer, reported by the browser
+
+
+def test_a_key_revoked_while_signed_in_is_forgotten_at_its_next_refusal(
+    console: Console, tab: Tab
+) -> None:
+    live, page = console.live, tab.page
+    created = create_key(live.store, program="acme", scope=Scope.WRITE, now=datetime.now(UTC))
+    sign_in(page, created.secret)
+    assert live.store.transact(lambda tx: tx.keys.revoke(created.key_id, now=datetime.now(UTC)))
+
+    page.get_by_role("link", name="Rewards").click()
+
+    expect(page.get_by_role("alert")).to_contain_text("The server refused the key")
     expect(page.get_by_label("API key")).to_be_visible()
     assert page.evaluate("() => sessionStorage.length") == 0
 
