@@ -215,6 +215,39 @@ def test_deduct_and_transfer_with_a_reason_and_a_refusal_in_the_apis_words(
     ]
 
 
+def test_a_reward_is_added_redeemed_and_the_redemption_cancelled(
+    console: Console, tab: Tab
+) -> None:
+    api, page = console.live.api, tab.page
+    api.member("rae")
+    api.award("rae", 1000)
+    sign_in(page, console.live.key)
+    page.get_by_role("link", name="Rewards").click()
+    new = page.get_by_role("group", name="New reward")
+    new.get_by_label("Name").fill("Tote bag")
+    new.get_by_label("Cost in points").fill("250")
+    new.get_by_label("Stock").fill("3")
+    new.get_by_role("button", name="Add reward").click()
+    expect(page.get_by_role("row", name="Tote bag")).to_contain_text("active")
+
+    page.get_by_role("link", name="Members").click()
+    open_member(page, "rae")
+    redeem = page.get_by_role("group", name="Redeem a reward")
+    redeem.get_by_label("Reward").select_option(label="Tote bag (250 points)")
+    redeem.get_by_label("Quantity").fill("2")
+    redeem.get_by_role("button", name="Redeem").click()
+    expect(page.get_by_text("Redeemed for 500 points.")).to_be_visible()
+    expect(page.get_by_test_id("balance")).to_have_text("500")
+    redemptions = page.get_by_role("region", name="Redemptions").locator("tbody tr")
+    expect(redemptions.first).to_contain_text("completed")
+
+    redemptions.first.get_by_role("button", name="Cancel").click()
+    expect(redemptions.first).to_contain_text("cancelled")
+    expect(page.get_by_test_id("balance")).to_have_text("1,000")
+    [reward] = [r for r in api.get("/v1/rewards").json()["data"] if r["name"] == "Tote bag"]
+    assert (reward["points_cost"], reward["stock"]) == (250, 3)  # taken, then given back
+
+
 def test_a_read_keys_view_has_no_write_controls(console: Console, tab: Tab) -> None:
     api, page = console.live.api, tab.page
     api.member("rita", name="Rita Read")
