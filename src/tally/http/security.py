@@ -13,6 +13,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tally.console.routes import CONSOLE_PATH
+
 Header = tuple[bytes, bytes]
 
 API_POLICY = b"default-src 'none'; frame-ancestors 'none'"
@@ -57,7 +59,6 @@ _CONSOLE_PAGE = [
 _CONSOLE_FILE = [*_EVERYWHERE, (b"content-security-policy", API_POLICY), _REVALIDATE]
 
 DOCS_PATH = "/docs"
-CONSOLE_PATH = "/console"
 
 EXPOSED_HEADERS = [
     "Idempotent-Replayed",
