@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint soak bench bench-smoke clean
+.PHONY: run test lint soak bench bench-smoke screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench: $(VENV)/.dev-installed
 
 bench-smoke: $(VENV)/.dev-installed
 	$(BIN)/python bench/run.py --smoke $(BENCH_ARGS)
+
+# The console's screenshots in the README (docs/screenshots/*.png), taken by its browser tests in
+# Debian's chromium (`apt-get install chromium`).
+screenshots: $(VENV)/.dev-installed
+	TALLY_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q -p no:cacheprovider tests/test_console.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -94,6 +94,28 @@ def test_the_docs_page_may_load_only_its_own_scripts_and_styles(api: Api) -> Non
     assert "unsafe-eval" not in policy
 
 
+def test_the_console_may_load_only_its_own_files_and_talk_only_to_this_server(api: Api) -> None:
+    response = api.client.get("/console")
+    assert response.status_code == 200
+    policy = response.headers["content-security-policy"]
+    assert_secured(response, policy=policy)
+    directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+    assert directives["default-src"] == "'none'"
+    for source in ("script-src", "style-src", "img-src", "connect-src"):
+        assert directives[source] == "'self'", source
+    assert directives["form-action"] == "'none'"
+    assert directives["require-trusted-types-for"] == "'script'"
+    assert "unsafe" not in policy
+    assert response.headers["cross-origin-opener-policy"] == "same-origin"
+    assert response.headers["cache-control"] == "no-cache"
+    for path in ("/console/app.js", "/console/console.css"):
+        served = api.client.get(path)
+        assert served.status_code == 200
+        assert_secured(served)  # a file: nothing of its own to load or run
+        assert served.headers["cache-control"] == "no-cache"
+    assert api.client.get("/console/secrets.txt").status_code == 404
+
+
 def test_without_cors_origins_no_answer_allows_another_origin(api: Api) -> None:
     api.member("m")
     origin = {"Origin": "https://shop.example"}

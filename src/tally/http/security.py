@@ -13,6 +13,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tally.console.routes import CONSOLE_PATH
+
 Header = tuple[bytes, bytes]
 
 API_POLICY = b"default-src 'none'; frame-ancestors 'none'"
@@ -57,7 +59,6 @@ _CONSOLE_PAGE = [
 _CONSOLE_FILE = [*_EVERYWHERE, (b"content-security-policy", API_POLICY), _REVALIDATE]
 
 DOCS_PATH = "/docs"
-CONSOLE_PATH = "/console"
 
 EXPOSED_HEADERS = [
     "Idempotent-Replayed",
@@ -75,8 +76,10 @@ def headers_for(path: str) -> list[Header]:
     data and are revalidated."""
     if path.startswith(DOCS_PATH):
         return _DOCS_PAGE if path == DOCS_PATH else _DOCS_ASSET
-    if path.startswith(CONSOLE_PATH):
-        return _CONSOLE_PAGE if path == CONSOLE_PATH else _CONSOLE_FILE
+    if path == CONSOLE_PATH:
+        return _CONSOLE_PAGE
+    if path.startswith(CONSOLE_PATH + "/"):
+        return _CONSOLE_FILE
     return _API
 
 

@@ -97,9 +97,14 @@ export function bars({ title, figures }) {
     parts.push(
       svg("rect", { x, y, width: slot * 0.6, height: MARGIN.top + plotHeight - y, class: `bar ${f.className}` }, svg("title", {}, `${f.label}: ${points(f.value)}`)),
       svg("text", { x: x + slot * 0.3, y: y - 4, "text-anchor": "middle", class: "value" }, points(f.value)),
-      svg("text", { x: x + slot * 0.3, y: HEIGHT - MARGIN.bottom + 16, "text-anchor": "middle", class: "tick" }, f.label),
+      svg(
+        "text",
+        { x: x + slot * 0.3, y: HEIGHT - MARGIN.bottom + 16, "text-anchor": "middle", class: "tick" },
+        // A label may take two lines ("Expiring by\n2027-01-04").
+        f.label.split("\n").map((line, n) => svg("tspan", { x: x + slot * 0.3, dy: n === 0 ? 0 : 13 }, line)),
+      ),
     );
   });
-  const description = figures.map((f) => `${f.label} ${points(f.value)}`).join(", ");
+  const description = figures.map((f) => `${f.label.replace("\n", " ")} ${points(f.value)}`).join(", ");
   return frame(title, description, ...parts);
 }

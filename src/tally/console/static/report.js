@@ -58,7 +58,7 @@ function rendered(report) {
   const figures = [
     { label: "Balance", value: outstanding.balance, className: "outstanding" },
     { label: "Pending", value: outstanding.pending, className: "pending" },
-    ...expiring.map((e) => ({ label: `Expiring by ${day(e.before)}`, value: e.points, className: "expiring" })),
+    ...expiring.map((e) => ({ label: `Expiring by\n${day(e.before)}`, value: e.points, className: "expiring" })),
   ];
   const labels = periods.map((p) => day(p.start));
   return [

@@ -1,0 +1,449 @@
+"""The console (`/console`) in a real browser: Debian's headless Chromium, driven by Playwright,
+against a real `tally serve` process.
+
+One server and one browser serve the whole module (each test has a browser context of its own,
+so its own sessionStorage, and members of its own). Every test also proves that the page loaded
+nothing from another origin and that the browser reported no error: a Content-Security-Policy
+violation is reported as one, so the strict policy is checked on every page the tests open.
+
+Chromium is `/usr/bin/chromium` (`apt-get install chromium`) or `TALLY_TEST_CHROMIUM`; without
+it these tests skip, except under CI (`CI=true`), where they fail. Playwright never downloads a
+browser here. With `TALLY_SCREENSHOTS=DIR` (`make screenshots`) they save the README's
+screenshots into DIR.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Locator,
+    Page,
+    Route,
+    expect,
+    sync_playwright,
+)
+
+from tally.domain import Scope
+from tally.maintenance import create_key
+from tests.support import Live, serving, wait_until
+from tests.webhook_support import Receiver
+
+CHROMIUM = os.environ.get("TALLY_TEST_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = os.environ.get("TALLY_SCREENSHOTS")
+TIMEOUT_MS = 10_000
+
+pytestmark = pytest.mark.slow
+
+
+def chromium() -> str:
+    if os.access(CHROMIUM, os.X_OK):
+        return CHROMIUM
+    message = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set TALLY_TEST_CHROMIUM)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@dataclass
+class Console:
+    """The server, a receiver for its webhooks, and the browser the tests drive."""
+
+    live: Live
+    receiver: Receiver
+    browser: Browser
+
+
+@dataclass
+class Tab:
+    """One browser tab on the console, with every request it made and every error it saw."""
+
+    page: Page
+    context: BrowserContext
+    requests: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    executable = chromium()
+    database = f"sqlite:///{tmp_path_factory.mktemp('console')}/tally.db"
+    env = {
+        "TALLY_WEBHOOKS_ALLOW_PRIVATE": "true",  # the receiver is on 127.0.0.1
+        "TALLY_WEBHOOKS_RETRY_SCHEDULE": "0",  # one attempt, then `failed`
+        "TALLY_WEBHOOKS_POLL_SECONDS": "0.1",
+        "TALLY_KEY_CACHE_SECONDS": "0",  # a revoked key is refused at once
+    }
+    with (
+        Receiver().running() as receiver,
+        serving(database, **env) as live,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(executable_path=executable)
+        try:
+            yield Console(live, receiver, browser)
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def tab(console: Console) -> Iterator[Tab]:
+    context = console.browser.new_context(
+        base_url=console.live.url, viewport={"width": 1280, "height": 900}
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    opened = Tab(page, context)
+    page.on("request", lambda request: opened.requests.append(request.url))
+    page.on("console", lambda m: opened.errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: opened.errors.append(str(error)))
+    yield opened
+    context.close()
+    elsewhere = [url for url in opened.requests if not url.startswith(console.live.url + "/")]
+    assert elsewhere == [], "the console loaded something from another origin"
+    # Refusals the console shows on purpose (a wrong key's 401) are logged by Chromium as
+    # failed loads; anything else (a CSP violation, a script error) fails the test.
+    unexpected = [e for e in opened.errors if "Failed to load resource" not in e]
+    assert unexpected == []
+
+
+def screenshot(page: Page, name: str) -> None:
+    """Saved for the README when `make screenshots` asks (TALLY_SCREENSHOTS)."""
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
+
+
+def sign_in(page: Page, key: str) -> None:
+    page.goto("/console")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+def open_member(page: Page, member_id: str) -> None:
+    page.get_by_label("Member ID").fill(member_id)
+    page.get_by_role("button", name="Find").click()
+    expect(page.get_by_role("heading", name=f"Member {member_id}")).to_be_visible()
+
+
+def balance_of(page: Page) -> str:
+    return page.get_by_test_id("balance").inner_text()
+
+
+def history_rows(page: Page) -> Locator:
+    return page.get_by_role("region", name="History").locator("tbody tr")
+
+
+def test_sign_in_find_a_member_award_and_see_the_new_balance(console: Console, tab: Tab) -> None:
+    api, page = console.live.api, tab.page
+    api.member("ada", name="Ada Lovelace", email="ada@example.com")
+    api.award("ada", 500, reason="Welcome bonus", expires_at="2027-06-30T00:00:00Z")
+    api.award("ada", 1200, reason="Order 1042", reference="INV-1042")
+    reward = api.post("/v1/rewards", {"name": "Coffee mug", "points_cost": 300, "stock": 20})
+    redeemed = {"member_id": "ada", "reward_id": reward.json()["data"]["reward_id"]}
+    assert api.post("/v1/redemptions", redeemed).status_code == 201
+
+    page.goto("/console")
+    expect(page.get_by_label("API key")).to_be_visible()
+    screenshot(page, "sign-in")
+    sign_in(page, console.live.key)
+    open_member(page, "ada")
+    expect(page.get_by_test_id("balance")).to_have_text("1,400")
+    expect(page.get_by_text("Ada Lovelace · ada@example.com")).to_be_visible()
+
+    award = page.get_by_role("group", name="Award")
+    award.get_by_label("Points").fill("250")
+    award.get_by_label("Reason").fill("Birthday bonus")
+    award.get_by_role("button", name="Award points").click()
+
+    expect(page.get_by_text("Awarded 250 points: the balance is now 1,650.")).to_be_visible()
+    expect(page.get_by_test_id("balance")).to_have_text("1,650")
+    expect(history_rows(page).first).to_contain_text("Birthday bonus")
+    expect(history_rows(page).first).to_contain_text("+250")
+    lots = page.get_by_role("region", name="Lots").locator("tbody tr")
+    expect(lots.first).to_contain_text("2027-06-30")
+    assert api.balance("ada")["balance"] == 1650
+    assert api.history("ada")[0]["reason"] == "Birthday bonus"
+    screenshot(page, "member")
+
+
+def test_deduct_and_transfer_with_a_reason_and_a_refusal_in_the_apis_words(
+    console: Console, tab: Tab
+) -> None:
+    api, page = console.live.api, tab.page
+    api.member("dee")
+    api.member("tom")
+    api.award("dee", 500)
+    sign_in(page, console.live.key)
+    open_member(page, "dee")
+
+    deduct = page.get_by_role("group", name="Deduct")
+    deduct.get_by_label("Points").fill("120")
+    deduct.get_by_label("Reason").fill("Damaged parcel refund reversed")
+    deduct.get_by_role("button", name="Deduct points").click()
+    expect(page.get_by_test_id("balance")).to_have_text("380")
+
+    transfer = page.get_by_role("group", name="Transfer")
+    transfer.get_by_label("Recipient").fill("tom")
+    transfer.get_by_label("Points").fill("80")
+    transfer.get_by_label("Reason").fill("Gift")
+    transfer.get_by_role("button", name="Transfer points").click()
+    expect(
+        page.get_by_text("Transferred 80 points to tom: the balance is now 300.")
+    ).to_be_visible()
+    expect(page.get_by_test_id("balance")).to_have_text("300")
+
+    deduct.get_by_label("Points").fill("1000")
+    deduct.get_by_label("Reason").fill("Too much")
+    deduct.get_by_role("button", name="Deduct points").click()
+    expect(deduct.locator("xpath=..").get_by_role("alert")).to_contain_text("insufficient_points")
+
+    assert api.balance("dee")["balance"] == 300
+    assert api.balance("tom")["balance"] == 80
+    assert [(t["type"], t["reason"]) for t in api.history("dee")[:2]] == [
+        ("transfer_out", "Gift"),
+        ("deduct", "Damaged parcel refund reversed"),
+    ]
+
+
+def test_a_reward_is_added_redeemed_and_the_redemption_cancelled(
+    console: Console, tab: Tab
+) -> None:
+    api, page = console.live.api, tab.page
+    api.member("rae")
+    api.award("rae", 1000)
+    sign_in(page, console.live.key)
+    page.get_by_role("link", name="Rewards").click()
+    new = page.get_by_role("group", name="New reward")
+    new.get_by_label("Name").fill("Tote bag")
+    new.get_by_label("Cost in points").fill("250")
+    new.get_by_label("Stock").fill("3")
+    new.get_by_role("button", name="Add reward").click()
+    expect(page.get_by_role("row", name="Tote bag")).to_contain_text("active")
+
+    page.get_by_role("link", name="Members").click()
+    open_member(page, "rae")
+    redeem = page.get_by_role("group", name="Redeem a reward")
+    redeem.get_by_label("Reward").select_option(label="Tote bag (250 points)")
+    redeem.get_by_label("Quantity").fill("2")
+    redeem.get_by_role("button", name="Redeem").click()
+    expect(page.get_by_text("Redeemed for 500 points.")).to_be_visible()
+    expect(page.get_by_test_id("balance")).to_have_text("500")
+    redemptions = page.get_by_role("region", name="Redemptions").locator("tbody tr")
+    expect(redemptions.first).to_contain_text("completed")
+
+    redemptions.first.get_by_role("button", name="Cancel").click()
+    expect(redemptions.first).to_contain_text("cancelled")
+    expect(page.get_by_test_id("balance")).to_have_text("1,000")
+    [reward] = [r for r in api.get("/v1/rewards").json()["data"] if r["name"] == "Tote bag"]
+    assert (reward["points_cost"], reward["stock"]) == (250, 3)  # taken, then given back
+
+
+def test_a_read_keys_view_has_no_write_controls(console: Console, tab: Tab) -> None:
+    api, page = console.live.api, tab.page
+    api.member("rita", name="Rita Read")
+    api.award("rita", 75)
+    api.post("/v1/webhook_endpoints", {"url": console.receiver.url + "/quiet"})
+    reader = api.key_for("acme", Scope.READ)
+    sign_in(page, reader)
+    expect(page.get_by_text("read-only key")).to_be_visible()
+    open_member(page, "rita")
+    expect(page.get_by_test_id("balance")).to_have_text("75")
+    expect(history_rows(page)).to_have_count(1)
+    expect(page.get_by_text("This key may only read")).to_be_visible()
+    screenshot(page, "read-only")
+
+    def no_write_controls() -> None:
+        expect(page.locator("form.action")).to_have_count(0)
+        for name in ["Award points", "Deduct points", "Transfer points", "Reverse", "Redeem"]:
+            expect(page.get_by_role("button", name=name)).to_have_count(0)
+        expect(page.get_by_role("button", name="Retry")).to_have_count(0)
+
+    no_write_controls()
+    page.get_by_role("link", name="Rewards").click()
+    expect(page.get_by_role("heading", name="Rewards")).to_be_visible()
+    no_write_controls()
+    page.get_by_role("link", name="Webhooks").click()
+    expect(page.get_by_role("link", name=console.receiver.url + "/quiet")).to_be_visible()
+    no_write_controls()
+
+
+def test_history_is_paged_and_filtered(console: Console, tab: Tab) -> None:
+    api, page = console.live.api, tab.page
+    api.member("hal")
+    for n in range(1, 13):
+        api.award("hal", n, reason=f"award {n}")
+    assert api.deduct("hal", 5, reason="one deduct").status_code == 201
+    sign_in(page, console.live.key)
+    open_member(page, "hal")
+    history = page.get_by_role("region", name="History")
+
+    expect(history_rows(page)).to_have_count(10)
+    expect(history.get_by_text("Page 1 of 2 (13 in all)")).to_be_visible()
+    history.get_by_role("button", name="Next").click()
+    expect(history.get_by_text("Page 2 of 2 (13 in all)")).to_be_visible()
+    expect(history_rows(page)).to_have_count(3)
+    expect(history_rows(page).last).to_contain_text("award 1")
+
+    history.get_by_label("Type").select_option("deduct")
+    history.get_by_role("button", name="Filter").click()
+    expect(history.get_by_text("Page 1 of 1 (1 in all)")).to_be_visible()
+    expect(history_rows(page)).to_have_count(1)
+    expect(history_rows(page).first).to_contain_text("one deduct")
+
+
+def test_a_failed_webhook_delivery_is_in_the_log_and_a_retry_delivers_it(
+    console: Console, tab: Tab
+) -> None:
+    api, page, receiver = console.live.api, tab.page, console.receiver
+    receiver.plan("/hook", 500)  # the first attempt fails; later ones succeed
+    endpoint = api.post(
+        "/v1/webhook_endpoints",
+        {"url": receiver.url + "/hook", "events": ["member.created"], "description": "CRM"},
+    ).json()["data"]
+    api.member("wendy")
+    log = f"/v1/webhook_endpoints/{endpoint['endpoint_id']}/deliveries"
+
+    def delivery_status() -> str | None:
+        found = api.get(log).json()["data"]
+        return found[0]["status"] if found else None
+
+    wait_until(lambda: delivery_status() == "failed", timeout=10, what="the first attempt")
+
+    sign_in(page, console.live.key)
+    page.get_by_role("link", name="Webhooks").click()
+    page.get_by_role("link", name=receiver.url + "/hook").click()
+    row = page.get_by_role("region", name="Delivery log").locator("tbody tr").first
+    expect(row).to_contain_text("member.created")
+    expect(row).to_contain_text("failed")
+    expect(row).to_contain_text("500")
+    screenshot(page, "webhooks")
+
+    row.get_by_role("button", name="Retry").click()
+
+    expect(row).to_contain_text("succeeded")  # the log reloads itself while one is pending
+    assert delivery_status() == "succeeded"
+    assert len(receiver.at("/hook")) == 2
+
+
+def test_the_key_is_kept_in_the_tabs_session_storage_only(console: Console, tab: Tab) -> None:
+    api, page, key = console.live.api, tab.page, console.live.key
+    api.member("kim")
+    sign_in(page, key)
+    open_member(page, "kim")
+    award = page.get_by_role("group", name="Award")
+    award.get_by_label("Points").fill("10")
+    award.get_by_label("Reason").fill("Checking where the key goes")
+    award.get_by_role("button", name="Award points").click()
+    expect(page.get_by_test_id("balance")).to_have_text("10")
+
+    assert page.evaluate("() => sessionStorage.getItem('tally.apiKey')") == key
+    assert key not in page.evaluate("() => JSON.stringify(localStorage)")
+    assert tab.context.cookies() == []
+    assert not any(key in url for url in [page.url, *tab.requests])
+    assert key not in console.live.server.errors()  # the server's log
+
+    other_tab = tab.context.new_page()  # session storage is the tab's own
+    other_tab.goto("/console")
+    expect(other_tab.get_by_label("API key")).to_be_visible()
+    other_tab.close()
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("API key")).to_be_visible()
+    assert page.evaluate("() => sessionStorage.length") == 0
+
+
+def test_a_write_whose_answer_was_lost_is_sent_again_with_the_same_idempotency_key(
+    console: Console, tab: Tab
+) -> None:
+    api, page = console.live.api, tab.page
+    api.member("lou")
+    sign_in(page, console.live.key)
+    open_member(page, "lou")
+    keys: list[str | None] = []
+
+    def lose_the_first_answer(route: Route) -> None:
+        keys.append(route.request.headers.get("idempotency-key"))
+        if len(keys) == 1:
+            route.fetch()  # the server makes the award...
+            route.abort("connectionreset")  # ...and its answer never arrives
+        else:
+            route.continue_()
+
+    page.route("**/v1/points/award", lose_the_first_answer)
+    award = page.get_by_role("group", name="Award")
+    award.get_by_label("Points").fill("40")
+    award.get_by_label("Reason").fill("Lost in the post")
+    award.get_by_role("button", name="Award points").click()
+    expect(page.get_by_text("The server could not be reached")).to_be_visible()
+    award.get_by_role("button", name="Award points").click()  # the same form, sent again
+
+    expect(page.get_by_text("Awarded 40 points: the balance is now 40.")).to_be_visible()
+    assert keys[0] is not None and keys == [keys[0], keys[0]]
+    assert api.balance("lou")["balance"] == 40
+    assert len(api.history("lou")) == 1
+    tab.errors.clear()  # the lost answer, reported by the browser
+
+
+def test_a_key_revoked_while_signed_in_is_forgotten_at_its_next_refusal(
+    console: Console, tab: Tab
+) -> None:
+    live, page = console.live, tab.page
+    created = create_key(live.store, program="acme", scope=Scope.WRITE, now=datetime.now(UTC))
+    sign_in(page, created.secret)
+    assert live.store.transact(lambda tx: tx.keys.revoke(created.key_id, now=datetime.now(UTC)))
+
+    page.get_by_role("link", name="Rewards").click()
+
+    expect(page.get_by_role("alert")).to_contain_text("The server refused the key")
+    expect(page.get_by_label("API key")).to_be_visible()
+    assert page.evaluate("() => sessionStorage.length") == 0
+
+
+def test_a_wrong_key_is_refused_and_not_kept(console: Console, tab: Tab) -> None:
+    page = tab.page
+    page.goto("/console")
+    page.get_by_label("API key").fill("tally_" + "A" * 43)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("This key was refused")
+    assert page.evaluate("() => sessionStorage.length") == 0
+
+
+def test_every_file_of_the_console_is_served_by_tally_under_a_strict_policy(
+    console: Console,
+) -> None:
+    page = httpx.get(console.live.url + "/console")
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "connect-src 'self';" in policy
+    assert "unsafe" not in policy and "form-action 'none'" in policy
+    assert "require-trusted-types-for 'script'" in policy
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    for name, media_type in [
+        ("app.js", "text/javascript; charset=utf-8"),
+        ("console.css", "text/css; charset=utf-8"),
+    ]:
+        served = httpx.get(f"{console.live.url}/console/{name}")
+        assert served.status_code == 200
+        assert served.headers["content-type"] == media_type
+    assert httpx.get(console.live.url + "/console/index.html.bak").status_code == 404
+
+
+def test_the_package_serves_every_file_of_the_app_and_only_those() -> None:
+    from tally.console.routes import FILES, STATIC
+
+    shipped = {path.name for path in STATIC.iterdir()}
+    assert shipped == {*FILES, "index.html"}
+    for name in FILES:
+        if name.endswith(".js"):
+            # The app builds the page with DOM calls only: the policy refuses HTML strings.
+            text = (STATIC / name).read_text()
+            assert "innerHTML" not in text and "insertAdjacentHTML" not in text, name
