@@ -57,16 +57,17 @@ class SqlEvents:
         xid, seq = position if position is not None else (-1, -1)
         typed = "" if not types else f" AND type IN ({', '.join('?' * len(types))})"
         kinds = tuple(types or ())
+        horizon, bound = self._s.feed_horizon()
         found = self._s.all(
             f"SELECT * FROM (SELECT {_COLUMNS} FROM events "
             f"WHERE program_id = ? AND commit_xid = ? AND seq > ?{typed} "
             "ORDER BY seq LIMIT ?) AS rest "
             f"UNION ALL SELECT * FROM (SELECT {_COLUMNS} FROM events "
             f"WHERE program_id = ? AND commit_xid > ? "
-            f"AND commit_xid < {self._s.dialect.feed_horizon}{typed} "
+            f"AND commit_xid < {horizon}{typed} "
             "ORDER BY commit_xid, seq LIMIT ?) AS later "
             "ORDER BY commit_xid, seq LIMIT ?",
-            (program_id, xid, seq, *kinds, limit, program_id, xid, *kinds, limit, limit),
+            (program_id, xid, seq, *kinds, limit, program_id, xid, *bound, *kinds, limit, limit),
         )
         return [
             ((int(r[0]), int(r[1])), Event(r[2], r[3], r[4], from_micros(r[5]), r[6]))
@@ -74,11 +75,12 @@ class SqlEvents:
         ]
 
     def head(self, program_id: int) -> FeedPosition | None:
+        horizon, bound = self._s.feed_horizon()
         row = self._s.one(
             "SELECT commit_xid, seq FROM events "
-            f"WHERE program_id = ? AND commit_xid < {self._s.dialect.feed_horizon} "
+            f"WHERE program_id = ? AND commit_xid < {horizon} "
             "ORDER BY commit_xid DESC, seq DESC LIMIT 1",
-            (program_id,),
+            (program_id, *bound),
         )
         return None if row is None else (int(row[0]), int(row[1]))
 
