@@ -107,10 +107,21 @@ class Bench:
         """Warm up (full run only), then measure; RSS is read right after the load stops."""
         if self.mode.warmup:
             run_wrk(server.url, key, scenario, self.mode, self.mode.warmup)
-        result = run_wrk(server.url, key, scenario, self.mode, self.mode.seconds)
+        result = self.measured_wrk(server, key, scenario)
         result.rss_mb = round(server.rss_mb(), 1)
         if not server.alive():
             raise RuntimeError(f"{server.name} died during {scenario}; see {server.log}")
+        return result
+
+    def measured_wrk(self, server: Server, key: str, scenario: str) -> LoadResult:
+        """One measured wrk run, with the server's CPU time per request it answered (what the
+        webhooks ratio is made of: what a request costs the server with and without
+        deliveries, on the same cores)."""
+        cpu = server.cpu_seconds()
+        result = run_wrk(server.url, key, scenario, self.mode, self.mode.seconds)
+        used = server.cpu_seconds() - cpu
+        result.extra["server_cpu_ms_per_request"] = round(used * 1000 / max(1, result.requests), 3)
+        result.extra["server_cpu_share"] = round(used / result.seconds, 2)  # cores kept busy
         return result
 
     # backends
@@ -189,7 +200,7 @@ class Bench:
             results.append(result)
             self.say(
                 f"{db.backend} {scenario}: {result.rps:,.0f}/s, p99 {result.p99_ms:.1f} ms, "
-                f"{result.errors} errors, {result.rss_mb:.0f} MiB"
+                f"{result.errors} errors, {result.rss_mb:.0f} MiB, {cpu_note(result)}"
             )
         return results
 
@@ -204,14 +215,15 @@ class Bench:
             if self.mode.warmup:
                 run_wrk(server.url, db.key, "award", self.mode, self.mode.warmup)
             before = hooks.received(receiver.url)
-            result = run_wrk(server.url, db.key, "award", self.mode, self.mode.seconds)
+            result = self.measured_wrk(server, db.key, "award")
             during = hooks.received(receiver.url) - before
             result = replace(result, scenario="award webhooks", rss_mb=round(server.rss_mb(), 1))
             result.extra["delivered_during_load_per_s"] = round(during / result.seconds, 1)
             hooks.unsubscribe(server.url, db.key, endpoint)
             self.say(
                 f"{db.backend} award webhooks: {result.rps:,.0f}/s, p99 {result.p99_ms:.1f} ms; "
-                f"{during / result.seconds:,.0f} deliveries/s made during the load"
+                f"{during / result.seconds:,.0f} deliveries/s made during the load, "
+                f"{cpu_note(result)}"
             )
             endpoint = hooks.subscribe(server.url, db.key, receiver.url)
             delivered = hooks.time_deliveries(server.url, db.key, receiver.url, self.mode)
@@ -231,6 +243,21 @@ class Bench:
         if self.profiler is None or scenario not in ("award", "balance"):
             return _nothing()
         return self.profiler.record(server, f"{backend}-{scenario}", self.mode.seconds)
+
+
+def cpu_note(result: LoadResult) -> str:
+    cpu = result.extra["server_cpu_ms_per_request"]
+    return f"server CPU {cpu:.3f} ms per request ({result.extra['server_cpu_share']:.2f} cores)"
+
+
+def cpu_lines(runs: list[BackendRun]) -> list[str]:
+    """Server CPU per request of the scenarios measured with wrk (the table leaves it out)."""
+    return [
+        f"{run.backend} {r.scenario}: {cpu_note(r)}"
+        for run in runs
+        for r in run.results
+        if "server_cpu_ms_per_request" in r.extra
+    ]
 
 
 class _nothing(AbstractContextManager[None]):
@@ -307,6 +334,9 @@ def main(argv: list[str]) -> int:
         f"{mode.seconds:g} s per scenario, {args.workers} worker(s), {wrk}\n"
     )
     print(table(outcome.runs, floor, ceiling))
+    if lines := cpu_lines(outcome.runs):
+        print("\nServer CPU per request (user + system, every server process):\n")
+        print("\n".join(f"- {line}" for line in lines))
     print("\nTargets (2-core machine):\n")
     print(targets_table(checks))
     for note in outcome.notes:

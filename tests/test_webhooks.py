@@ -9,7 +9,9 @@ runs in-process on a store of its own, as `tally deliver --once` would, with the
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,13 +19,22 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from tally.delivery.dispatcher import CROWD, CROWDED_PACE
 from tally.domain import Scope
-from tally.maintenance import create_key, sweep_now
+from tally.maintenance import create_key, run_async, sweep_now
 from tally.ports import Store
-from tally.service import WebhookPolicy
+from tally.service import Ledger, WebhookPolicy
+from tally.storage import open_store
 from tests.ledger_support import program_id
 from tests.support import Api, FakeClock, serve_app, wait_until
-from tests.webhook_support import Received, Receiver, deliver_once, dispatching
+from tests.webhook_support import (
+    Received,
+    Receiver,
+    deliver_once,
+    dispatcher_for,
+    dispatching,
+    policy,
+)
 
 
 @pytest.fixture
@@ -299,11 +310,62 @@ def test_a_hanging_receiver_does_not_hold_up_another_endpoints_deliveries(
         assert response.status_code == 200
 
 
+class CountedWrites:
+    """A store that counts its write transactions (a dispatcher's turn is one)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.writes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def write(self, work: Any) -> Any:
+        self.writes += 1
+        return await self.store.write(work)
+
+
+def test_while_many_attempts_are_in_flight_dispatcher_turns_are_paced(
+    hooks: Api, receiver: Receiver, database_url: str, clock: FakeClock
+) -> None:
+    """Three hanging endpoints hold 24 attempts in flight: turns then start `CROWDED_PACE`
+    apart, not at every poll (20 ms here), so that delivery leaves the writers alone."""
+    for i in range(3):
+        receiver.always(f"/hang{i}", "hang")
+        new_endpoint(hooks, receiver.url + f"/hang{i}")
+    for i in range(8):
+        hooks.member(f"m{i}")
+    store = open_store(database_url)
+    counted = CountedWrites(store)
+    ledger = Ledger(counted, clock=clock, webhooks=policy())
+    dispatcher, sender = dispatcher_for(ledger, timeout=30)
+
+    async def turns_in_a_second() -> int:
+        running = asyncio.create_task(dispatcher.run())
+        try:
+            async with asyncio.timeout(20):
+                while len(receiver.received) < CROWD:
+                    await asyncio.sleep(0.01)  # polling the receiver's count
+            before, started = counted.writes, time.monotonic()
+            await asyncio.sleep(1.0)  # the window measured
+            return round((counted.writes - before) / (time.monotonic() - started))
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            await sender.aclose()
+
+    try:
+        per_second = run_async(store, turns_in_a_second)
+    finally:
+        store.close()
+    assert per_second <= round(1 / CROWDED_PACE) + 1
+
+
 @pytest.mark.parametrize(
     ("answer", "status_code", "error"),
     [
         ("huge", 500, "500"),
-        ("close", None, "RemoteProtocolError"),
+        ("close", None, "closed the connection without an answer"),
         ("redirect", 302, "302"),
         (404, 404, "404"),
         (429, 429, "429"),

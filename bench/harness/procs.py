@@ -59,6 +59,10 @@ class Server:
         """The largest resident set of any one server process (the target is per process)."""
         return max(self.rss_by_pid().values(), default=0.0)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) the server's processes have used so far."""
+        return sum(_cpu_ticks(pid) for pid in self.pids()) / os.sysconf("SC_CLK_TCK")
+
     def alive(self) -> bool:
         return self.process.poll() is None
 
@@ -79,6 +83,15 @@ def _parent_pid(proc_dir: Path) -> int | None:
     except OSError:
         return None
     return int(stat.rsplit(")", 1)[1].split()[1])  # the name in (...) may hold spaces
+
+
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of `pid` in clock ticks (0 once it has gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5), after the name
 
 
 def _rss_kib(pid: int) -> int:

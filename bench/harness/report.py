@@ -17,7 +17,17 @@ from harness.config import ROOT
 from harness.load import LoadResult
 
 MEMORY_LIMIT_MB = 200.0
-PACKAGES = ("tally", "starlette", "uvicorn", "uvloop", "httptools", "msgspec", "psycopg", "httpx")
+PACKAGES = (
+    "tally",
+    "starlette",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "msgspec",
+    "psycopg",
+    "aiohttp",
+    "httpx",
+)
 
 
 @dataclass

@@ -458,7 +458,9 @@ class Store(Protocol):
         """Run `work`, which issues exactly one statement (a second one raises).
 
         One statement sees a consistent snapshot by itself, so the store may skip opening a
-        transaction: one round trip instead of three on PostgreSQL."""
+        transaction: one round trip instead of three on PostgreSQL. (A read of the events feed
+        on PostgreSQL first looks at what other databases run, which reads no table and is not
+        counted: `tally.storage.sql.session.Session.feed_horizon`.)"""
         ...
 
     def migrate(self) -> list[str]:

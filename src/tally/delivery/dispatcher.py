@@ -39,6 +39,13 @@ PACE = 0.02
 recording and claiming up to `per_endpoint` attempts per endpoint (up to 400 a second to one
 endpoint at the default 8)."""
 
+CROWD = 16
+CROWDED_PACE = 0.1
+"""While `CROWD` attempts or more are in flight, turns start at least `CROWDED_PACE` seconds
+apart, busy or not (each finished attempt wakes the loop). Many endpoints delivering at once
+would otherwise take a write transaction every `PACE` from the API's writers (on SQLite, its
+one writer), to save each attempt a few milliseconds' wait for its record."""
+
 
 class DeliveryStats:
     """What this process's dispatcher has done, for `/metrics`."""
@@ -56,6 +63,7 @@ class Dispatcher:
         *,
         poll_seconds: float = 0.5,
         pace_seconds: float = PACE,
+        crowded_pace_seconds: float = CROWDED_PACE,
         per_endpoint: int = 8,
         overall: int = 64,
         stats: DeliveryStats | None = None,
@@ -65,6 +73,7 @@ class Dispatcher:
         self._sender = sender
         self._poll = poll_seconds
         self._pace = pace_seconds
+        self._crowded_pace = crowded_pace_seconds
         self._per_endpoint = per_endpoint
         self._overall = overall
         self.stats = stats or DeliveryStats()
@@ -75,6 +84,7 @@ class Dispatcher:
         self._busy: Counter[str] = Counter()  # attempts in flight, by endpoint
         self._finished: list[tuple[ClaimedAttempt, AttemptResult]] = []
         self._stats_due = 0.0
+        self._turned = 0.0  # when the last turn started (`monotonic`)
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll (an event was just committed)."""
@@ -95,6 +105,8 @@ class Dispatcher:
                     # Busy: let attempts finish together, so one turn (one transaction) records
                     # and claims many rather than one, and the API keeps the CPU it needs.
                     await asyncio.sleep(self._pace)
+                if len(self._tasks) >= CROWD:
+                    await asyncio.sleep(self._turned + self._crowded_pace - self._monotonic())
         finally:
             await self.aclose()
 
@@ -130,6 +142,7 @@ class Dispatcher:
     async def _step(self) -> bool:
         """One turn of the loop; whether it found anything to do."""
         self._wake.clear()
+        self._turned = self._monotonic()
         fanned = await self._webhooks.fan_out()
         done = await self._turn(claiming=True)
         await self._refresh_stats()

@@ -248,7 +248,7 @@ class Webhooks:
     async def fan_out(self, *, batch: int = BACKLOG, endpoints: int = 100) -> int:
         """Turn new events into deliveries for up to `endpoints` endpoints, at most `batch`
         events each; return how many events were taken (work is left if it equals a batch)."""
-        lagging = await self._runner.store.read(
+        lagging = await self._runner.store.lookup(
             lambda tx: tx.webhooks.lagging_endpoints(limit=endpoints, backlog=BACKLOG)
         )
         taken = 0

@@ -52,17 +52,32 @@ def _claim_advisory(conn: Connection, program_id: int, key: str) -> bool:
 
 # The events feed shows rows whose writing transaction is below this (`sql/events.py`): the
 # oldest transaction still running when this statement's snapshot was taken, leaving out those
-# known to belong to another database of the server (they cannot write our events, and a long
-# one there must not hold our feed back), else the next transaction id. Only a transaction seen
-# in another database is left out: one of ours that ends between the snapshot and the read of
+# known not to be Tally's, else the next transaction id. Known not to be Tally's: running in
+# another database of the server (a long one there must not hold our feed back), or in an
+# autovacuum worker (its ANALYZE takes a transaction id, for as long as the table takes). Only
+# such a transaction is left out: one of ours that ends between the snapshot and the read of
 # `pg_stat_activity` is simply kept (the feed waits a moment), never skipped. `backend_xid` is
 # the 32-bit form of an id; transactions running at once never share one.
+#
+# They are known by what `pg_stat_activity` shows: read by `_NOT_TALLYS` before the snapshot
+# (the parameter), and by the expression itself after it. Either alone misses some. Read only
+# after the snapshot, each one that ended in between was no longer seen, and held the feed
+# back: on a server busy with other databases, most reads of the feed after a position (then
+# the second statement of a REPEATABLE READ transaction) left out events that had committed
+# before the request. Read before, only a transaction that took its id since is missed, and
+# that id is newer than every event committed before the read.
+_NOT_TALLYS = (
+    "FROM pg_stat_activity WHERE backend_xid IS NOT NULL "
+    "AND (datname <> current_database() OR backend_type = 'autovacuum worker')"
+)
 _FEED_HORIZON = (
     "COALESCE((SELECT min(x::text::bigint) FROM pg_snapshot_xip(pg_current_snapshot()) x "
-    "WHERE mod(x::text::bigint, 4294967296) NOT IN (SELECT backend_xid::text::bigint "
-    "FROM pg_stat_activity WHERE datname <> current_database() AND backend_xid IS NOT NULL)), "
+    "WHERE mod(x::text::bigint, 4294967296) <> ALL (?::bigint[]) "
+    "AND mod(x::text::bigint, 4294967296) NOT IN "
+    f"(SELECT backend_xid::text::bigint {_NOT_TALLYS})), "
     "pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
 )
+_FOREIGN_XIDS = f"SELECT backend_xid::text::bigint {_NOT_TALLYS}"
 
 DIALECT = Dialect(
     name="postgres",
@@ -72,6 +87,7 @@ DIALECT = Dialect(
     claim_key=_claim_advisory,
     feed_horizon=_FEED_HORIZON,
     skip_locked=" FOR UPDATE SKIP LOCKED",
+    foreign_xids=_FOREIGN_XIDS,
 )
 
 

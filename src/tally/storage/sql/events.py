@@ -7,6 +7,13 @@ writing transaction is older than every transaction still running (`Dialect.feed
 (transaction id, seq) order. Any row inserted later belongs to a transaction at or above that
 horizon, so it sorts after everything already shown: a consumer paging with `after` never misses
 a row and never sees one twice.
+
+"After a position" is read as two ranges of the index (program_id, commit_xid, seq): the rest of
+the position's own transaction, then every later transaction below the horizon. A row-value
+comparison `(commit_xid, seq) > (?, ?)` reads as one range only on `commit_xid`, filtered row by
+row: on SQLite, where `commit_xid` is always 0, that was the whole feed, on every fan-out. The
+first range needs no horizon: a position is that of a row already visible, so its transaction
+has committed, all of its rows with it.
 """
 
 from __future__ import annotations
@@ -49,12 +56,18 @@ class SqlEvents:
     ) -> list[tuple[FeedPosition, Event]]:
         xid, seq = position if position is not None else (-1, -1)
         typed = "" if not types else f" AND type IN ({', '.join('?' * len(types))})"
+        kinds = tuple(types or ())
+        horizon, bound = self._s.feed_horizon()
         found = self._s.all(
-            f"SELECT {_COLUMNS} FROM events "
-            "WHERE program_id = ? AND (commit_xid, seq) > (?, ?) "
-            f"AND commit_xid < {self._s.dialect.feed_horizon}{typed} "
+            f"SELECT * FROM (SELECT {_COLUMNS} FROM events "
+            f"WHERE program_id = ? AND commit_xid = ? AND seq > ?{typed} "
+            "ORDER BY seq LIMIT ?) AS rest "
+            f"UNION ALL SELECT * FROM (SELECT {_COLUMNS} FROM events "
+            f"WHERE program_id = ? AND commit_xid > ? "
+            f"AND commit_xid < {horizon}{typed} "
+            "ORDER BY commit_xid, seq LIMIT ?) AS later "
             "ORDER BY commit_xid, seq LIMIT ?",
-            (program_id, xid, seq, *(types or ()), limit),
+            (program_id, xid, seq, *kinds, limit, program_id, xid, *bound, *kinds, limit, limit),
         )
         return [
             ((int(r[0]), int(r[1])), Event(r[2], r[3], r[4], from_micros(r[5]), r[6]))
@@ -62,11 +75,12 @@ class SqlEvents:
         ]
 
     def head(self, program_id: int) -> FeedPosition | None:
+        horizon, bound = self._s.feed_horizon()
         row = self._s.one(
             "SELECT commit_xid, seq FROM events "
-            f"WHERE program_id = ? AND commit_xid < {self._s.dialect.feed_horizon} "
+            f"WHERE program_id = ? AND commit_xid < {horizon} "
             "ORDER BY commit_xid DESC, seq DESC LIMIT 1",
-            (program_id,),
+            (program_id, *bound),
         )
         return None if row is None else (int(row[0]), int(row[1]))
 

@@ -32,9 +32,13 @@ class Dialect:
     for_update_of_member: str  # locks the member row only, not the rows joined to it
     claim_key: Callable[[Connection, int, str], bool]
     # An expression: the events feed shows rows whose `commit_xid` is below it (events.py).
+    # With `foreign_xids`, it has one parameter: the ids that query found.
     feed_horizon: str
     # Locks the rows a SELECT picks, skipping rows another transaction holds (webhooks.py).
     skip_locked: str = ""
+    # A query for the running transactions that cannot be Tally's (PostgreSQL: other databases'),
+    # read before the snapshot the feed is read in (`Session.feed_horizon`).
+    foreign_xids: str | None = None
     # Each query's text with this dialect's placeholders, made once per process.
     texts: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -85,3 +89,19 @@ class Session:
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return list(self.run(sql, params).fetchall())
+
+    def feed_horizon(self) -> tuple[str, tuple[Any, ...]]:
+        """The feed's horizon, as an expression and its parameters, for the next statement.
+
+        On PostgreSQL the running transactions that cannot be Tally's (other databases',
+        autovacuum's) are read here, in a statement of their own, before the snapshot of the
+        statement that uses the horizon: in a one-statement read (the statement after this one
+        sees a snapshot of its own) or at READ COMMITTED. (At REPEATABLE READ the transaction's
+        first statement takes the snapshot.) The horizon's own look at them comes after that
+        snapshot: one that ends in between is no longer seen, and holds the feed back
+        (`tally.storage.postgres._FEED_HORIZON`). This statement reads no table, only who is
+        running, so it does not count as a one-statement read's statement."""
+        if self.dialect.foreign_xids is None:
+            return self.dialect.feed_horizon, ()
+        found = self.conn.execute(self.text(self.dialect.foreign_xids)).fetchall()
+        return self.dialect.feed_horizon, ([int(row[0]) for row in found],)

@@ -216,14 +216,17 @@ class SqlWebhooks:
         # An enabled endpoint with `backlog` deliveries pending waits: the events stay in the
         # outbox until it has caught up, so that a burst of writes is not paid for twice, as
         # events and at once as deliveries, while the receiver is still behind.
+        # Events after the cursor: two index ranges, as in `SqlEvents.after`.
+        horizon, bound = self._s.feed_horizon()
         rows = self._s.all(
-            "SELECT w.id FROM webhook_endpoints w WHERE EXISTS (SELECT 1 FROM events e "
-            "WHERE e.program_id = w.program_id "
-            "AND (e.commit_xid, e.seq) > (w.after_xid, w.after_seq) "
-            f"AND e.commit_xid < {self._s.dialect.feed_horizon}) "
+            "SELECT w.id FROM webhook_endpoints w WHERE (EXISTS (SELECT 1 FROM events e "
+            "WHERE e.program_id = w.program_id AND e.commit_xid = w.after_xid "
+            "AND e.seq > w.after_seq) OR EXISTS (SELECT 1 FROM events e "
+            "WHERE e.program_id = w.program_id AND e.commit_xid > w.after_xid "
+            f"AND e.commit_xid < {horizon})) "
             "AND (w.enabled = ? OR NOT EXISTS (SELECT 1 FROM webhook_deliveries d "
             "WHERE d.endpoint_id = w.id AND d.status = ? LIMIT 1 OFFSET ?)) LIMIT ?",
-            (False, _PENDING, backlog - 1, limit),
+            (*bound, False, _PENDING, backlog - 1, limit),
         )
         return [r[0] for r in rows]
 
