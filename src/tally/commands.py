@@ -103,6 +103,15 @@ class RewardChanges:
 
 
 @dataclass(frozen=True, slots=True)
+class ProgramChanges:
+    """Only the settings a PATCH named; `expiry_set` tells a null policy from an absent one."""
+
+    points_expire_after_days: int | None = None
+    expiry_set: bool = False
+    enrol_on_award: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Idempotency:
     """An Idempotency-Key and the fingerprint of the request that carried it."""
 

@@ -187,6 +187,8 @@ class Program:
     name: str
     points_expire_after_days: int | None
     created_at: datetime
+    # An award, bulk item or transfer to a member id the program does not have enrols it.
+    enrol_on_award: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,7 @@ class CancelIn(_In):
 
 class ProgramPatch(_In):
     points_expire_after_days: Annotated[int, Meta(ge=1, le=36_500)] | None | UnsetType = UNSET
+    enrol_on_award: bool | UnsetType = UNSET
 
 
 class RewardIn(_In):
@@ -195,6 +196,7 @@ class ProgramOut(Struct):
     name: str
     points_expire_after_days: int | None
     created_at: datetime
+    enrol_on_award: bool
 
 
 class HealthOut(Struct):
