@@ -103,6 +103,18 @@ class RewardChanges:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberChanges:
+    """Only the profile fields a PATCH named; each `_set` tells a null from an absent field."""
+
+    email: str | None = None
+    email_set: bool = False
+    name: str | None = None
+    name_set: bool = False
+    metadata: str | None = None
+    metadata_set: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ProgramChanges:
     """Only the settings a PATCH named; `expiry_set` tells a null policy from an absent one."""
 

@@ -221,6 +221,8 @@ class Member:
     profile: Profile
     account: Account
     created_at: datetime
+    # When the member's personal data was erased (its profile is then empty for good).
+    erased_at: datetime | None = None
 
     @property
     def member_id(self) -> str:

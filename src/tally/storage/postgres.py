@@ -72,6 +72,7 @@ DIALECT = Dialect(
     claim_key=_claim_advisory,
     feed_horizon=_FEED_HORIZON,
     skip_locked=" FOR UPDATE SKIP LOCKED",
+    bytes_contain="position(? in {column}) > 0",
 )
 
 

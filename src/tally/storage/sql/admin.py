@@ -128,3 +128,17 @@ class SqlReplies:
             (to_micros(before),),
         )
         return len(found)
+
+    def containing(self, program_id: int, text: bytes) -> dict[str, bytes]:
+        contains = self._s.dialect.bytes_contain.format(column="body")
+        found = self._s.all(
+            f"SELECT key, body FROM idempotency_keys WHERE program_id = ? AND {contains}",
+            (program_id, text),
+        )
+        return {row[0]: bytes(row[1]) for row in found}
+
+    def rewrite(self, program_id: int, key: str, body: bytes) -> None:
+        self._s.run(
+            "UPDATE idempotency_keys SET body = ? WHERE program_id = ? AND key = ?",
+            (body, program_id, key),
+        )

@@ -35,6 +35,8 @@ class Dialect:
     feed_horizon: str
     # Locks the rows a SELECT picks, skipping rows another transaction holds (webhooks.py).
     skip_locked: str = ""
+    # Whether a binary `{column}` contains the bytes of the parameter (admin.py).
+    bytes_contain: str = "instr({column}, ?) > 0"
     # Each query's text with this dialect's placeholders, made once per process.
     texts: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
