@@ -224,6 +224,8 @@ UNKNOWN_IDS = {
 # A body each write accepts.
 VALID_BODIES: dict[tuple[str, str], Callable[[dict[str, str]], dict[str, Any] | None]] = {
     ("POST", "/v1/members"): lambda ids: {"member_id": "newcomer"},
+    ("PATCH", "/v1/members/{member_id}"): lambda ids: {"name": "New name"},
+    ("POST", "/v1/members/{member_id}/erase"): lambda ids: {},
     ("POST", "/v1/points/award"): lambda ids: {"member_id": "m", "points": 5, "reason": "x"},
     ("POST", "/v1/points/award/bulk"): lambda ids: {
         "awards": [{"member_id": "m", "points": 5, "reason": "x"}]
@@ -236,7 +238,7 @@ VALID_BODIES: dict[tuple[str, str], Callable[[dict[str, str]], dict[str, Any] | 
         "reason": "x",
     },
     ("POST", "/v1/transactions/{transaction_id}/cancel"): lambda ids: {},
-    ("PATCH", "/v1/program"): lambda ids: {"points_expire_after_days": 30},
+    ("PATCH", "/v1/program"): lambda ids: {"points_expire_after_days": 30, "enrol_on_award": True},
     ("POST", "/v1/rewards"): lambda ids: {"name": "Cap", "points_cost": 20},
     ("PATCH", "/v1/rewards/{reward_id}"): lambda ids: {"name": "Big mug"},
     ("POST", "/v1/redemptions"): lambda ids: {"member_id": "m", "reward_id": ids["reward_id"]},

@@ -152,6 +152,8 @@ Request = tuple[str, str, Any]
 
 VALID_BODIES: dict[str, Callable[[Ids], Any]] = {
     "POST /v1/members": lambda ids: {"member_id": ids["member"], "name": "B's newcomer"},
+    "PATCH /v1/members/{member_id}": lambda ids: {"name": "B's new name"},
+    "POST /v1/members/{member_id}/erase": lambda ids: None,
     "POST /v1/points/award": lambda ids: {"member_id": ids["member"], "points": 5, "reason": "x"},
     "POST /v1/points/award/bulk": lambda ids: {
         "awards": [{"member_id": ids["member"], "points": 5, "reason": "x"}]

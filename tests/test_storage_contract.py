@@ -434,3 +434,57 @@ def test_overlapping_bulks_lock_in_one_global_order_and_never_deadlock(store: St
         name: rounds * ((name in names[:1_200]) + (name in names[300:])) for name in names
     }
     assert verify(store) == []
+
+
+def test_an_erased_member_keeps_its_first_erasure_time_and_loses_its_profile(
+    store: Store,
+) -> None:
+    program_id = _program(store)
+    store.transact(
+        lambda tx: tx.members.insert(program_id, Profile("m", "m@example.com", "M", "{}"), now=NOW)
+    )
+    member = store.transact(lambda tx: tx.members.get(program_id, "m"))
+    assert member is not None and member.erased_at is None
+    later = NOW + timedelta(days=1)
+    for moment in (NOW, later):
+        store.transact(lambda tx, at=moment: tx.members.erase(member.pk, now=at))
+    erased = store.transact(lambda tx: tx.members.get(program_id, "m"))
+    assert erased is not None
+    assert (erased.profile, erased.erased_at) == (Profile("m"), NOW)
+
+
+def test_copies_are_found_by_their_text_and_rewritten_in_place(store: Store) -> None:
+    from tally.domain import Event
+
+    first, second = _program(store, "a"), _program(store, "b")
+    events = [
+        Event("evt_1", first, "member.created", NOW, '{"data":{"member_id":"m","name":"N"}}'),
+        Event("evt_2", first, "member.created", NOW, '{"data":{"member_id":"x","name":"X"}}'),
+        Event("evt_3", second, "member.created", NOW, '{"data":{"member_id":"m","name":"N"}}'),
+    ]
+    store.transact(lambda tx: tx.events.append(events))
+    before = store.transact(lambda tx: tx.events.position(first, "evt_1"))
+    found = store.transact(lambda tx: tx.events.containing(first, '"member_id":"m"'))
+    assert [event.id for event in found] == ["evt_1"]
+    store.transact(lambda tx: tx.events.rewrite("evt_1", '{"data":{"member_id":"m"}}'))
+    listed = store.transact(lambda tx: tx.events.after(first, None, limit=10))
+    assert [(position, event.body) for position, event in listed][0] == (
+        before,
+        '{"data":{"member_id":"m"}}',
+    )
+    for program_id, key in ((first, "k1"), (first, "k2"), (second, "k1")):
+        body = f'{{"member_id":"{"m" if key == "k1" else "x"}","name":"N"}}'.encode()
+        store.transact(
+            lambda tx, p=program_id, k=key, b=body: tx.replies.put(
+                p, k, StoredReply("f", 201, b), now=NOW
+            )
+        )
+    replies = store.transact(lambda tx: tx.replies.containing(first, b'"member_id":"m"'))
+    assert replies == {"k1": b'{"member_id":"m","name":"N"}'}
+    store.transact(lambda tx: tx.replies.rewrite(first, "k1", b'{"member_id":"m"}'))
+    assert store.transact(lambda tx: tx.replies.get(first, "k1")) == StoredReply(
+        "f", 201, b'{"member_id":"m"}'
+    )
+    assert store.transact(lambda tx: tx.replies.get(second, "k1")) == StoredReply(
+        "f", 201, b'{"member_id":"m","name":"N"}'
+    )

@@ -103,6 +103,27 @@ class RewardChanges:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberChanges:
+    """Only the profile fields a PATCH named; each `_set` tells a null from an absent field."""
+
+    email: str | None = None
+    email_set: bool = False
+    name: str | None = None
+    name_set: bool = False
+    metadata: str | None = None
+    metadata_set: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramChanges:
+    """Only the settings a PATCH named; `expiry_set` tells a null policy from an absent one."""
+
+    points_expire_after_days: int | None = None
+    expiry_set: bool = False
+    enrol_on_award: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Idempotency:
     """An Idempotency-Key and the fingerprint of the request that carried it."""
 

@@ -187,6 +187,8 @@ class Program:
     name: str
     points_expire_after_days: int | None
     created_at: datetime
+    # An award, bulk item or transfer to a member id the program does not have enrols it.
+    enrol_on_award: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +221,8 @@ class Member:
     profile: Profile
     account: Account
     created_at: datetime
+    # When the member's personal data was erased (its profile is then empty for good).
+    erased_at: datetime | None = None
 
     @property
     def member_id(self) -> str:

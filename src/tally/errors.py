@@ -90,6 +90,12 @@ class MemberExists(TallyError):
     code = "member_exists"
 
 
+class MemberErased(TallyError):
+    """The member's personal data was erased: its profile can no longer be changed."""
+
+    code = "member_erased"
+
+
 class IdempotencyInProgress(TallyError):
     """A request with the same Idempotency-Key is still being processed."""
 

@@ -42,6 +42,8 @@ class MemberOut(Struct):
     name: str | None
     metadata: StoredJson | None
     created_at: datetime
+    # When the member's personal data was erased (null while it has not been).
+    erased_at: datetime | None
 
 
 class RewardOut(Struct):
@@ -95,7 +97,9 @@ def transaction_out(entry: Entry) -> TransactionOut:
 
 def member_out(member: Member) -> MemberOut:
     p = member.profile
-    return MemberOut(p.member_id, p.email, p.name, raw(p.metadata), member.created_at)
+    return MemberOut(
+        p.member_id, p.email, p.name, raw(p.metadata), member.created_at, member.erased_at
+    )
 
 
 def reward_out(reward: Reward) -> RewardOut:

@@ -25,6 +25,7 @@ STATUS_OF_CODE: dict[str, int] = {
     "method_not_allowed": 405,
     "request_timeout": 408,
     "member_exists": 409,
+    "member_erased": 409,
     "idempotency_in_progress": 409,
     "not_cancellable": 409,
     "payload_too_large": 413,

@@ -136,4 +136,6 @@ def bulk_out(outcome: BulkOutcome) -> s.BulkOut:
 
 
 def program_out(program: Program) -> s.ProgramOut:
-    return s.ProgramOut(program.name, program.points_expire_after_days, program.created_at)
+    return s.ProgramOut(
+        program.name, program.points_expire_after_days, program.created_at, program.enrol_on_award
+    )

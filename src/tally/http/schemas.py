@@ -83,19 +83,32 @@ class TransferIn(_In):
     metadata: Metadata | None = None
 
 
+Email = Annotated[str, Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+
+
 class MemberIn(_In):
     member_id: MemberId | None = None
-    email: Annotated[str, Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
-    name: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    email: Email | None = None
+    name: Name | None = None
     metadata: Metadata | None = None
 
 
+class MemberPatch(_In):
+    """The profile fields to change, each as `MemberIn` takes it, or null to clear it."""
+
+    email: Email | None | UnsetType = UNSET
+    name: Name | None | UnsetType = UNSET
+    metadata: Metadata | None | UnsetType = UNSET
+
+
 class CancelIn(_In):
-    """A cancel takes no fields: an empty body or `{}`."""
+    """A cancel (or an erasure) takes no fields: an empty body or `{}`."""
 
 
 class ProgramPatch(_In):
     points_expire_after_days: Annotated[int, Meta(ge=1, le=36_500)] | None | UnsetType = UNSET
+    enrol_on_award: bool | UnsetType = UNSET
 
 
 class RewardIn(_In):
@@ -212,6 +225,7 @@ class ProgramOut(Struct):
     name: str
     points_expire_after_days: int | None
     created_at: datetime
+    enrol_on_award: bool
 
 
 class HealthOut(Struct):

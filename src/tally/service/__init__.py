@@ -1,10 +1,10 @@
 """Tally's use cases, one module per feature over one shared `Runner`.
 
 `runner` owns the transaction, idempotency and retries; `accounts` loads a member up to date and
-saves what a rule planned; `outbox` writes the events of a change; `members`, `points`,
-`transfers`, `lifecycle`, `rewards`, `programs`, `access`, `events` (the feed) and `webhooks`
-are the features. A new feature is a new module here and one more field of `Ledger`. Nothing here
-speaks HTTP or SQL.
+saves what a rule planned; `outbox` writes the events of a change; `members`, `erasure`,
+`enrolment`, `points`, `transfers`, `lifecycle`, `rewards`, `programs`, `access`, `events` (the
+feed) and `webhooks` are the features. A new feature is a new module here and one more field
+of `Ledger`. Nothing here speaks HTTP or SQL.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from tally.commands import Clock
 from tally.keys import KeyCache
 from tally.ports import Store
 from tally.service.access import Access
+from tally.service.erasure import Erasure
 from tally.service.events import Events
 from tally.service.lifecycle import Lifecycle
 from tally.service.members import Members
@@ -41,6 +42,7 @@ class Ledger:
         webhooks = webhooks or WebhookPolicy()
         self.access = Access(runner, key_cache=key_cache or KeyCache())
         self.members = Members(runner)
+        self.erasure = Erasure(runner)
         self.points = Points(runner)
         self.transfers = Transfers(runner)
         self.lifecycle = Lifecycle(runner, retention=webhooks.retention)

@@ -1,5 +1,5 @@
-"""Use cases of members: enrol, fetch, list (rows through `Tx`, transactions through the
-runner; nothing here speaks SQL or HTTP)."""
+"""Use cases of members: enrol, fetch, list, change the profile (rows through `Tx`,
+transactions through the runner; nothing here speaks SQL or HTTP). Erasure is `erasure.py`'s."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from dataclasses import replace
 from datetime import datetime
 
 from tally import ids
-from tally.commands import Idempotency, Listing, Reply
+from tally.commands import Idempotency, Listing, MemberChanges, Reply
 from tally.domain import Member, Page, Profile
 from tally.errors import MemberExists, MemberNotFound
 from tally.ports import Tx
-from tally.service import outbox
+from tally.rules import members as rules
+from tally.service import accounts, outbox
 from tally.service.runner import Render, Runner
 
 
@@ -43,6 +44,23 @@ class Members:
             return member
 
         return await self._runner.change(program_id, idempotency, effect, render)
+
+    async def update(self, program_id: int, member_id: str, changes: MemberChanges) -> Member:
+        """Change the fields `changes` names (`409 member_erased` once the member is erased);
+        a change that names nothing answers the member as it is, with no event."""
+
+        def work(tx: Tx) -> Member:
+            now = self._runner.clock()
+            member = accounts.locked_member(tx, program_id, member_id, now).member
+            profile = rules.changed_profile(member, changes)
+            if changes == MemberChanges():
+                return member
+            tx.members.save_profile(member.pk, profile)
+            updated = replace(member, profile=profile)
+            outbox.member_updated(tx, updated, now)
+            return updated
+
+        return await self._runner.write(work)
 
     async def get(self, program_id: int, member_id: str) -> Member:
         def read(tx: Tx, now: datetime, writable: bool) -> Member:

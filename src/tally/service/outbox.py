@@ -70,6 +70,14 @@ def member_created(tx: Tx, member: Member, now: datetime) -> None:
     tx.events.append([event(member.program_id, "member.created", member_out(member), now)])
 
 
+def member_updated(tx: Tx, member: Member, now: datetime) -> None:
+    tx.events.append([event(member.program_id, "member.updated", member_out(member), now)])
+
+
+def member_erased(tx: Tx, member: Member, now: datetime) -> None:
+    tx.events.append([event(member.program_id, "member.erased", member_out(member), now)])
+
+
 def reward_changed(tx: Tx, reward: Reward, now: datetime, *, created: bool) -> None:
     type = "reward.created" if created else "reward.updated"
     tx.events.append([event(reward.program_id, type, reward_out(reward), now)])

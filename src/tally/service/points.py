@@ -12,7 +12,6 @@ from tally.commands import (
     AwardCommand,
     BalanceView,
     BulkCommand,
-    BulkItemError,
     BulkOutcome,
     DeductCommand,
     Idempotency,
@@ -24,7 +23,7 @@ from tally.domain import Entry, EntryType, HistoryQuery, Lot, Member, Page
 from tally.errors import TransactionNotFound
 from tally.ports import Tx
 from tally.rules import points as rules
-from tally.service import accounts
+from tally.service import accounts, enrolment
 from tally.service.runner import Render, Runner
 
 
@@ -42,7 +41,7 @@ class Points:
         render: Render[Posting],
     ) -> Reply:
         def effect(tx: Tx, now: datetime) -> Posting:
-            locked = accounts.locked_member(tx, program_id, cmd.member_id, now)
+            locked = enrolment.locked_member(tx, program_id, cmd.member_id, now)
             posting = rules.plan_award(
                 locked.member,
                 cmd,
@@ -65,8 +64,7 @@ class Points:
         render: Render[BulkOutcome],
     ) -> Reply:
         def effect(tx: Tx, now: datetime) -> BulkOutcome:
-            named = {i.member_id: None for i in cmd.items if not isinstance(i, BulkItemError)}
-            states = accounts.locked_members(tx, program_id, list(named), now)
+            states = enrolment.locked_for_bulk(tx, program_id, cmd, now)
             # Every member of one program shares its expiry policy.
             policy = next((s.expire_after_days for s in states.values()), None)
             members = {member_id: state.member for member_id, state in states.items()}

@@ -14,7 +14,7 @@ from tally.errors import MemberNotFound
 from tally.ports import Tx
 from tally.rules import points as point_rules
 from tally.rules import transfers as rules
-from tally.service import accounts
+from tally.service import accounts, enrolment
 from tally.service.runner import Render, Runner
 
 
@@ -35,6 +35,8 @@ class Transfers:
             rules.check_parties(cmd)
             sender_id, receiver_id = cmd.from_member_id, cmd.to_member_id
             states = accounts.locked_members(tx, program_id, [sender_id, receiver_id], now)
+            if sender_id in states:  # the sender must exist; the receiver may be enrolled
+                states = enrolment.locked_receiver(tx, program_id, receiver_id, states, now)
             for member_id in (sender_id, receiver_id):
                 if member_id not in states:
                     raise MemberNotFound(f"Member {member_id} does not exist.")

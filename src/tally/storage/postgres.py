@@ -88,6 +88,7 @@ DIALECT = Dialect(
     feed_horizon=_FEED_HORIZON,
     skip_locked=" FOR UPDATE SKIP LOCKED",
     foreign_xids=_FOREIGN_XIDS,
+    bytes_contain="position(? in {column}) > 0",
 )
 
 

@@ -1,4 +1,5 @@
-"""The program: its settings (today the default lifetime of new awards), read and changed.
+"""The program: its settings (the default lifetime of new awards, whether awards enrol unknown
+members), read and changed.
 
 Keys and the program's creation are the command line's (`tally keys`), not the API's.
 """
@@ -9,6 +10,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tally.commands import ProgramChanges
 from tally.http import callers, inputs, outputs
 from tally.http import schemas as s
 from tally.http.routes.spec import RouteSpec
@@ -24,12 +26,16 @@ async def patch_program(request: Request) -> Response:
     write = await callers.writer(request)
     body = inputs.decode(write.body, s.ProgramPatch)
     ledger = callers.ledger(request)
-    if body.points_expire_after_days is msgspec.UNSET:  # nothing to change: answer as it is
+    days, enrol = body.points_expire_after_days, body.enrol_on_award
+    changes = ProgramChanges(
+        points_expire_after_days=None if days is msgspec.UNSET else days,
+        expiry_set=days is not msgspec.UNSET,
+        enrol_on_award=None if enrol is msgspec.UNSET else enrol,
+    )
+    if changes == ProgramChanges():  # nothing to change: answer as it is
         program = await ledger.programs.get(write.program_id)
     else:
-        program = await ledger.programs.set_expiry_policy(
-            write.program_id, body.points_expire_after_days
-        )
+        program = await ledger.programs.update(write.program_id, changes)
     return outputs.json_response(outputs.ok(outputs.program_out(program)))
 
 

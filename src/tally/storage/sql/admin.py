@@ -26,10 +26,11 @@ class SqlPrograms:
 
     def get(self, program_id: int) -> Program:
         row = self._s.one(
-            "SELECT id, name, points_expire_after_days, created_at FROM programs WHERE id = ?",
+            "SELECT id, name, points_expire_after_days, created_at, enrol_on_award "
+            "FROM programs WHERE id = ?",
             (program_id,),
         )
-        return Program(row[0], row[1], row[2], from_micros(row[3]))
+        return Program(row[0], row[1], row[2], from_micros(row[3]), enrol_on_award=bool(row[4]))
 
     def count(self) -> int:
         return int(self._s.one("SELECT COUNT(*) FROM programs")[0])
@@ -41,6 +42,13 @@ class SqlPrograms:
         self._s.run(
             "UPDATE programs SET points_expire_after_days = ? WHERE id = ?", (days, program_id)
         )
+
+    def set_enrol_on_award(self, program_id: int, enabled: bool) -> None:
+        self._s.run("UPDATE programs SET enrol_on_award = ? WHERE id = ?", (enabled, program_id))
+
+    def enrols_on_award(self, program_id: int) -> bool:
+        row = self._s.one("SELECT enrol_on_award FROM programs WHERE id = ?", (program_id,))
+        return row is not None and bool(row[0])
 
 
 class SqlKeys:
@@ -120,3 +128,17 @@ class SqlReplies:
             (to_micros(before),),
         )
         return len(found)
+
+    def containing(self, program_id: int, text: bytes) -> dict[str, bytes]:
+        contains = self._s.dialect.bytes_contain.format(column="body")
+        found = self._s.all(
+            f"SELECT key, body FROM idempotency_keys WHERE program_id = ? AND {contains}",
+            (program_id, text),
+        )
+        return {row[0]: bytes(row[1]) for row in found}
+
+    def rewrite(self, program_id: int, key: str, body: bytes) -> None:
+        self._s.run(
+            "UPDATE idempotency_keys SET body = ? WHERE program_id = ? AND key = ?",
+            (body, program_id, key),
+        )

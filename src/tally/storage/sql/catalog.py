@@ -115,3 +115,9 @@ class SqlCatalog:
             "cancelled_at = ? WHERE id = ?",
             (refund_id, to_micros(now), redemption_id),
         )
+
+    def erase_redemption_metadata(self, member_pk: int) -> None:
+        self._s.run(
+            "UPDATE redemptions SET metadata = NULL WHERE member_pk = ? AND metadata IS NOT NULL",
+            (member_pk,),
+        )

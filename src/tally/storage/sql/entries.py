@@ -96,3 +96,11 @@ class SqlEntries:
             (member_pk, to_micros(due_by)),
         )
         return [rows.entry(r, r[16]) for r in found]
+
+    def erase_metadata(self, member_pk: int) -> int:
+        found = self._s.all(
+            "UPDATE entries SET metadata = NULL WHERE member_pk = ? AND metadata IS NOT NULL "
+            "RETURNING id",
+            (member_pk,),
+        )
+        return len(found)

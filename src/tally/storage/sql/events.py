@@ -89,3 +89,17 @@ class SqlEvents:
             "DELETE FROM events WHERE created_at < ? RETURNING seq", (to_micros(before),)
         )
         return len(found)
+
+    def containing(self, program_id: int, text: str) -> list[Event]:
+        # A scan of the program's events (kept 30 days by default): erasure is rare, and an
+        # index on every body would cost every write. `_` in a member id matches any one
+        # character, so the caller checks what it finds.
+        pattern = "%" + text.replace("%", "") + "%"
+        found = self._s.all(
+            f"SELECT {_COLUMNS} FROM events WHERE program_id = ? AND body LIKE ? ORDER BY seq",
+            (program_id, pattern),
+        )
+        return [Event(r[2], r[3], r[4], from_micros(r[5]), r[6]) for r in found]
+
+    def rewrite(self, event_id: str, body: str) -> None:
+        self._s.run("UPDATE events SET body = ? WHERE id = ?", (body, event_id))

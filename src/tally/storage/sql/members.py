@@ -60,15 +60,18 @@ def _state_query(
     )
 
 
+_AFTER_MEMBER = len(MEMBER_COLUMNS.split(", "))  # where `_state_query`'s own columns start
+
+
 def _state(row: Sequence[Any], at: int, *, with_expiration: bool) -> MemberState:
-    due = any(moment is not None and moment <= at for moment in row[18:20])
-    soonest = row[19]
+    policy, pending_due, soonest = row[_AFTER_MEMBER : _AFTER_MEMBER + 3]
+    due = any(moment is not None and moment <= at for moment in (pending_due, soonest))
     upcoming = (
-        (int(row[20]), from_micros(soonest))
+        (int(row[_AFTER_MEMBER + 3]), from_micros(soonest))
         if with_expiration and soonest is not None and soonest < NEVER
         else None
     )
-    return MemberState(rows.member(row), row[17], due, upcoming)
+    return MemberState(rows.member(row), policy, due, upcoming)
 
 
 class SqlMembers:
@@ -192,3 +195,16 @@ class SqlMembers:
 
     def save_accounts(self, accounts: dict[int, Account]) -> None:
         self._s.run_many(_SAVE_ACCOUNT, [rows.account_row(pk, a) for pk, a in accounts.items()])
+
+    def save_profile(self, member_pk: int, profile: Profile) -> None:
+        self._s.run(
+            "UPDATE members SET email = ?, name = ?, metadata = ? WHERE pk = ?",
+            (profile.email, profile.name, profile.metadata, member_pk),
+        )
+
+    def erase(self, member_pk: int, *, now: datetime) -> None:
+        self._s.run(
+            "UPDATE members SET email = NULL, name = NULL, metadata = NULL, "
+            "erased_at = COALESCE(erased_at, ?) WHERE pk = ?",
+            (to_micros(now), member_pk),
+        )

@@ -47,7 +47,7 @@ def opt_time(value: int | None) -> datetime | None:
 MEMBER_COLUMNS = (
     "pk, program_id, member_id, email, name, metadata, created_at, balance, pending, "
     "lifetime_earned, lifetime_redeemed, lifetime_deducted, lifetime_expired, last_seq, "
-    "entry_count, lifetime_transferred_in, lifetime_transferred_out"
+    "entry_count, lifetime_transferred_in, lifetime_transferred_out, erased_at"
 )
 ENTRY_COLUMNS = (
     "e.id, e.program_id, e.member_pk, e.seq, e.type, e.status, e.points, e.reason, e.reference, "
@@ -69,6 +69,7 @@ def member(row: Sequence[Any]) -> Member:
         profile=Profile(member_id=row[2], email=row[3], name=row[4], metadata=row[5]),
         created_at=from_micros(row[6]),
         account=Account(*row[7:17]),
+        erased_at=opt_time(row[17]),
     )
 
 

@@ -39,6 +39,8 @@ class Dialect:
     # A query for the running transactions that cannot be Tally's (PostgreSQL: other databases'),
     # read before the snapshot the feed is read in (`Session.feed_horizon`).
     foreign_xids: str | None = None
+    # Whether a binary `{column}` contains the bytes of the parameter (admin.py).
+    bytes_contain: str = "instr({column}, ?) > 0"
     # Each query's text with this dialect's placeholders, made once per process.
     texts: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
