@@ -169,6 +169,39 @@ def test_members_are_created_fetched_and_listed_over_every_page(tally: TallyClie
     assert ours <= set(listed)
 
 
+def test_a_member_is_updated_then_erased_and_still_earns(tally: TallyClient) -> None:
+    made = tally.create_member(member_id=new_id(), email="ada@example.com", name="Ada")
+    changed = tally.update_member(made.member_id, name="Ada L.", metadata={"tier": 3})
+    assert (changed.email, changed.name, changed.metadata) == (
+        "ada@example.com",
+        "Ada L.",
+        {"tier": 3},
+    )
+    assert tally.update_member(made.member_id, email=None).email is None
+    tally.award(member_id=made.member_id, points=10, reason="before", metadata={"order": "o-1"})
+    erased = tally.erase_member(made.member_id)
+    assert erased.erased_at is not None
+    assert (erased.email, erased.name, erased.metadata) == (None, None, None)
+    assert [t.metadata for t in tally.history(made.member_id)] == [None]
+    with pytest.raises(tally_client.MemberErased) as refused:
+        tally.update_member(made.member_id, name="Ada")
+    assert refused.value.status == 409
+    tally.award(member_id=made.member_id, points=5, reason="after")
+    assert tally.balance(made.member_id).balance == 15
+
+
+def test_a_members_open_lots_and_the_key_in_use(tally: TallyClient) -> None:
+    a = member(tally, points=7)
+    tally.award(
+        member_id=a, points=3, reason="expiring", expires_at=datetime.now(UTC) + timedelta(days=9)
+    )
+    lots = list(tally.list_lots(a, per_page=1))
+    assert [lot.remaining for lot in lots] == [3, 7]  # soonest to expire first
+    assert lots[0].expires_at is not None and lots[1].expires_at is None
+    key = tally.current_key()
+    assert key.key_id.startswith("key_") and (key.scope, key.program) == ("write", "acme")
+
+
 def test_member_refusals_raise_the_class_of_their_code(tally: TallyClient) -> None:
     member_id = member(tally)
     with pytest.raises(tally_client.MemberExists) as exists:

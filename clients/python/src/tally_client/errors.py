@@ -126,6 +126,12 @@ class MemberExists(TallyError):
     code = "member_exists"
 
 
+class MemberErased(TallyError):
+    """The member's personal data was erased; it cannot be changed any more."""
+
+    code = "member_erased"
+
+
 class IdempotencyInProgress(TallyError):
     """A request with this Idempotency-Key is still running."""
 
@@ -226,6 +232,7 @@ ERRORS: dict[str, type[TallyError]] = {
         MethodNotAllowed,
         RequestTimeout,
         MemberExists,
+        MemberErased,
         IdempotencyInProgress,
         NotCancellable,
         NotReversible,
