@@ -1,6 +1,9 @@
-"""Migration 0004 (transfers) on a database that already holds a ledger: the lots keep their
-points and draws, each becomes its own entry's lot (`source_id`), the new counters start at zero,
-`tally verify` finds nothing, and the upgraded ledger takes transfers."""
+"""Migrations on a database that already holds a ledger.
+
+0004 (transfers): the lots keep their points and draws, each becomes its own entry's lot
+(`source_id`), the new counters start at zero, `tally verify` finds nothing, and the upgraded
+ledger takes transfers. 0005 (reversals): no debt, nothing reversed, `tally verify` finds
+nothing, and the upgraded ledger takes reversals, into debt and out of it."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import psycopg
 import pytest
 from yoyo import get_backend, read_migrations
 
-from tally.commands import TransferCommand
+from tally.commands import ReverseCommand, TransferCommand
 from tally.maintenance import run_async, verify
 from tally.service import Ledger
 from tally.storage import open_store
@@ -36,10 +39,11 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def migrate_before_transfers(url: str) -> None:
+def migrate_before(url: str, version: str) -> None:
+    """Apply the migrations older than `version` ("0004") only."""
     backend_name = "sqlite" if url.startswith("sqlite") else "postgres"
     folder = resources.files("tally.storage") / "migrations" / backend_name
-    older = read_migrations(str(folder)).filter(lambda m: m.id < "0004")
+    older = read_migrations(str(folder)).filter(lambda m: m.id < version)
     yoyo_url = url if backend_name == "sqlite" else "postgresql+psycopg://" + url.split("://")[1]
     backend = get_backend(yoyo_url)
     try:
@@ -95,11 +99,11 @@ def write_old_rows(url: str) -> None:
 
 
 def test_an_existing_ledger_upgrades_and_takes_transfers(empty_url: str) -> None:
-    migrate_before_transfers(empty_url)
+    migrate_before(empty_url, "0004")
     write_old_rows(empty_url)
     store = open_store(empty_url)
     try:
-        assert store.migrate() == ["0004.transfers"]
+        assert store.migrate() == ["0004.transfers", "0005.reversals"]
         assert verify(store) == []
         if empty_url.startswith("sqlite"):
             with sqlite3.connect(empty_url.removeprefix("sqlite:///")) as conn:
@@ -124,5 +128,44 @@ def test_an_existing_ledger_upgrades_and_takes_transfers(empty_url: str) -> None
         )
         assert reply.status == 201
         assert verify(store) == []
+    finally:
+        store.close()
+
+
+def test_an_existing_ledger_upgrades_and_takes_reversals(empty_url: str) -> None:
+    migrate_before(empty_url, "0004")
+    write_old_rows(empty_url)
+    migrate_before(empty_url, "0005")  # the ledger as 0004 left it
+    store = open_store(empty_url)
+    try:
+        assert store.migrate() == ["0005.reversals"]
+        assert verify(store) == []
+        member = store.transact(lambda tx: tx.members.get(1, "m"))
+        assert member is not None and member.account.balance == 70
+        award = store.transact(lambda tx: tx.entries.get(1, "txn_award"))
+        assert award is not None and (award.reverses, award.points_reversed) == (None, 0)
+        ledger = Ledger(store, clock=lambda: datetime(2026, 1, 2, tzinfo=UTC))
+
+        def reverse(transaction_id: str, cmd: ReverseCommand) -> int:
+            reply = run_async(
+                store,
+                lambda: ledger.reversals.reverse(
+                    1,
+                    transaction_id,
+                    cmd,
+                    idempotency=None,
+                    render=lambda r: (201, str(r.account.balance).encode()),
+                ),
+            )
+            assert reply.status == 201
+            return int(reply.body)
+
+        assert reverse("txn_award", ReverseCommand("returned", allow_negative=True)) == -30
+        assert verify(store) == []
+        assert reverse("txn_deduct", ReverseCommand("refunded", 20)) == -10  # pays the debt
+        assert verify(store) == []
+        if empty_url.startswith("sqlite"):
+            with sqlite3.connect(empty_url.removeprefix("sqlite:///")) as conn:
+                assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     finally:
         store.close()

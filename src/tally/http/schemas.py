@@ -83,6 +83,14 @@ class TransferIn(_In):
     metadata: Metadata | None = None
 
 
+class ReverseIn(_In):
+    reason: Reason
+    points: Points | None = None
+    allow_negative: bool = False
+    reference: Reference | None = None
+    metadata: Metadata | None = None
+
+
 class MemberIn(_In):
     member_id: MemberId | None = None
     email: Annotated[str, Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None

@@ -23,8 +23,9 @@ _FIRST_LOTS_OF_MEMBER_ID = open_lots_query(
     "(SELECT pk FROM members WHERE program_id = ? AND member_id = ?)", after_position=False
 )
 _SAVE_ACCOUNT = (
-    "UPDATE members SET balance = ?, pending = ?, lifetime_earned = ?, lifetime_redeemed = ?, "
-    "lifetime_deducted = ?, lifetime_expired = ?, last_seq = ?, entry_count = ?, "
+    "UPDATE members SET balance = ?, debt = ?, pending = ?, lifetime_earned = ?, "
+    "lifetime_redeemed = ?, lifetime_deducted = ?, lifetime_expired = ?, last_seq = ?, "
+    "entry_count = ?, "
     "lifetime_transferred_in = ?, lifetime_transferred_out = ? WHERE pk = ?"
 )
 _STATES_PER_QUERY = 500
