@@ -134,6 +134,9 @@ def _recount(check: LedgerCheck) -> list[Mismatch]:
         found.append(
             Mismatch(name, f"open lots hold {check.open_lot_total}, balance is {stored.balance}")
         )
+    held, owed = check.held_and_owed
+    if held and owed:
+        found.append(Mismatch(name, f"holds {held} points and owes {owed} at once"))
     if check.owed != max(-stored.balance, 0):
         found.append(
             Mismatch(name, f"reversals are owed {check.owed}, balance is {stored.balance}")

@@ -83,6 +83,7 @@ class LedgerCheck:
     # Points of posted reversals, by the type of the row each reverses ("award", "deduct").
     reversed_sums: dict[str, int] = dataclasses.field(default_factory=dict)
     owed: int = 0  # what the member's reversals of awards took that no lot has yet paid back
+    held_and_owed: tuple[int, int] = (0, 0)  # the balance as stored: at most one is not zero
 
 
 @dataclass(frozen=True, slots=True)

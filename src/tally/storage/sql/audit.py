@@ -19,10 +19,10 @@ class SqlAudit:
         self._s = session
 
     def ledger_checks(self) -> Iterator[LedgerCheck]:
-        members = [
-            rows.member(r) for r in self._s.all(f"SELECT {MEMBER_COLUMNS} FROM members ORDER BY pk")
-        ]
-        for member in members:
+        # Each member, and its balance as stored: what it holds and what it owes.
+        found = self._s.all(f"SELECT {MEMBER_COLUMNS}, balance, debt FROM members ORDER BY pk")
+        members = [(rows.member(r), (int(r[-2]), int(r[-1]))) for r in found]
+        for member, stored in members:
             groups = self._s.all(
                 "SELECT type, status, COUNT(*), SUM(points) FROM entries WHERE member_pk = ? "
                 "GROUP BY type, status",
@@ -55,6 +55,7 @@ class SqlAudit:
                 chain_breaks=[(b[0], b[1], int(b[2])) for b in breaks],
                 reversed_sums=reversed_sums,
                 owed=owed,
+                held_and_owed=stored,
             )
 
     def _reversals_of(self, member_pk: int) -> tuple[dict[str, int], int]:
