@@ -234,6 +234,25 @@ def build_a_ledger(api: Api) -> None:
         body = {"from_member_id": sender, "to_member_id": receiver, "points": points}
         response = api.post("/v1/points/transfer", {**body, "reason": "gift"})
         assert response.status_code == 201, response.text
+    build_reversals(api)
+
+
+def build_reversals(api: Api) -> None:
+    """Alice reverses part of an award and part of a deduct; `carol` reverses an award she had
+    mostly spent into a debt of 80, and a later award of 30 pays part of it back."""
+
+    def reverse(transaction_id: str, **fields: object) -> None:
+        path = f"/v1/transactions/{transaction_id}/reverse"
+        response = api.post(path, {"reason": "returned", **fields})
+        assert response.status_code == 201, response.text
+
+    reverse(api.history("alice", type="award")[-1]["transaction_id"], points=10)
+    reverse(api.history("alice", type="deduct")[0]["transaction_id"], points=5)
+    api.member("carol")
+    award = api.award("carol", 100)["transaction_id"]
+    assert api.deduct("carol", 80).status_code == 201
+    reverse(award, allow_negative=True)
+    assert api.award("carol", 30)["new_balance"] == -50
 
 
 def test_verify_exits_0_on_a_consistent_ledger(database_url: str) -> None:
@@ -284,6 +303,63 @@ def test_verify_traces_every_transferred_point_through_draws_and_lots(
     assert any("txn_" in line and "its draws (or lots)" in line for line in mismatches), (
         result.stdout
     )
+
+
+# What each corruption of a reversal, a debt or a repayment is caught as.
+REVERSAL_CORRUPTIONS = {
+    "points_reversed": (
+        "UPDATE entries SET points_reversed = points_reversed + 1 WHERE points_reversed > 0",
+        "points_reversed is",
+    ),
+    "a reversal's target": (
+        "UPDATE entries SET reverses = (SELECT id FROM entries WHERE type = 'redeem' LIMIT 1) "
+        "WHERE type = 'reversal' AND points > 0",
+        "is not a reversal of a posted award",
+    ),
+    "a reversal's sign": (
+        "UPDATE entries SET points = -points, balance_after = balance_after - 2 * points "
+        "WHERE type = 'reversal' AND points > 0",
+        "is not a reversal of a posted award",
+    ),
+    "a reversal's points": (
+        "UPDATE entries SET points = points - 1 WHERE type = 'reversal' AND points < 0",
+        "the chain gives",
+    ),
+    "a debt": ("UPDATE members SET debt = debt + 1 WHERE debt > 0", "reversals are owed"),
+    "a debt where none is owed": (
+        "UPDATE members SET debt = 3, balance = balance + 3 WHERE member_id = 'alice'",
+        "owes 3 at once",
+    ),
+    "a repayment's draw": (
+        "UPDATE draws SET points = points - 1 WHERE spend_id IN "
+        "(SELECT id FROM entries WHERE type = 'reversal' AND points < -50)",
+        "its draws (or lots)",
+    ),
+    "a given-back lot's size": (
+        "UPDATE lots SET points = points + 1, remaining = remaining + 1 "
+        "WHERE source_id IN (SELECT id FROM entries WHERE type = 'reversal')",
+        "its draws (or lots)",
+    ),
+    "a reversal that is not one": (
+        "UPDATE entries SET type = 'deduct' WHERE type = 'reversal' AND points < 0",
+        "is not a reversal of a posted award",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("statement", "caught_as"), REVERSAL_CORRUPTIONS.values(), ids=list(REVERSAL_CORRUPTIONS)
+)
+def test_verify_traces_every_reversed_point_and_every_debt(
+    database_url: str, statement: str, caught_as: str
+) -> None:
+    with app_on(database_url, create_key(database_url)) as api:
+        build_a_ledger(api)
+    execute_sql(database_url, statement)
+    result = tally("verify", "--database", database_url)
+    assert result.returncode == 1, result.stdout + result.stderr
+    mismatches = [line for line in result.stdout.splitlines() if line.startswith("MISMATCH")]
+    assert any(caught_as in line for line in mismatches), result.stdout
 
 
 @pytest.mark.parametrize("statement", CORRUPTIONS.values(), ids=list(CORRUPTIONS))

@@ -382,3 +382,71 @@ def test_transfers_racing_in_every_direction_never_deadlock_overdraw_or_lose_a_p
         for newer, older in zip(rows, rows[1:], strict=False):
             assert newer["balance_after"] == older["balance_after"] + newer["points"]
     assert ledger_is_consistent(cluster.database_url)
+
+
+def _award(cluster: Cluster, member: str, points: int) -> str:
+    if cluster.post(0, "/v1/members", {"member_id": member}).status_code != 201:
+        raise AssertionError(f"could not enrol {member}")
+    award = {"member_id": member, "points": points, "reason": "order"}
+    response = cluster.post(0, "/v1/points/award", award)
+    assert response.status_code == 201, response.text
+    return str(response.json()["data"]["transaction_id"])
+
+
+def test_reversals_racing_for_one_award_never_reverse_it_twice(cluster: Cluster) -> None:
+    """Twelve whole reversals of one award at once: exactly one is made, the others find it
+    reversed (409). Then twenty reversals of 30 points of another award of 100: exactly three
+    are made, the others find only 10 left (422), and 10 stay."""
+    whole = _award(cluster, "m", 100)
+    body = {"reason": "returned"}
+    responses = all_at_once(
+        12, lambda i: cluster.post(i, f"/v1/transactions/{whole}/reverse", body)
+    )
+    outcomes = sorted((r.status_code, r.json().get("error", {}).get("code")) for r in responses)
+    assert outcomes == [(201, None)] + [(409, "not_reversible")] * 11
+    partial = _award(cluster, "n", 100)
+    body = {"reason": "returned", "points": 30}
+    responses = all_at_once(
+        20, lambda i: cluster.post(i, f"/v1/transactions/{partial}/reverse", body)
+    )
+    outcomes = sorted((r.status_code, r.json().get("error", {}).get("code")) for r in responses)
+    assert outcomes == [(201, None)] * 3 + [(422, "validation_error")] * 17
+    after = sorted(r.json()["data"]["balance_after"] for r in responses if r.status_code == 201)
+    assert after == [10, 40, 70]
+    for member, transaction_id, balance in (("m", whole, 0), ("n", partial, 10)):
+        state = cluster.get(f"/v1/members/{member}/balance").json()["data"]
+        assert (state["balance"], state["lifetime_earned"]) == (balance, balance)
+        original = cluster.get(f"/v1/transactions/{transaction_id}").json()["data"]
+        assert original["points_reversed"] == 100 - balance
+    assert ledger_is_consistent(cluster.database_url)
+
+
+def test_a_reversal_racing_a_deduct_never_overdraws_without_allow_negative(
+    cluster: Cluster,
+) -> None:
+    """Ten members each hold one award of 100; for each, a reversal of the whole award and a
+    deduct of 60 are sent at once. Exactly one of each pair is made (whichever comes first
+    leaves too little for the other), and no balance goes below zero."""
+    members = [f"m{i}" for i in range(10)]
+    awards = {member: _award(cluster, member, 100) for member in members}
+
+    def send(i: int) -> httpx.Response:
+        member = members[i // 2]
+        if i % 2:
+            deduct = {"member_id": member, "points": 60, "reason": "race"}
+            return cluster.post(i, "/v1/points/deduct", deduct)
+        body = {"reason": "returned"}
+        return cluster.post(i, f"/v1/transactions/{awards[member]}/reverse", body)
+
+    responses = all_at_once(2 * len(members), send)
+    for index, member in enumerate(members):
+        reversal, deduct = responses[2 * index], responses[2 * index + 1]
+        codes = sorted([reversal.status_code, deduct.status_code])
+        assert codes == [201, 422], (reversal.text, deduct.text)
+        refused = reversal if reversal.status_code == 422 else deduct
+        assert refused.json()["error"]["code"] == "insufficient_points"
+        state = cluster.get(f"/v1/members/{member}/balance").json()["data"]
+        assert state["balance"] == (0 if reversal.status_code == 201 else 40)
+        rows = cluster.get(f"/v1/members/{member}/transactions").json()["data"]
+        assert all(row["balance_after"] >= 0 for row in rows)
+    assert ledger_is_consistent(cluster.database_url)

@@ -35,8 +35,13 @@ def test_every_row_a_key_writes_names_that_key(api: Api) -> None:
     assert me.startswith("key_")
     api.member("a")
     api.member("b")
-    api.award("a", 100)
+    award_id = api.award("a", 100)["transaction_id"]
     assert api.deduct("a", 10).status_code == 201
+    reversed_ = api.post(
+        f"/v1/transactions/{award_id}/reverse", {"reason": "returned", "points": 5}
+    )
+    assert reversed_.status_code == 201, reversed_.text
+    assert reversed_.json()["data"]["created_by"] == me
     moved = api.post(
         "/v1/points/transfer",
         {"from_member_id": "a", "to_member_id": "b", "points": 20, "reason": "gift"},
@@ -54,6 +59,7 @@ def test_every_row_a_key_writes_names_that_key(api: Api) -> None:
         ("refund", me),
         ("redeem", me),
         ("transfer_out", me),
+        ("reversal", me),
         ("deduct", me),
         ("award", me),
     ]
@@ -62,7 +68,7 @@ def test_every_row_a_key_writes_names_that_key(api: Api) -> None:
     for row in full_history(api, "a"):
         assert transaction(api, row["transaction_id"])["created_by"] == me
     created = poll(api, type="transaction.created")
-    assert len(created) == 6
+    assert len(created) == 7
     assert {event["data"]["created_by"] for event in created} == {me}
 
 

@@ -1,15 +1,18 @@
 """A Hypothesis state machine drives the real HTTP API in-process against a small model.
 
-Random runs of awards (now, later, expiring), deducts, transfers, redemptions, cancels, policy
-changes, sweeps, clock moves and switches between two keys. After every step, for every member:
-the balance and its counters match the model; `balance >= 0`; `balance == earned +
-transferred_in - redeemed - deducted - expired - transferred_out`; the lots hold what the model
-says (so their remainders sum to the balance); the history's balance_after chain adds up in
+Random runs of awards (now, later, expiring), deducts, transfers, redemptions, cancels,
+reversals of awards (partial, whole, into debt) and of deducts, policy changes, sweeps, clock
+moves and switches between two keys. After every step, for every member: the balance and its
+counters match the model; `balance == earned + transferred_in - redeemed - deducted - expired
+- transferred_out`; the lots hold what the model says (so their remainders sum to the balance,
+or to nothing while the member owes points); the history's balance_after chain adds up in
 ledger order; each row names the key that made it (`system` for an expiry); and `verify` finds
 nothing.
 
 The model keeps its own lots and spends them in the order the spec gives: soonest expiry
-first, never-expiring last, oldest (first posted) first among equals.
+first, never-expiring last, oldest (first posted) first among equals. A reversal takes from its
+award's own lot first, then (with allow_negative) from the other lots in spend order, and the
+rest is a debt, which every later credit pays first.
 Each example gets a fresh database copied from a migrated template (SQLite always; a smaller
 run on PostgreSQL when TALLY_TEST_POSTGRES_URL is set).
 """
@@ -108,6 +111,7 @@ class Account:
     transferred_in: int = 0
     transferred_out: int = 0
     rows: int = 0
+    debt: int = 0  # points reversals took beyond what the lots held
     made_by: Counter[str] = field(default_factory=Counter)  # rows by `created_by`
 
     def row(self, by: str) -> None:
@@ -117,14 +121,34 @@ class Account:
 
     @property
     def balance(self) -> int:
-        return sum(lot.remaining for lot in self.lots)
+        return sum(lot.remaining for lot in self.lots) - self.debt
 
     def open_lots(self) -> list[Lot]:
         """Lots that still hold points, soonest expiry first, never last, oldest first."""
         return sorted((lot for lot in self.lots if lot.remaining), key=lambda lot: lot.spend_order)
 
-    def add_lot(self, points: int, expires_at: datetime | None) -> None:
-        self.lots.append(Lot(points, expires_at, len(self.lots)))
+    def add_lot(self, points: int, expires_at: datetime | None) -> Lot:
+        """A credit's new lot, after it paid what it could of the debt."""
+        paid = min(points, self.debt)
+        if paid:
+            event("a credit paid a debt back")
+        self.debt -= paid
+        lot = Lot(points - paid, expires_at, len(self.lots))
+        self.lots.append(lot)
+        return lot
+
+    def take_back(self, lot: Lot, points: int) -> None:
+        """A reversal of an award: its own lot first, then the others in spend order, then the
+        rest becomes a debt."""
+        own = min(points, lot.remaining)
+        lot.remaining -= own
+        rest = points - own
+        held = sum(other.remaining for other in self.lots)
+        if rest:
+            self.spend(min(rest, held))
+        if rest > held:
+            event("a reversal made a debt")
+            self.debt += rest - held
 
     def spend(self, points: int) -> dict[datetime | None, int]:
         """Take `points` in spend order; what was taken, by expiry date, in the order taken."""
@@ -158,6 +182,23 @@ class Account:
 
 
 @dataclass
+class Award:
+    """A posted award as reversals see it: its member, points, lot and what was reversed."""
+
+    member: str
+    points: int
+    lot: Lot
+    reversed: int = 0
+
+
+@dataclass
+class Deduct:
+    member: str
+    points: int
+    reversed: int = 0
+
+
+@dataclass
 class Redemption:
     member: str
     reward: str
@@ -176,6 +217,7 @@ class LedgerMachine(RuleBasedStateMachine):
     posted_awards = Bundle("posted_awards")
     pending_awards = Bundle("pending_awards")
     redemptions = Bundle("redemptions")
+    deducts = Bundle("deducts")
 
     def __init__(self, make_database: DatabaseFactory) -> None:
         super().__init__()
@@ -205,6 +247,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.policy_days: int | None = None
         self.pending: dict[str, Pending] = {}
         self.redeemed: dict[str, Redemption] = {}
+        self.awards: dict[str, Award] = {}  # posted ones, by transaction id
+        self.deducted: dict[str, Deduct] = {}
 
     def teardown(self) -> None:
         self.resources.close()
@@ -218,11 +262,14 @@ class LedgerMachine(RuleBasedStateMachine):
     def catch_up(self) -> None:
         """Post what has become available and expire what is due, as the server does first."""
         # Awards post in the order they became available, then in the order they were made.
-        for pending in sorted(self.pending.values(), key=lambda p: p.available_at):
+        for transaction_id, pending in sorted(
+            self.pending.items(), key=lambda item: item[1].available_at
+        ):
             if pending.posted or pending.cancelled or pending.available_at > self.now:
                 continue
             account = self.accounts[pending.member]
-            account.add_lot(pending.points, pending.expires_at)
+            lot = account.add_lot(pending.points, pending.expires_at)
+            self.awards[transaction_id] = Award(pending.member, pending.points, lot)
             account.pending -= pending.points
             account.earned += pending.points
             pending.posted = True
@@ -261,7 +308,8 @@ class LedgerMachine(RuleBasedStateMachine):
         data = self._award(member, points)
         expires_at = self.policy_expiry(self.now)
         account = self.accounts[member]
-        account.add_lot(points, expires_at)
+        lot = account.add_lot(points, expires_at)
+        self.awards[data["transaction_id"]] = Award(member, points, lot)
         account.earned += points
         assert (data["status"], data["new_balance"]) == ("posted", account.balance)
         assert data["expires_at"] == (expires_at and stamp(expires_at))
@@ -272,7 +320,8 @@ class LedgerMachine(RuleBasedStateMachine):
         expires_at = self.now + timedelta(hours=lasts)
         data = self._award(member, points, expires_at=expires_at)
         account = self.accounts[member]
-        account.add_lot(points, expires_at)
+        lot = account.add_lot(points, expires_at)
+        self.awards[data["transaction_id"]] = Award(member, points, lot)
         account.earned += points
         assert (data["status"], data["new_balance"]) == ("posted", account.balance)
         return str(data["transaction_id"])
@@ -297,22 +346,106 @@ class LedgerMachine(RuleBasedStateMachine):
         self.pending[data["transaction_id"]] = Pending(member, points, available_at, expires_at)
         return str(data["transaction_id"])
 
-    @rule(member=members, points=st.integers(1, 600))
-    def deduct(self, member: str, points: int) -> None:
+    @rule(target=deducts, member=members, points=st.integers(1, 600))
+    def deduct(self, member: str, points: int) -> Any:
         self.catch_up()
         account = self.accounts[member]
         response = self.api.deduct(member, points)
         if points > account.balance:
-            event("deduct refused")
+            event("deduct refused in debt" if account.debt else "deduct refused")
             assert response.status_code == 422, response.text
             assert response.json()["error"]["code"] == "insufficient_points"
-            return
+            return multiple()
         event("deduct made")
         assert response.status_code == 201, response.text
         account.spend(points)
         account.deducted += points
         account.row(self.key_id)
-        assert response.json()["data"]["new_balance"] == account.balance
+        data = response.json()["data"]
+        assert data["new_balance"] == account.balance
+        self.deducted[data["transaction_id"]] = Deduct(member, points)
+        return data["transaction_id"]
+
+    @rule(target=deducts, member=members)
+    def deduct_everything(self, member: str) -> Any:
+        """Spend the whole balance: a reversal after it needs allow_negative and makes a debt."""
+        self.catch_up()
+        return self.deduct(member, max(1, self.accounts[member].balance))
+
+    # A share of what is left to reverse (None: the default, all of it); over 100 is refused.
+    @rule(
+        transaction_id=st.one_of(posted_awards, pending_awards),
+        share=st.none() | st.integers(1, 110),
+        allow_negative=st.booleans(),
+    )
+    def reverse_award(self, transaction_id: str, share: int | None, allow_negative: bool) -> None:
+        self.catch_up()
+        award = self.awards.get(transaction_id)
+        left = 0 if award is None else award.points - award.reversed
+        points = None if share is None else max(1, left * share // 100)
+        body: dict[str, Any] = {"reason": "machine reversal", "allow_negative": allow_negative}
+        if points is not None:
+            body["points"] = points
+        response = self.api.post(f"/v1/transactions/{transaction_id}/reverse", body)
+        if award is None or left == 0:
+            event("reversal of a pending, cancelled or reversed award refused")
+            assert response.status_code == 409, response.text
+            assert response.json()["error"]["code"] == "not_reversible"
+            return
+        taken = left if points is None else points
+        if taken > left:
+            event("reversal of more than is left refused")
+            assert response.status_code == 422, response.text
+            assert response.json()["error"]["code"] == "validation_error"
+            return
+        if taken > award.lot.remaining and not allow_negative:
+            event("reversal of spent points refused")
+            assert response.status_code == 422, response.text
+            assert response.json()["error"]["code"] == "insufficient_points"
+            return
+        event("award reversed")
+        assert response.status_code == 201, response.text
+        account = self.accounts[award.member]
+        account.take_back(award.lot, taken)
+        account.earned -= taken
+        account.row(self.key_id)
+        award.reversed += taken
+        data = response.json()["data"]
+        assert (data["points"], data["balance_after"]) == (-taken, account.balance)
+
+    @rule(transaction_id=posted_awards)
+    def claw_back(self, transaction_id: str) -> None:
+        """Reverse what is left of an award, spent or not (a returned order)."""
+        self.reverse_award(transaction_id, None, allow_negative=True)
+
+    @rule(transaction_id=deducts, share=st.none() | st.integers(1, 110))
+    def reverse_deduct(self, transaction_id: str, share: int | None) -> None:
+        self.catch_up()
+        deduct = self.deducted[transaction_id]
+        left = deduct.points - deduct.reversed
+        points = None if share is None else max(1, left * share // 100)
+        body: dict[str, Any] = {"reason": "machine reversal"}
+        if points is not None:
+            body["points"] = points
+        response = self.api.post(f"/v1/transactions/{transaction_id}/reverse", body)
+        if left == 0:
+            event("reversal of a reversed deduct refused")
+            assert response.status_code == 409, response.text
+            assert response.json()["error"]["code"] == "not_reversible"
+            return
+        given = left if points is None else points
+        if given > left:
+            assert response.status_code == 422, response.text
+            assert response.json()["error"]["code"] == "validation_error"
+            return
+        event("deduct reversed")
+        assert response.status_code == 201, response.text
+        account = self.accounts[deduct.member]
+        account.add_lot(given, self.policy_expiry(self.now))
+        account.deducted -= given
+        account.row(self.key_id)
+        deduct.reversed += given
+        assert response.json()["data"]["balance_after"] == account.balance
 
     # Mostly between two members, sometimes to oneself (refused); `share` percent of the
     # sender's balance, so most succeed and some (over 100) are refused.
@@ -467,7 +600,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.catch_up()
         for member, account in self.accounts.items():
             balance = self.api.balance(member)
-            assert balance["balance"] >= 0
+            assert balance["balance"] >= 0 or account.debt, balance
             assert counters_add_up(balance), balance
             assert {k: balance[k] for k in balance if k != "member_id"} == {
                 "balance": account.balance,

@@ -4,7 +4,9 @@ Where `test_ledger_properties.py` runs the app in-process with a movable clock, 
 to a real server process (uvicorn, the group commit, the driver pools) on each backend. Random
 runs of awards (posted now, or pending until tomorrow and cancelled), deducts, transfers between
 members, bulk awards with bad items (invalid fields, unknown members, items that are not
-objects; atomic or not), redemptions and their cancels, and idempotent retries: a request
+objects; atomic or not), redemptions and their cancels, reversals of awards (with
+allow_negative, so into debt and, by later credits, out of it) and of deducts, whole or partial,
+and idempotent retries: a request
 resent with its Idempotency-Key gets the same status and the same bytes with
 `Idempotent-Replayed: true` and has no second effect; the key reused for another request is
 `422 idempotency_key_reused`.
@@ -156,6 +158,14 @@ class Award:
     points: int
     pending: bool
     cancelled: bool = False
+    reversed: int = 0
+
+
+@dataclass
+class Deduct:
+    member: str
+    points: int
+    reversed: int = 0
 
 
 @dataclass
@@ -184,6 +194,7 @@ class LiveLedgerMachine(RuleBasedStateMachine):
         self.stock: dict[str, int | None] = {}
         self.reward_ids: dict[str, str] = {}
         self.awards: dict[str, Award] = {}
+        self.deducts: dict[str, Deduct] = {}
         self.redemptions: dict[str, Redemption] = {}
         self.sent: list[Sent] = []
         self.keys = itertools.count()
@@ -266,12 +277,14 @@ class LiveLedgerMachine(RuleBasedStateMachine):
         account = self.accounts[member]
         if points > account.balance:
             error = self.refused(response, 422, "insufficient_points")
-            assert error["details"][0]["available"] == account.balance
+            assert error["details"][0]["available"] == max(account.balance, 0)  # 0 in debt
             return
         assert response.status_code == 201, response.text
         account.balance -= points
         account.deducted += points
-        assert response.json()["data"]["new_balance"] == account.balance
+        data = response.json()["data"]
+        assert data["new_balance"] == account.balance
+        self.deducts[data["transaction_id"]] = Deduct(member, points)
 
     @rule(sender=members, receiver=members, points=points, idem=st.booleans())
     def transfer(self, sender: str, receiver: str, points: int, idem: bool) -> None:
@@ -289,7 +302,7 @@ class LiveLedgerMachine(RuleBasedStateMachine):
             return
         if points > source.balance:
             error = self.refused(response, 422, "insufficient_points")
-            assert error["details"][0]["available"] == source.balance
+            assert error["details"][0]["available"] == max(source.balance, 0)
             return
         assert response.status_code == 201, response.text
         source.balance -= points
@@ -405,6 +418,64 @@ class LiveLedgerMachine(RuleBasedStateMachine):
         assert response.json()["data"]["status"] == "cancelled"
         award.cancelled = True
         self.accounts[award.member].pending -= award.points
+
+    # Award reversals take allow_negative, so whether the award's own points are still there
+    # (which this model does not follow) never decides; the balance may fall below zero, and
+    # then every spend is refused until credits have paid it back. `share` percent of what is
+    # left (None: the default, all of it); over 100 is refused.
+    @precondition(lambda self: self.awards)
+    @rule(data=st.data(), share=st.none() | st.integers(1, 110), idem=st.booleans())
+    def reverse_award(self, data: st.DataObject, share: int | None, idem: bool) -> None:
+        transaction_id = data.draw(st.sampled_from(sorted(self.awards)))
+        award = self.awards[transaction_id]
+        left = award.points - award.reversed
+        body: dict[str, Any] = {"reason": "returned", "allow_negative": True}
+        if share is not None:
+            body["points"] = max(1, left * share // 100)
+        response = self.send("POST", f"/v1/transactions/{transaction_id}/reverse", body, idem=idem)
+        if award.pending or award.cancelled or left == 0:
+            self.refused(response, 409, "not_reversible")
+            return
+        taken = body.get("points", left)
+        if taken > left:
+            error = self.refused(response, 422, "validation_error")
+            assert error["details"][0]["field"] == "points"
+            return
+        assert response.status_code == 201, response.text
+        account = self.accounts[award.member]
+        account.balance -= taken
+        account.earned -= taken
+        award.reversed += taken
+        reversal = response.json()["data"]
+        assert (reversal["points"], reversal["balance_after"], reversal["reverses"]) == (
+            -taken,
+            account.balance,
+            transaction_id,
+        )
+
+    @precondition(lambda self: self.deducts)
+    @rule(data=st.data(), share=st.none() | st.integers(1, 110), idem=st.booleans())
+    def reverse_deduct(self, data: st.DataObject, share: int | None, idem: bool) -> None:
+        transaction_id = data.draw(st.sampled_from(sorted(self.deducts)))
+        deduct = self.deducts[transaction_id]
+        left = deduct.points - deduct.reversed
+        body: dict[str, Any] = {"reason": "refunded"}
+        if share is not None:
+            body["points"] = max(1, left * share // 100)
+        response = self.send("POST", f"/v1/transactions/{transaction_id}/reverse", body, idem=idem)
+        if left == 0:
+            self.refused(response, 409, "not_reversible")
+            return
+        given = body.get("points", left)
+        if given > left:
+            self.refused(response, 422, "validation_error")
+            return
+        assert response.status_code == 201, response.text
+        account = self.accounts[deduct.member]
+        account.balance += given
+        account.deducted -= given
+        deduct.reversed += given
+        assert response.json()["data"]["balance_after"] == account.balance
 
     @precondition(lambda self: self.sent)
     @rule(data=st.data())

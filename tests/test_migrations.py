@@ -3,7 +3,9 @@
 0004 (transfers): the lots keep their points and draws, each becomes its own entry's lot
 (`source_id`), the new counters start at zero, `tally verify` finds nothing, and the upgraded
 ledger takes transfers. 0008 (created_by): rows written before it read `unknown`, expiries
-`system`, and every new row names the key that made it."""
+`system`, and every new row names the key that made it. 0005 (reversals): no debt, nothing
+reversed, `tally verify` finds nothing, and the upgraded ledger takes reversals, into debt and
+out of it."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import psycopg
 import pytest
 from yoyo import get_backend, read_migrations
 
-from tally.commands import TransferCommand
+from tally.commands import ReverseCommand, TransferCommand
 from tally.maintenance import run_async, verify
 from tally.service import Ledger
 from tally.storage import open_store
@@ -212,3 +214,43 @@ def _connect(url: str) -> Any:
 
 def _placeholders(url: str, sql: str) -> str:
     return sql if url.startswith("sqlite") else sql.replace("?", "%s")
+
+
+def test_an_existing_ledger_upgrades_and_takes_reversals(empty_url: str) -> None:
+    migrate_before(empty_url, "0004")
+    write_old_rows(empty_url)
+    migrate_before(empty_url, "0005")  # the ledger as 0004 left it
+    store = open_store(empty_url)
+    try:
+        assert store.migrate()[0] == "0005.reversals"
+        assert verify(store) == []
+        member = store.transact(lambda tx: tx.members.get(1, "m"))
+        assert member is not None and member.account.balance == 70
+        award = store.transact(lambda tx: tx.entries.get(1, "txn_award"))
+        assert award is not None and (award.reverses, award.points_reversed) == (None, 0)
+        ledger = Ledger(store, clock=lambda: datetime(2026, 1, 2, tzinfo=UTC))
+
+        def reverse(transaction_id: str, cmd: ReverseCommand) -> int:
+            reply = run_async(
+                store,
+                lambda: ledger.reversals.reverse(
+                    1,
+                    transaction_id,
+                    cmd,
+                    created_by="key_after",
+                    idempotency=None,
+                    render=lambda r: (201, str(r.account.balance).encode()),
+                ),
+            )
+            assert reply.status == 201
+            return int(reply.body)
+
+        assert reverse("txn_award", ReverseCommand("returned", allow_negative=True)) == -30
+        assert verify(store) == []
+        assert reverse("txn_deduct", ReverseCommand("refunded", 20)) == -10  # pays the debt
+        assert verify(store) == []
+        if empty_url.startswith("sqlite"):
+            with sqlite3.connect(empty_url.removeprefix("sqlite:///")) as conn:
+                assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    finally:
+        store.close()

@@ -238,6 +238,10 @@ VALID_BODIES: dict[tuple[str, str], Callable[[dict[str, str]], dict[str, Any] | 
         "reason": "x",
     },
     ("POST", "/v1/transactions/{transaction_id}/cancel"): lambda ids: {},
+    ("POST", "/v1/transactions/{transaction_id}/reverse"): lambda ids: {
+        "reason": "returned",
+        "points": 1,
+    },
     ("PATCH", "/v1/program"): lambda ids: {"points_expire_after_days": 30, "enrol_on_award": True},
     ("POST", "/v1/rewards"): lambda ids: {"name": "Cap", "points_cost": 20},
     ("PATCH", "/v1/rewards/{reward_id}"): lambda ids: {"name": "Big mug"},

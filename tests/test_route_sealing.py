@@ -170,6 +170,7 @@ VALID_BODIES: dict[str, Callable[[Ids], Any]] = {
     "PATCH /v1/rewards/{reward_id}": lambda ids: {"active": False},
     "POST /v1/redemptions": lambda ids: {"member_id": ids["member"], "reward_id": ids["reward"]},
     "POST /v1/transactions/{transaction_id}/cancel": lambda ids: None,
+    "POST /v1/transactions/{transaction_id}/reverse": lambda ids: {"reason": "x", "points": 1},
     "POST /v1/redemptions/{redemption_id}/cancel": lambda ids: None,
     "POST /v1/webhook_endpoints": lambda ids: {"url": A_HOOK, "events": ["member.created"]},
     "PATCH /v1/webhook_endpoints/{endpoint_id}": lambda ids: {"description": "B's hook"},

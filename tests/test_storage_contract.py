@@ -15,7 +15,18 @@ import psycopg
 import pytest
 
 from tally.commands import AwardCommand, BulkCommand, DeductCommand, Idempotency, Posting
-from tally.domain import Account, HistoryQuery, Lot, Profile, Scope
+from tally.domain import (
+    Account,
+    Debt,
+    Draw,
+    Entry,
+    EntryStatus,
+    EntryType,
+    HistoryQuery,
+    Lot,
+    Profile,
+    Scope,
+)
 from tally.errors import InsufficientPoints, MemberNotFound
 from tally.maintenance import run_async, verify
 from tally.ports import Store, StoredReply, Tx
@@ -64,14 +75,57 @@ def test_work_that_raises_leaves_nothing_behind(store: Store) -> None:
     assert store.transact(lambda tx: tx.members.get(program_id, "ghost")) is None
 
 
-def test_the_database_itself_refuses_a_negative_balance(store: Store) -> None:
+def test_a_negative_balance_is_kept_as_a_debt_and_read_back_as_it_was(store: Store) -> None:
     program_id = _program(store)
     pk = _member(store, program_id)
-    refusal = (
-        sqlite3.IntegrityError if isinstance(store, SqliteStore) else psycopg.errors.CheckViolation
-    )
-    with pytest.raises(refusal, match="balance"):
-        store.transact(lambda tx: tx.members.save_account(pk, Account(balance=-1)))
+    owing = Account(balance=-7, lifetime_earned=3, lifetime_deducted=10, last_seq=2)
+    store.transact(lambda tx: tx.members.save_account(pk, owing))
+    found = store.transact(lambda tx: tx.members.get(program_id, "m"))
+    assert found is not None and found.account == owing
+    store.transact(lambda tx: tx.members.save_account(pk, Account(balance=4)))
+    found = store.transact(lambda tx: tx.members.get(program_id, "m"))
+    assert found is not None and found.account == Account(balance=4)
+
+
+def test_a_reversal_row_names_what_it_reverses_and_is_owed_what_no_draw_covers(
+    store: Store,
+) -> None:
+    program_id = _program(store)
+    pk = _member(store, program_id)
+    award, later = Lot("award", 50, None, 1), Lot("later", 30, None, 3)
+
+    Found = tuple[list[Debt], list[Debt], Lot | None, Lot | None, Entry | None, Entry | None]
+
+    def work(tx: Tx) -> Found:
+        _entry_for_lot(tx, program_id, pk, award)
+        tx.lots.insert(award, member_pk=pk)
+        reversal = replace(
+            _entry(program_id, pk, "rev", seq=2, points=-80),
+            type=EntryType.REVERSAL,
+            reverses="award",
+        )
+        tx.entries.insert(reversal)
+        tx.lots.insert_draws("rev", [Draw("award", 50)])
+        tx.lots.set_remaining("award", 0)
+        tx.entries.set_points_reversed("award", 80)
+        owed_before = tx.lots.debts(pk)
+        _entry_for_lot(tx, program_id, pk, later)
+        tx.lots.insert(later, member_pk=pk)
+        tx.lots.insert_draws("rev", [Draw("later", 10)])
+        return (
+            owed_before,
+            tx.lots.debts(pk),
+            tx.lots.get("award"),
+            tx.lots.get("nothing"),
+            tx.entries.get(program_id, "rev"),
+            tx.entries.get(program_id, "award"),
+        )
+
+    owed_before, owed_after, lot, nothing, row, original = store.transact(work)
+    assert owed_before == [Debt("rev", 30)] and owed_after == [Debt("rev", 20)]
+    assert lot == replace(award, remaining=0) and nothing is None
+    assert row is not None and (row.reverses, row.points_reversed) == ("award", 0)
+    assert original is not None and original.points_reversed == 80
 
 
 def test_an_entry_keeps_who_made_it_in_every_read(store: Store) -> None:
@@ -217,7 +271,7 @@ def test_writes_that_refuse_after_writing_leave_nothing_and_the_store_usable(
         tx.members.insert(program_id, Profile("bad"), now=NOW)
         member = tx.members.get(program_id, "bad")
         assert member is not None
-        tx.members.save_account(member.pk, Account(balance=-1))  # breaks a CHECK constraint
+        tx.members.save_account(member.pk, Account(pending=-1))  # breaks a CHECK constraint
 
     async def writes() -> list[object]:
         for n in range(20):  # more times than the pool has connections
@@ -284,28 +338,29 @@ def test_work_that_raises_a_base_exception_fails_alone_and_every_write_still_ans
 
 
 def _entry_for_lot(tx: Tx, program_id: int, pk: int, lot: Lot) -> None:
-    from tally.domain import Entry, EntryStatus, EntryType
+    entry = _entry(program_id, pk, lot.entry_id, seq=lot.seq, points=lot.remaining)
+    tx.entries.insert(replace(entry, expires_at=lot.expires_at))
 
-    tx.entries.insert(
-        Entry(
-            id=lot.entry_id,
-            program_id=program_id,
-            member_pk=pk,
-            member_id="m",
-            seq=lot.seq,
-            type=EntryType.AWARD,
-            status=EntryStatus.POSTED,
-            points=lot.remaining,
-            reason="r",
-            reference=None,
-            metadata=None,
-            balance_after=None,
-            created_at=NOW,
-            available_at=None,
-            expires_at=lot.expires_at,
-            posted_at=None,
-            created_by="key_test",
-        )
+
+def _entry(program_id: int, pk: int, entry_id: str, *, seq: int, points: int) -> Entry:
+    return Entry(
+        id=entry_id,
+        program_id=program_id,
+        member_pk=pk,
+        member_id="m",
+        seq=seq,
+        type=EntryType.AWARD,
+        status=EntryStatus.POSTED,
+        points=points,
+        reason="r",
+        reference=None,
+        metadata=None,
+        balance_after=None,
+        created_at=NOW,
+        available_at=None,
+        expires_at=None,
+        posted_at=None,
+        created_by="key_test",
     )
 
 

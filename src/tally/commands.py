@@ -57,6 +57,17 @@ class TransferCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class ReverseCommand:
+    """Reverse `points` of a transaction (None: all of it not yet reversed)."""
+
+    reason: str
+    points: int | None = None
+    allow_negative: bool = False
+    reference: str | None = None
+    metadata: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BulkItemError:
     """A bulk item that failed validation, with the member it named (if it named one)."""
 

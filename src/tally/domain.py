@@ -23,6 +23,7 @@ class EntryType(enum.StrEnum):
     EXPIRE = "expire"
     TRANSFER_IN = "transfer_in"
     TRANSFER_OUT = "transfer_out"
+    REVERSAL = "reversal"  # takes back an award (negative) or gives back a deduct (positive)
 
 
 class EntryStatus(enum.StrEnum):
@@ -55,7 +56,8 @@ SYSTEM = "system"
 @dataclass(frozen=True, slots=True)
 class Account:
     """A member's counters. Invariant: balance == earned + transferred_in - redeemed - deducted
-    - expired - transferred_out >= 0."""
+    - expired - transferred_out. The balance is below zero only after a reversal took back
+    points already spent (`reverse`): that is a debt, which only credits may reduce."""
 
     balance: int = 0
     pending: int = 0
@@ -74,7 +76,7 @@ class Account:
     def post(self, kind: EntryType, points: int) -> Account:
         """The account after an entry of `kind` and signed `points` takes effect."""
         balance = self.balance + points
-        if balance < 0:
+        if balance < 0 and points < 0:
             raise ValueError(f"balance would fall to {balance}")
         earned, redeemed = self.lifetime_earned, self.lifetime_redeemed
         deducted, expired = self.lifetime_deducted, self.lifetime_expired
@@ -103,6 +105,30 @@ class Account:
             self.entry_count,
             transferred_in,
             transferred_out,
+        )
+
+    def reverse(self, of: EntryType, points: int) -> Account:
+        """The account after a reversal of signed `points` of an entry of kind `of`: an award's
+        (negative, lowering `lifetime_earned`; the balance may fall below zero) or a deduct's
+        (positive, lowering `lifetime_deducted`)."""
+        earned, deducted = self.lifetime_earned, self.lifetime_deducted
+        if of is EntryType.AWARD:
+            earned += points
+        elif of is EntryType.DEDUCT:
+            deducted -= points
+        else:
+            raise ValueError(f"a {of.value} cannot be reversed")
+        return Account(
+            self.balance + points,
+            self.pending,
+            earned,
+            self.lifetime_redeemed,
+            deducted,
+            self.lifetime_expired,
+            self.last_seq + 1,
+            self.entry_count,
+            self.lifetime_transferred_in,
+            self.lifetime_transferred_out,
         )
 
     def hold(self, points: int) -> Account:
@@ -182,6 +208,14 @@ class Draw:
 
 
 @dataclass(frozen=True, slots=True)
+class Debt:
+    """Points a reversal took beyond what the member held: owed until later lots pay them."""
+
+    reversal_id: str
+    owed: int
+
+
+@dataclass(frozen=True, slots=True)
 class Program:
     id: int
     name: str
@@ -252,6 +286,8 @@ class Entry:
     # The public id of the API key whose request made the row (`key_…`), or `SYSTEM` for a row
     # time made (an expiry). A pending award that matures keeps its maker: posting makes no row.
     created_by: str
+    reverses: str | None = None  # a reversal's: the award or deduct it reverses
+    points_reversed: int = 0  # an award's or deduct's: how many of its points were reversed
 
     @property
     def effective_at(self) -> datetime:

@@ -108,6 +108,12 @@ class NotCancellable(TallyError):
     code = "not_cancellable"
 
 
+class NotReversible(TallyError):
+    """Only posted awards and deducts can be reversed, and only up to what they moved."""
+
+    code = "not_reversible"
+
+
 class PayloadTooLarge(TallyError):
     """The body is larger than the configured limit."""
 

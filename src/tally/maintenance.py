@@ -108,10 +108,16 @@ def _recount(check: LedgerCheck) -> list[Mismatch]:
     ]
     counters = dict.fromkeys(_COUNTER_OF.values(), 0)
     for kind, points in check.posted_sums.items():
+        if kind == EntryType.REVERSAL:  # counted below, by what each reverses
+            continue
         # Awards and transfers in count up by their points; spends (and transfers out) by their
         # size; a refund takes a redemption back.
         up = EntryType(kind) in _COUNTING_UP
         counters[_COUNTER_OF[EntryType(kind)]] += points if up else -points
+    # A reversal of an award (negative) lowers lifetime_earned; of a deduct (positive) lowers
+    # lifetime_deducted: either way, added to the counter as it stands.
+    counters["lifetime_earned"] += check.reversed_sums.get(EntryType.AWARD, 0)
+    counters["lifetime_deducted"] -= check.reversed_sums.get(EntryType.DEDUCT, 0)
     expected = {
         **counters,
         "balance": sum(check.posted_sums.values()),
@@ -123,12 +129,18 @@ def _recount(check: LedgerCheck) -> list[Mismatch]:
         have = getattr(stored, label)
         if want != have:
             found.append(Mismatch(name, f"{label} is {have}, the ledger gives {want}"))
-    if check.open_lot_total != stored.balance:
+    # Lots hold the balance; a balance below zero is a debt, owed to reversals by no lot.
+    if check.open_lot_total != max(stored.balance, 0):
         found.append(
             Mismatch(name, f"open lots hold {check.open_lot_total}, balance is {stored.balance}")
         )
-    if stored.balance < 0:
-        found.append(Mismatch(name, f"balance is negative: {stored.balance}"))
+    held, owed = check.held_and_owed
+    if held and owed:
+        found.append(Mismatch(name, f"holds {held} points and owes {owed} at once"))
+    if check.owed != max(-stored.balance, 0):
+        found.append(
+            Mismatch(name, f"reversals are owed {check.owed}, balance is {stored.balance}")
+        )
     return found
 
 
@@ -140,6 +152,18 @@ def verify(store: Store) -> list[Mismatch]:
         for entry_id, should, drawn in tx.audit.unbalanced_spends():
             found.append(
                 Mismatch(entry_id, f"accounts for {should} points, its draws (or lots) for {drawn}")
+            )
+        for entry_id, stored, total in tx.audit.unbalanced_reversals():
+            found.append(
+                Mismatch(entry_id, f"points_reversed is {stored}, its reversals add up to {total}")
+            )
+        for entry_id in tx.audit.stray_reversals():
+            found.append(
+                Mismatch(
+                    entry_id,
+                    "is not a reversal of a posted award (negative) or deduct (positive) "
+                    "of its own member",
+                )
             )
         return found
 

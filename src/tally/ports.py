@@ -17,6 +17,7 @@ Nothing here says SQL: `tally.storage` implements it, once, for SQLite and Postg
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +26,7 @@ from typing import Protocol, TypeVar
 from tally.domain import (
     Account,
     ApiKey,
+    Debt,
     Delivery,
     DeliveryStatus,
     Draw,
@@ -78,6 +80,10 @@ class LedgerCheck:
     entry_count: int
     open_lot_total: int
     chain_breaks: list[tuple[str, int | None, int]]  # (entry, its balance_after, running sum)
+    # Points of posted reversals, by the type of the row each reverses ("award", "deduct").
+    reversed_sums: dict[str, int] = dataclasses.field(default_factory=dict)
+    owed: int = 0  # what the member's reversals of awards took that no lot has yet paid back
+    held_and_owed: tuple[int, int] = (0, 0)  # the balance as stored: at most one is not zero
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +151,8 @@ class MemberRows(Protocol):
 
 
 class EntryRows(Protocol):
-    """The immutable ledger rows; only a pending award ever changes (it posts or is cancelled)."""
+    """The ledger rows. Only a pending award ever changes (it posts or is cancelled), and an
+    award's or deduct's count of points reversed."""
 
     def insert(self, entry: Entry) -> None: ...
     def insert_many(self, entries: list[Entry]) -> None: ...
@@ -153,6 +160,11 @@ class EntryRows(Protocol):
         self, entry_id: str, *, seq: int, balance_after: int, posted_at: datetime
     ) -> None: ...
     def cancel_pending(self, entry_id: str) -> None: ...
+
+    def set_points_reversed(self, entry_id: str, points: int) -> None:
+        """How many of an award's or deduct's points reversals have moved back so far."""
+        ...
+
     def get(self, program_id: int, entry_id: str) -> Entry | None: ...
     def page(
         self, member: Member, query: HistoryQuery, *, offset: int, limit: int, newest_first: bool
@@ -170,6 +182,14 @@ class LotRows(Protocol):
 
     def insert(self, lot: Lot, *, member_pk: int) -> None: ...
     def insert_many(self, lots: list[tuple[Lot, int]]) -> None: ...
+
+    def get(self, lot_id: str) -> Lot | None:
+        """The lot (an award's has the award's id), open or not."""
+        ...
+
+    def debts(self, member_pk: int) -> list[Debt]:
+        """What the member's reversals are still owed, oldest first (see `rules.reversals`)."""
+        ...
 
     def open(self, member_pk: int) -> list[Lot]:
         """Every open lot of the member, in spend order."""
@@ -436,6 +456,16 @@ class AuditQueries(Protocol):
     def unbalanced_spends(self) -> list[tuple[str, int, int]]:
         """(entry or lot id, points it should account for, points its draws or lots account
         for) that differ."""
+        ...
+
+    def unbalanced_reversals(self) -> list[tuple[str, int, int]]:
+        """(award or deduct id, its `points_reversed`, what its reversals add up to) that
+        differ, or that exceed the points it moved."""
+        ...
+
+    def stray_reversals(self) -> list[str]:
+        """Reversals that reverse no posted award or deduct of their own member (or with the
+        wrong sign), and rows that name a reversed row without being a reversal."""
         ...
 
     def members_with_due_work(self, *, now: datetime, limit: int) -> list[tuple[int, str]]: ...

@@ -34,6 +34,10 @@ class TransactionOut(Struct):
     posted_at: datetime | None
     available_at: datetime | None
     expires_at: datetime | None
+    # A reversal's: the award or deduct it reverses (null on every other row).
+    reverses: str | None
+    # An award's or deduct's: how many of its points have been reversed (0 on every other row).
+    points_reversed: int
 
 
 class MemberOut(Struct):
@@ -92,6 +96,8 @@ def transaction_out(entry: Entry) -> TransactionOut:
         posted_at=entry.posted_at,
         available_at=entry.available_at,
         expires_at=entry.expires_at,
+        reverses=entry.reverses,
+        points_reversed=entry.points_reversed,
     )
 
 

@@ -28,6 +28,7 @@ STATUS_OF_CODE: dict[str, int] = {
     "member_erased": 409,
     "idempotency_in_progress": 409,
     "not_cancellable": 409,
+    "not_reversible": 409,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "headers_too_large": 431,

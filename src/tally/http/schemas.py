@@ -87,6 +87,14 @@ Email = Annotated[str, Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 
 
+class ReverseIn(_In):
+    reason: Reason
+    points: Points | None = None
+    allow_negative: bool = False
+    reference: Reference | None = None
+    metadata: Metadata | None = None
+
+
 class MemberIn(_In):
     member_id: MemberId | None = None
     email: Email | None = None

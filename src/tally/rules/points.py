@@ -238,8 +238,15 @@ def bulk_rejected(failures: list[BulkFailure], total: int) -> ValidationFailed:
 
 
 def check_spendable(member: Member, points: int) -> None:
-    """A spend never takes the balance below zero."""
+    """A spend never takes the balance below zero; a member in debt can spend nothing."""
     balance = member.account.balance
+    if balance < 0:
+        message = (
+            f"Member {member.member_id} owes {-balance} points (a reversal took back points "
+            f"already spent); nothing can be spent until awards have paid that back."
+        )
+        extra: dict[str, object] = {"available": 0, "requested": points, "debt": -balance}
+        raise InsufficientPoints(message, details=[Detail(message, "points", extra)])
     if balance < points:
         message = f"Member {member.member_id} has {balance} points, needs {points}."
         raise InsufficientPoints(

@@ -15,7 +15,8 @@ from tally.domain import EntryStatus, EntryType, Lot, Member
 from tally.errors import MemberNotFound
 from tally.ports import MemberState, Tx
 from tally.rules import points as rules
-from tally.rules.lots import Maturity, PendingAward, due_events
+from tally.rules import reversals
+from tally.rules.lots import Expiry, Maturity, PendingAward, due_events
 from tally.service import outbox
 from tally.service.runner import Due
 
@@ -66,18 +67,26 @@ def catch_up(tx: Tx, member: Member, now: datetime) -> Member:
         for e in pending_entries.values()
     ]
     account = member.account
+    repaid: dict[str, Lot] = {}  # matured lots that paid a debt: they hold less than planned
     for event in due_events(pending, tx.lots.due(member.pk, by=now), now=now):
         if isinstance(event, Maturity):
+            before = account.balance
             account, lot = rules.plan_maturity(account, event)
             tx.entries.post_pending(
                 lot.entry_id, seq=lot.seq, balance_after=account.balance, posted_at=event.at
             )
-            tx.lots.insert(lot, member_pk=member.pk)
+            (held,) = write_lots(tx, member.pk, [lot], balance_before=before)
+            if held.remaining != lot.remaining:
+                repaid[lot.entry_id] = held
             posted = pending_entries[lot.entry_id]
             outbox.transaction_posted(
                 tx, rules.posted(posted, lot, balance_after=account.balance, at=event.at), now
             )
         else:
+            if event.lot.entry_id in repaid:
+                event = Expiry(repaid[event.lot.entry_id], event.at)
+                if not event.lot.remaining:
+                    continue
             expired = rules.plan_expiry(member, account, event)
             write_spend(tx, expired, now)
             account = expired.account
@@ -130,13 +139,15 @@ def write_awards(tx: Tx, postings: list[Posting], now: datetime) -> None:
     and their events."""
     tx.entries.insert_many([p.entry for p in postings])
     outbox.transactions_created(tx, [p.entry for p in postings], now)
+    posted = [p for p in postings if p.entry.status is EntryStatus.POSTED]
+    # An award to a member in debt (its balance before it below zero) pays the debt first.
     tx.lots.insert_many(
-        [
-            (rules.lot_of(p.entry), p.entry.member_pk)
-            for p in postings
-            if p.entry.status is EntryStatus.POSTED
-        ]
+        [(rules.lot_of(p.entry), p.entry.member_pk) for p in posted if p.balance >= p.entry.points]
     )
+    for p in posted:
+        if p.balance < p.entry.points:
+            before = p.balance - p.entry.points
+            write_lots(tx, p.entry.member_pk, [rules.lot_of(p.entry)], balance_before=before)
     # Only each member's last account matters: it already counts the earlier awards.
     tx.members.save_accounts({p.entry.member_pk: p.account for p in postings})
 
@@ -156,8 +167,31 @@ def write_credit(tx: Tx, posting: Posting, lots: list[Lot], now: datetime) -> No
     event, the lots, and the member's account."""
     tx.entries.insert(posting.entry)
     outbox.transactions_created(tx, [posting.entry], now)
-    tx.lots.insert_many([(lot, posting.entry.member_pk) for lot in lots])
+    before = posting.balance - posting.entry.points
+    write_lots(tx, posting.entry.member_pk, lots, balance_before=before)
     tx.members.save_account(posting.entry.member_pk, posting.account)
+
+
+def write_lots(tx: Tx, member_pk: int, lots: list[Lot], *, balance_before: int) -> list[Lot]:
+    """Write the new lots of a credit to a member whose balance was `balance_before`, and
+    return them as they stand. While the member owes points (a balance below zero after a
+    reversal), the lots pay that debt first, oldest debt first (`rules.reversals.settle`): each
+    payment is a draw by the reversal owed on the new lot."""
+    if balance_before >= 0:
+        tx.lots.insert_many([(lot, member_pk) for lot in lots])
+        return lots
+    debts = tx.lots.debts(member_pk)
+    held: list[Lot] = []
+    for lot in lots:
+        settled = reversals.settle(lot, debts)
+        debts = settled.debts
+        tx.lots.insert(lot, member_pk=member_pk)  # whole: a lot's points are what it was made of
+        for repayment in settled.repayments:
+            tx.lots.insert_draws(repayment.reversal_id, [repayment.draw])
+        if settled.lot.remaining != lot.remaining:
+            tx.lots.set_remaining(lot.entry_id, settled.lot.remaining)
+        held.append(settled.lot)
+    return held
 
 
 def spend(
@@ -210,6 +244,7 @@ def refund(
     )
     tx.entries.insert(posting.entry)
     outbox.transactions_created(tx, [posting.entry], now)
-    tx.lots.insert(rules.lot_of(posting.entry), member_pk=locked.member.pk)
+    before = locked.member.account.balance
+    write_lots(tx, locked.member.pk, [rules.lot_of(posting.entry)], balance_before=before)
     tx.members.save_account(locked.member.pk, posting.account)
     return posting

@@ -1,5 +1,5 @@
 """Points: award (one or in bulk), deduct, transfer, a member's balance, history and open lots,
-one transaction and the cancelling of a pending award.
+one transaction, the cancelling of a pending award and the reversal of an award or a deduct.
 
 Spending points on a reward is a redemption (`rewards.py`); the expiry policy is the program's
 (`program.py`).
@@ -17,6 +17,7 @@ from tally.commands import (
     BulkCommand,
     BulkItemError,
     DeductCommand,
+    ReverseCommand,
     TransferCommand,
 )
 from tally.errors import TallyError
@@ -175,6 +176,23 @@ async def cancel_transaction(request: Request) -> Response:
     return outputs.reply_response(reply)
 
 
+async def reverse_transaction(request: Request) -> Response:
+    write = await callers.writer(request)
+    body = inputs.decode(write.body, s.ReverseIn)
+    command = ReverseCommand(
+        body.reason, body.points, body.allow_negative, body.reference, s.stored_json(body.metadata)
+    )
+    reply = await callers.ledger(request).reversals.reverse(
+        write.program_id,
+        inputs.path_id(request, "transaction_id"),
+        command,
+        created_by=write.key_id,
+        idempotency=inputs.idempotency(request, write.body),
+        render=outputs.created(lambda reversal: outputs.transaction_out(reversal.entry)),
+    )
+    return outputs.reply_response(reply)
+
+
 ROUTES = (
     RouteSpec(
         method="GET",
@@ -277,5 +295,17 @@ ROUTES = (
         body=s.CancelIn,
         body_required=False,
         errors=("transaction_not_found", "not_cancellable"),
+    ),
+    RouteSpec(
+        method="POST",
+        path="/v1/transactions/{transaction_id}/reverse",
+        operation_id="reverse_transaction",
+        handler=reverse_transaction,
+        summary="Reverse (part of) a posted award or a deduct",
+        tag="Points",
+        response=s.TransactionOut,
+        status=201,
+        body=s.ReverseIn,
+        errors=("transaction_not_found", "not_reversible", "insufficient_points"),
     ),
 )

@@ -7,13 +7,14 @@ from typing import Any
 
 from tally.domain import Entry, HistoryQuery, Member
 from tally.storage.sql import rows
-from tally.storage.sql.rows import ENTRY_COLUMNS, to_micros
+from tally.storage.sql.rows import AFTER_ENTRY, ENTRY_COLUMNS, to_micros
 from tally.storage.sql.session import Session
 
 _INSERT = (
     "INSERT INTO entries (id, program_id, member_pk, seq, type, status, points, reason, "
     "reference, metadata, balance_after, created_at, effective_at, available_at, expires_at, "
-    "posted_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "posted_at, created_by, reverses, points_reversed) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -59,13 +60,16 @@ class SqlEntries:
             (entry_id,),
         )
 
+    def set_points_reversed(self, entry_id: str, points: int) -> None:
+        self._s.run("UPDATE entries SET points_reversed = ? WHERE id = ?", (points, entry_id))
+
     def get(self, program_id: int, entry_id: str) -> Entry | None:
         row = self._s.one(
             f"SELECT {ENTRY_COLUMNS}, m.member_id FROM entries e "
             "JOIN members m ON m.pk = e.member_pk WHERE e.id = ? AND e.program_id = ?",
             (entry_id, program_id),
         )
-        return None if row is None else rows.entry(row, row[16])
+        return None if row is None else rows.entry(row, row[AFTER_ENTRY])
 
     def page(
         self, member: Member, query: HistoryQuery, *, offset: int, limit: int, newest_first: bool
@@ -95,7 +99,7 @@ class SqlEntries:
             "ORDER BY e.available_at, e.seq",
             (member_pk, to_micros(due_by)),
         )
-        return [rows.entry(r, r[16]) for r in found]
+        return [rows.entry(r, r[AFTER_ENTRY]) for r in found]
 
     def erase_metadata(self, member_pk: int) -> int:
         found = self._s.all(

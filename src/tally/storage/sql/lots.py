@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from tally.domain import Draw, Lot
+from tally.domain import Debt, Draw, Lot
 from tally.storage.sql import rows
 from tally.storage.sql.rows import LOT_COLUMNS, NEVER, to_micros
 from tally.storage.sql.session import Session
@@ -45,6 +45,22 @@ class SqlLots:
 
     def insert_many(self, lots: list[tuple[Lot, int]]) -> None:
         self._s.run_many(_INSERT, [rows.lot_row(lot, pk) for lot, pk in lots])
+
+    def get(self, lot_id: str) -> Lot | None:
+        row = self._s.one(f"SELECT {LOT_COLUMNS} FROM lots WHERE entry_id = ?", (lot_id,))
+        return None if row is None else rows.lot(row)
+
+    def debts(self, member_pk: int) -> list[Debt]:
+        """Read from the member's reversals (`entries_member_type`); only asked of a member
+        whose balance is below zero, so the scan of its reversals is rare."""
+        found = self._s.all(
+            "SELECT id, owed FROM (SELECT e.id, e.seq, -e.points - COALESCE("
+            "(SELECT SUM(d.points) FROM draws d WHERE d.spend_id = e.id), 0) AS owed "
+            "FROM entries e WHERE e.member_pk = ? AND e.type = 'reversal' AND e.points < 0) r "
+            "WHERE owed > 0 ORDER BY seq",
+            (member_pk,),
+        )
+        return [Debt(r[0], int(r[1])) for r in found]
 
     def open(self, member_pk: int) -> list[Lot]:
         return self._expiring_by(member_pk, NEVER)

@@ -18,13 +18,14 @@ from tally.storage.sql.lots import SqlLots, open_lots_query
 from tally.storage.sql.rows import MEMBER_COLUMNS, NEVER, from_micros, to_micros
 from tally.storage.sql.session import Session
 
-_LOCKED_MEMBER_COLUMNS = ", ".join("m." + c for c in MEMBER_COLUMNS.split(", "))
+_LOCKED_MEMBER_COLUMNS = rows.member_columns("m")
 _FIRST_LOTS_OF_MEMBER_ID = open_lots_query(
     "(SELECT pk FROM members WHERE program_id = ? AND member_id = ?)", after_position=False
 )
 _SAVE_ACCOUNT = (
-    "UPDATE members SET balance = ?, pending = ?, lifetime_earned = ?, lifetime_redeemed = ?, "
-    "lifetime_deducted = ?, lifetime_expired = ?, last_seq = ?, entry_count = ?, "
+    "UPDATE members SET balance = ?, debt = ?, pending = ?, lifetime_earned = ?, "
+    "lifetime_redeemed = ?, lifetime_deducted = ?, lifetime_expired = ?, last_seq = ?, "
+    "entry_count = ?, "
     "lifetime_transferred_in = ?, lifetime_transferred_out = ? WHERE pk = ?"
 )
 _STATES_PER_QUERY = 500

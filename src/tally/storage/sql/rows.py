@@ -44,16 +44,26 @@ def opt_time(value: int | None) -> datetime | None:
     return None if value is None else from_micros(value)
 
 
-MEMBER_COLUMNS = (
-    "pk, program_id, member_id, email, name, metadata, created_at, balance, pending, "
-    "lifetime_earned, lifetime_redeemed, lifetime_deducted, lifetime_expired, last_seq, "
-    "entry_count, lifetime_transferred_in, lifetime_transferred_out, erased_at"
-)
+def member_columns(alias: str = "") -> str:
+    """A member's columns, of the table named `alias` if given. The balance is read as
+    `balance - debt`: the stored `balance` never falls below zero, a debt is kept beside it."""
+    a = f"{alias}." if alias else ""
+    return (
+        f"{a}pk, {a}program_id, {a}member_id, {a}email, {a}name, {a}metadata, {a}created_at, "
+        f"{a}balance - {a}debt, {a}pending, {a}lifetime_earned, {a}lifetime_redeemed, "
+        f"{a}lifetime_deducted, {a}lifetime_expired, {a}last_seq, {a}entry_count, "
+        f"{a}lifetime_transferred_in, {a}lifetime_transferred_out, {a}erased_at"
+    )
+
+
+MEMBER_COLUMNS = member_columns()
 ENTRY_COLUMNS = (
     "e.id, e.program_id, e.member_pk, e.seq, e.type, e.status, e.points, e.reason, e.reference, "
     "e.metadata, e.balance_after, e.created_at, e.available_at, e.expires_at, e.posted_at, "
-    "e.created_by"
+    "e.created_by, e.reverses, e.points_reversed"
 )
+# Where a column selected after ENTRY_COLUMNS (the member_id of a join) is in the row.
+AFTER_ENTRY = ENTRY_COLUMNS.count(",") + 1
 LOT_COLUMNS = "entry_id, remaining, expires_at, seq, source_id"
 REWARD_COLUMNS = "id, program_id, name, points_cost, stock, active, metadata, created_at"
 REDEMPTION_COLUMNS = (
@@ -75,7 +85,8 @@ def member(row: Sequence[Any]) -> Member:
 
 def account_row(member_pk: int, a: Account) -> tuple[int, ...]:
     return (
-        a.balance,
+        max(a.balance, 0),
+        max(-a.balance, 0),  # the debt
         a.pending,
         a.lifetime_earned,
         a.lifetime_redeemed,
@@ -108,6 +119,8 @@ def entry(row: Sequence[Any], member_id: str) -> Entry:
         expires_at=opt_time(row[13]),
         posted_at=opt_time(row[14]),
         created_by=row[15],
+        reverses=row[16],
+        points_reversed=row[17],
     )
 
 
@@ -130,6 +143,8 @@ def entry_row(e: Entry) -> tuple[Any, ...]:
         opt_micros(e.expires_at),
         opt_micros(e.posted_at),
         e.created_by,
+        e.reverses,
+        e.points_reversed,
     )
 
 
