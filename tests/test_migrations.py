@@ -99,7 +99,7 @@ def test_an_existing_ledger_upgrades_and_takes_transfers(empty_url: str) -> None
     write_old_rows(empty_url)
     store = open_store(empty_url)
     try:
-        assert store.migrate() == ["0004.transfers"]
+        assert store.migrate()[:1] == ["0004.transfers"]  # and any later ones
         assert verify(store) == []
         if empty_url.startswith("sqlite"):
             with sqlite3.connect(empty_url.removeprefix("sqlite:///")) as conn:

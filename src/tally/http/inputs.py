@@ -216,12 +216,18 @@ def page(request: Request) -> Page:
 
 
 def history_query(request: Request) -> HistoryQuery:
-    kind = query_value(request, "type")
+    return history_filters(
+        query_value(request, "type"), query_value(request, "from"), query_value(request, "to")
+    )
+
+
+def history_filters(kind: str | None, start_text: str | None, end_text: str | None) -> HistoryQuery:
+    """The filters `type`, `from` and `to` of a history or an export, each checked."""
     if kind is not None and kind not in EntryType.__members__.values():
         allowed = ", ".join(t.value for t in EntryType)
         raise invalid("type", f"type must be one of {allowed}.")
-    start = _moment(query_value(request, "from"), "from", end_of_day=False)
-    end = _moment(query_value(request, "to"), "to", end_of_day=True)
+    start = _moment(start_text, "from", end_of_day=False)
+    end = _moment(end_text, "to", end_of_day=True)
     if start is not None and end is not None and start > end:
         raise invalid("from", "from must not be later than to.")
     return HistoryQuery(EntryType(kind) if kind else None, start, end)

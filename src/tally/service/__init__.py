@@ -2,9 +2,9 @@
 
 `runner` owns the transaction, idempotency and retries; `accounts` loads a member up to date and
 saves what a rule planned; `outbox` writes the events of a change; `members`, `points`,
-`transfers`, `lifecycle`, `rewards`, `programs`, `access`, `events` (the feed) and `webhooks`
-are the features. A new feature is a new module here and one more field of `Ledger`. Nothing here
-speaks HTTP or SQL.
+`transfers`, `lifecycle`, `rewards`, `programs`, `access`, `events` (the feed), `webhooks`,
+`imports` (awards files) and `exports` (transactions, page by page) are the features. A new
+feature is a new module here and one more field of `Ledger`. Nothing here speaks HTTP or SQL.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from tally.keys import KeyCache
 from tally.ports import Store
 from tally.service.access import Access
 from tally.service.events import Events
+from tally.service.exports import Exports
+from tally.service.imports import Imports
 from tally.service.lifecycle import Lifecycle
 from tally.service.members import Members
 from tally.service.points import Points
@@ -48,3 +50,5 @@ class Ledger:
         self.programs = Programs(runner)
         self.events = Events(runner)
         self.webhooks = Webhooks(runner, policy=webhooks)
+        self.imports = Imports(runner)
+        self.exports = Exports(runner)
