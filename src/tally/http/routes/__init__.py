@@ -2,13 +2,22 @@
 
 One module per feature holds its handlers and its rows, in the same shape: `members`, `points`,
 `program`, `rewards` (with redemptions), `events` (the feed), `webhooks` (endpoints, deliveries),
-and `operations` (`/healthz`, `/readyz`, `/metrics`, outside `/v1`). A row's fields are
-`spec.RouteSpec`.
+`files` (CSV imports and exports) and `operations` (`/healthz`, `/readyz`, `/metrics`, outside
+`/v1`). A row's fields are `spec.RouteSpec`.
 """
 
 from __future__ import annotations
 
-from tally.http.routes import events, members, operations, points, program, rewards, webhooks
+from tally.http.routes import (
+    events,
+    files,
+    members,
+    operations,
+    points,
+    program,
+    rewards,
+    webhooks,
+)
 from tally.http.routes.spec import RouteSpec
 
 ROUTES: tuple[RouteSpec, ...] = (
@@ -18,5 +27,6 @@ ROUTES: tuple[RouteSpec, ...] = (
     *rewards.ROUTES,
     *events.ROUTES,
     *webhooks.ROUTES,
+    *files.ROUTES,
     *operations.ROUTES,
 )
