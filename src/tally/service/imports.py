@@ -21,10 +21,12 @@ from tally.commands import (
     AwardCommand,
     BulkCommand,
     Clock,
+    Idempotency,
     ImportCommand,
     ImportOutcome,
     KeyedAward,
     Posting,
+    Reply,
     RowError,
     RowResult,
     RowStatus,
@@ -33,7 +35,7 @@ from tally.errors import Detail, IdempotencyInProgress, IdempotencyKeyReused, Ta
 from tally.ports import MemberState, StoredReply, Tx
 from tally.rules import points as rules
 from tally.service import accounts
-from tally.service.runner import Runner
+from tally.service.runner import Render, Runner
 
 IMPORT_KEY_PREFIX = "csv-"
 """Keys of imported rows start with this; the sweep keeps their replies for good."""
@@ -77,6 +79,34 @@ class Imports:
                 results += [failed.get(row.line) or _skipped(row) for row in rest]
                 break
         return ImportOutcome(results)
+
+    async def award_file_once(
+        self,
+        program_id: int,
+        cmd: ImportCommand,
+        *,
+        idempotency: Idempotency | None,
+        render: Render[ImportOutcome],
+    ) -> Reply:
+        """`award_file` under a request's Idempotency-Key: the same request again gets the
+        first answer back, another request with the key is refused.
+
+        The rows are idempotent by their own keys, so the import itself needs no transaction
+        around it: its answer is stored once it is done. Cut off in between, a retry imports
+        again (every row replayed) and stores that answer.
+        """
+        if idempotency is not None:
+            stored = await self._runner.store.read(
+                lambda tx: tx.replies.get(program_id, idempotency.key)
+            )
+            if stored is not None and stored.fingerprint == idempotency.fingerprint:
+                return Reply(stored.status, stored.body, replayed=True)
+            if stored is not None:
+                raise IdempotencyKeyReused(
+                    f"Idempotency-Key {idempotency.key!r} was already used for a different request."
+                )
+        outcome = await self.award_file(program_id, cmd)
+        return await self._runner.change(program_id, idempotency, lambda tx, now: outcome, render)
 
 
 def _check(tx: Tx, *, program_id: int, batch: list[KeyedAward], now: datetime) -> list[RowResult]:

@@ -4,14 +4,18 @@ streamed page by page)."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import AsyncIterator
 
+import msgspec
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from tally.commands import ImportOutcome, RowStatus
 from tally.csvfiles import awards, transactions
+from tally.csvfiles.cells import safe
 from tally.errors import Detail, ValidationFailed
 from tally.http import callers, inputs, outputs
 from tally.http import schemas as s
@@ -22,16 +26,40 @@ CSV = "text/csv; charset=utf-8"
 
 async def import_awards(request: Request) -> Response:
     write = await callers.writer(request, media="text/csv")
-    # Every row is keyed by the file and its line, so the import is idempotent by itself; a key
-    # sent along is checked like any other and adds nothing.
-    inputs.idempotency(request, write.body)
+    idempotency = inputs.idempotency(request, write.body)
     command = await run_in_threadpool(awards.read, write.body)
-    outcome = await callers.ledger(request).imports.award_file(write.program_id, command)
+    reply = await callers.ledger(request).imports.award_file_once(
+        write.program_id, command, idempotency=idempotency, render=_rendered
+    )
+    if "text/csv" in request.headers.get("accept", "") and reply.status == 200:
+        # The answer is kept (under an Idempotency-Key) as JSON; a CSV is made from it.
+        answer = msgspec.json.decode(reply.body, type=_Answer).data
+        headers = {"Idempotent-Replayed": "true"} if reply.replayed else None
+        return Response(_results_csv(answer), media_type=CSV, headers=headers)
+    return outputs.reply_response(reply)
+
+
+def _rendered(outcome: ImportOutcome) -> tuple[int, bytes]:
     if outcome.refused:
         raise _refusal(outcome)
-    if "text/csv" in request.headers.get("accept", ""):
-        return Response(awards.result_text(outcome), media_type=CSV)
-    return outputs.json_response(outputs.ok(_import_out(outcome)))
+    return 200, outputs.ok(_import_out(outcome))
+
+
+class _Answer(msgspec.Struct):
+    data: s.ImportOut
+
+
+def _results_csv(answer: s.ImportOut) -> str:
+    buffer = io.StringIO()
+    rows = csv.writer(buffer, lineterminator="\n")
+    rows.writerow(awards.RESULT_COLUMNS)
+    for r in answer.results:
+        error = r.error or s.ImportErrorOut("", "")
+        rows.writerow(
+            [r.line, safe(r.member_id or ""), r.status, r.transaction_id or "", error.code]
+            + [safe(error.message)]
+        )
+    return buffer.getvalue()
 
 
 def _refusal(outcome: ImportOutcome) -> ValidationFailed:
@@ -68,7 +96,9 @@ def _import_out(outcome: ImportOutcome) -> s.ImportOut:
                 r.member_id,
                 r.status.value,
                 r.transaction_id,
-                None if r.error is None else s.ImportErrorOut(r.error.code, r.error.message),
+                None
+                if r.error is None
+                else s.ImportErrorOut(r.error.code, awards.describe(r.error)),
             )
             for r in outcome.results
         ],
