@@ -171,6 +171,20 @@ def test_an_upload_answers_each_rows_result_and_a_second_upload_replays(api: Api
     assert balance(api, "m1") == 30
 
 
+def test_an_upload_with_an_idempotency_key_is_answered_again_byte_for_byte(api: Api) -> None:
+    enrol(api, "m1")
+    text = "member_id,points,reason\nm1,10,a\n"
+    first = upload(api, text, **{"Idempotency-Key": "upload-1"})
+    again = upload(api, text, **{"Idempotency-Key": "upload-1"})
+    assert (again.status_code, again.content) == (200, first.content)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = upload(api, text + "m1,5,b\n", **{"Idempotency-Key": "upload-1"})
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    as_csv = upload(api, text, Accept="text/csv", **{"Idempotency-Key": "upload-1"})
+    assert [r["status"] for r in table(as_csv.text)] == ["ok"]
+    assert balance(api, "m1") == 10
+
+
 def test_an_upload_with_bad_rows_is_refused_with_each_line_and_changes_nothing(
     api: Api,
 ) -> None:
