@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,8 +35,18 @@ TALLY = str(Path(sys.executable).with_name("tally"))
 NEVER = 2**63 - 1
 
 
-def run(args: list[str], url: str, *, out: Path | None = None) -> tuple[float, float]:
-    """Run `tally ARGS`; (seconds, peak RSS in MiB) of that process alone."""
+@dataclass(frozen=True)
+class Measured:
+    seconds: float  # wall clock
+    cpu: float  # user + system seconds of the process: what it cost, however busy the machine
+    rss: float  # peak resident set, MiB
+
+    def __str__(self) -> str:
+        return f"{self.seconds:.1f} s (CPU {self.cpu:.1f} s, peak RSS {self.rss:.0f} MiB)"
+
+
+def run(args: list[str], url: str, *, out: Path | None = None) -> Measured:
+    """Run `tally ARGS`, measuring that process alone."""
     env = {**os.environ, "TALLY_DATABASE_URL": url}
     started = time.perf_counter()
     with open(out or os.devnull, "w") as sink:
@@ -44,7 +55,7 @@ def run(args: list[str], url: str, *, out: Path | None = None) -> tuple[float, f
     elapsed = time.perf_counter() - started
     if status != 0:
         raise RuntimeError(f"tally {' '.join(args)} failed: {child.stderr.read().decode()}")  # type: ignore[union-attr]
-    return elapsed, usage.ru_maxrss / 1024
+    return Measured(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
 def awards_file(path: Path, rows: int, members: int) -> None:
@@ -129,24 +140,25 @@ def bench(backend: str, args: argparse.Namespace) -> None:
         enrol(url, "bench", args.members)
         awards = folder / "awards.csv"
         awards_file(awards, args.rows, args.members)
-        imported, import_rss = run(["import", "awards", str(awards), "--program", "bench"], url)
-        replayed, _ = run(["import", "awards", str(awards), "--program", "bench"], url)
+        imported = run(["import", "awards", str(awards), "--program", "bench"], url)
+        replayed = run(["import", "awards", str(awards), "--program", "bench"], url)
         out = folder / "out.csv"
         export = ["export", "transactions", "--program", "bench", "--output", str(out)]
-        exported, small_rss = run(export, url)
+        exported = run(export, url)
         small_rows = sum(1 for _ in out.open()) - 1
         seed_entries(url, args.export_rows)
-        exported_big, big_rss = run(export, url)
+        exported_big = run(export, url)
         big_rows = sum(1 for _ in out.open()) - 1
+    load = os.getloadavg()[0]
+    print(f"{backend} (load average {load:.1f} on {os.cpu_count()} cores):")
     print(
-        f"{backend}: import {args.rows:,} rows over {args.members:,} members: {imported:.1f} s "
-        f"({args.rows / imported:,.0f} rows/s, peak RSS {import_rss:.0f} MiB); "
-        f"again (all replayed): {replayed:.1f} s"
+        f"  import {args.rows:,} rows over {args.members:,} members: {imported}, "
+        f"{args.rows / imported.seconds:,.0f} rows/s"
     )
+    print(f"  the same file again (every row replayed): {replayed}")
+    print(f"  export {small_rows:,} rows: {exported}")
     print(
-        f"{backend}: export {small_rows:,} rows: {exported:.1f} s, peak RSS {small_rss:.0f} MiB;"
-        f" {big_rows:,} rows: {exported_big:.1f} s ({big_rows / exported_big:,.0f} rows/s), "
-        f"peak RSS {big_rss:.0f} MiB"
+        f"  export {big_rows:,} rows: {exported_big}, {big_rows / exported_big.seconds:,.0f} rows/s"
     )
 
 

@@ -8,12 +8,13 @@ import csv
 import io
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from tally.domain import HistoryQuery, Scope
 from tally.maintenance import run_async, sweep_now
-from tally.ports import Store
+from tally.ports import Store, StoredReply
 from tally.service import Ledger
 from tests.support import Api, everything
 from tests.test_cli import tally
@@ -391,3 +392,23 @@ def test_rows_already_applied_are_replayed_even_once_they_would_fail_the_check(
     api.clock.advance(days=365 * 80)  # the row's expiry has passed: a new row would be refused
     assert upload(api, text).json()["data"]["replayed"] == 1
     assert balance(api, "m1") == 0  # expired meanwhile
+
+
+# The storage the import needs, on both backends.
+
+
+def test_replies_are_kept_and_read_many_at_once_and_import_keys_outlive_the_purge(
+    store: Store,
+) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    program = store.transact(lambda tx: tx.programs.ensure("p", now=now)).id
+    row, plain = StoredReply("f1", 201, b"txn_1"), StoredReply("f2", 201, b"{}")
+    replies = {"csv-abc-2": row, "plain": plain}
+    store.transact(lambda tx: tx.replies.put_many(program, replies, now=now))
+    wanted = ["csv-abc-2", "plain", "missing"]
+    assert store.transact(lambda tx: tx.replies.claim_many(program, wanted))
+    assert store.transact(lambda tx: tx.replies.get_many(program, wanted)) == replies
+    later = now + timedelta(days=2)
+    purged = store.transact(lambda tx: tx.replies.purge(before=later, keep_prefix="csv-"))
+    assert purged == 1
+    assert store.transact(lambda tx: tx.replies.get_many(program, wanted)) == {"csv-abc-2": row}
