@@ -397,7 +397,7 @@ def test_rows_already_applied_are_replayed_even_once_they_would_fail_the_check(
 # The storage the import needs, on both backends.
 
 
-def test_replies_are_kept_and_read_many_at_once_and_import_keys_outlive_the_purge(
+def test_replies_are_kept_and_read_by_key_range_and_import_keys_outlive_the_purge(
     store: Store,
 ) -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
@@ -407,8 +407,11 @@ def test_replies_are_kept_and_read_many_at_once_and_import_keys_outlive_the_purg
     store.transact(lambda tx: tx.replies.put_many(program, replies, now=now))
     wanted = ["csv-abc-2", "plain", "missing"]
     assert store.transact(lambda tx: tx.replies.claim_many(program, wanted))
-    assert store.transact(lambda tx: tx.replies.get_many(program, wanted)) == replies
+    assert store.transact(lambda tx: tx.replies.get_range(program, "csv-", "csv-z")) == {
+        "csv-abc-2": row
+    }
+    assert store.transact(lambda tx: tx.replies.get_range(program, "a", "z")) == replies
     later = now + timedelta(days=2)
     purged = store.transact(lambda tx: tx.replies.purge(before=later, keep_prefix="csv-"))
     assert purged == 1
-    assert store.transact(lambda tx: tx.replies.get_many(program, wanted)) == {"csv-abc-2": row}
+    assert store.transact(lambda tx: tx.replies.get_range(program, "a", "z")) == {"csv-abc-2": row}

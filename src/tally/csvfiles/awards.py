@@ -3,7 +3,7 @@
 Each row is judged as the API judges a JSON award (`tally.http.awards`), after the CSV-only
 rules: a header naming known columns, each once; a row with as many cells as the header; points
 written as digits. Each row's Idempotency-Key is derived from the file's bytes and the row's
-line (`csv-<sha256 prefix>-<line>`), so running the same file again replays it. The columns a
+line (`service.imports.row_key`), so running the same file again replays it. The columns a
 transactions export adds (`transaction_id`, `type`, `status`, ...) are recognised, so an export
 of awards imports as it is: a row that is not a posted award is refused.
 """
@@ -23,7 +23,7 @@ from tally.csvfiles.cells import safe, unquoted
 from tally.domain import MAX_POINTS
 from tally.errors import Detail, TallyError, ValidationFailed
 from tally.http.awards import award_of_fields
-from tally.service.imports import IMPORT_KEY_PREFIX
+from tally.service.imports import row_key
 
 REQUIRED = ("member_id", "points", "reason")
 OPTIONAL = ("reference", "expires_at", "metadata")
@@ -68,7 +68,7 @@ def read(data: bytes) -> ImportCommand:
             if header is None:
                 header = _header(cells, line)
                 continue
-            rows.append(_row(header, cells, line, key=f"{IMPORT_KEY_PREFIX}{digest}-{line}"))
+            rows.append(_row(header, cells, line, key=row_key(digest, line)))
     except csv.Error as error:
         raise _file_error(f"Line {reader.line_num}: the CSV cannot be read ({error}).") from None
     if header is None:

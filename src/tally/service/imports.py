@@ -125,7 +125,7 @@ def _apply(tx: Tx, *, program_id: int, batch: list[KeyedAward], clock: Clock) ->
             "Another import of this file is applying the same rows right now; run it again "
             "once that one has finished (its rows will be replayed)."
         )
-    stored = tx.replies.get_many(program_id, [row.key for row in batch])
+    stored = _replies(tx, program_id, batch)
     fresh, failures = _unreplayed(tx, program_id, batch, stored=stored)
     states = _members(tx, program_id, fresh, now, lock=True)
     plan = _plan(fresh, states, now)
@@ -160,7 +160,7 @@ def _unreplayed(
 ) -> tuple[list[KeyedAward], list[RowResult]]:
     """The rows not awarded yet, and those whose key holds the reply of a different row."""
     if stored is None:
-        stored = tx.replies.get_many(program_id, [row.key for row in batch])
+        stored = _replies(tx, program_id, batch)
     fresh: list[KeyedAward] = []
     failures: list[RowResult] = []
     for row in batch:
@@ -173,6 +173,19 @@ def _unreplayed(
             )
             failures.append(RowResult(row.line, row.award.member_id, RowStatus.ERROR, None, error))
     return fresh, failures
+
+
+def _replies(tx: Tx, program_id: int, batch: list[KeyedAward]) -> dict[str, StoredReply]:
+    """The replies stored under the keys of `batch`, read as one range of keys: a file's keys
+    sort in line order (`row_key`), and a batch is consecutive rows."""
+    found = tx.replies.get_range(program_id, batch[0].key, batch[-1].key)
+    return {row.key: found[row.key] for row in batch if row.key in found}
+
+
+def row_key(digest: str, line: int) -> str:
+    """The Idempotency-Key of line `line` of the file whose SHA-256 starts with `digest`: the
+    line zero-padded, so that a file's keys sort in line order."""
+    return f"{IMPORT_KEY_PREFIX}{digest}-{line:010d}"
 
 
 def _members(

@@ -114,17 +114,13 @@ class SqlReplies:
     def claim_many(self, program_id: int, keys: list[str]) -> bool:
         return not keys or self._s.dialect.claim_keys(self._s.conn, program_id, keys)
 
-    def get_many(self, program_id: int, keys: list[str]) -> dict[str, StoredReply]:
-        found: dict[str, StoredReply] = {}
-        for start in range(0, len(keys), _KEYS_PER_QUERY):
-            chunk = keys[start : start + _KEYS_PER_QUERY]
-            for row in self._s.all(
-                "SELECT key, fingerprint, status, body FROM idempotency_keys "
-                f"WHERE program_id = ? AND key IN ({', '.join('?' * len(chunk))})",
-                (program_id, *chunk),
-            ):
-                found[row[0]] = StoredReply(row[1], row[2], bytes(row[3]))
-        return found
+    def get_range(self, program_id: int, first: str, last: str) -> dict[str, StoredReply]:
+        found = self._s.all(
+            "SELECT key, fingerprint, status, body FROM idempotency_keys "
+            "WHERE program_id = ? AND key >= ? AND key <= ?",
+            (program_id, first, last),
+        )
+        return {row[0]: StoredReply(row[1], row[2], bytes(row[3])) for row in found}
 
     def put(self, program_id: int, key: str, reply: StoredReply, *, now: datetime) -> None:
         self._s.run(_INSERT_REPLY, _reply_row(program_id, key, reply, now))
@@ -149,7 +145,6 @@ class SqlReplies:
         return len(found)
 
 
-_KEYS_PER_QUERY = 500
 _INSERT_REPLY = (
     "INSERT INTO idempotency_keys (program_id, key, fingerprint, status, body, created_at) "
     "VALUES (?, ?, ?, ?, ?, ?)"
