@@ -152,6 +152,16 @@ def test_a_file_that_cannot_be_read_is_refused_naming_why(
     good.write_text("member_id,points,reason\nm1,5,x\n")
     unknown = import_file(database_url, good, program="acmee")
     assert "there is no program 'acmee'; existing programs: 'acme'" in unknown.stderr
+    enrol(api, "m1")
+    before = everything(api)
+    nowhere = str(tmp_path / "no-such-folder" / "results.csv")
+    unwritable = tally(
+        "import", "awards", str(good), "--program", "acme", "--database", database_url,
+        "--results", nowhere,
+    )  # fmt: skip
+    assert unwritable.returncode == 1
+    assert f"cannot write {nowhere}: No such file or directory" in unwritable.stderr
+    assert everything(api) == before  # refused before anything was applied
 
 
 # Importing over HTTP (the console's upload): the same import.

@@ -339,16 +339,31 @@ def import_awards(database_url: str, file: Path, program: str, results: Path | N
     results = results or file.with_name(file.name.removesuffix(".csv") + ".results.csv")
     try:
         command = awards.read(file.read_bytes())
+    except OSError as error:
+        raise click.ClickException(f"cannot read {file}: {error.strerror}") from None
     except TallyError as error:
         raise click.ClickException(f"{file}: {error.message}") from None
-    with _opened(database_url) as store:
-        program_id = _program_id(store, program)
-        ledger = Ledger(store)
+    try:  # before anything is applied: a results file that cannot be made stops it all
+        sink = results.open("wb", buffering=0)  # unbuffered: nothing is left to fail on close
+    except OSError as error:
+        raise click.ClickException(f"cannot write {results}: {error.strerror}") from None
+    with sink:
+        with _opened(database_url) as store:
+            program_id = _program_id(store, program)
+            ledger = Ledger(store)
+            try:
+                outcome = run_async(store, lambda: ledger.imports.award_file(program_id, command))
+            except TallyError as error:
+                raise click.ClickException(error.message) from None
         try:
-            outcome = run_async(store, lambda: ledger.imports.award_file(program_id, command))
-        except TallyError as error:
-            raise click.ClickException(error.message) from None
-    results.write_text(awards.result_text(outcome), encoding="utf-8")
+            sink.write(awards.result_text(outcome).encode())
+        except OSError as error:
+            # The rows are applied (or refused) already; only their results could not be kept.
+            raise click.ClickException(
+                f"cannot write the results to {results}: {error.strerror}; the import itself "
+                f"{'was refused' if outcome.refused else 'is done'} (run it again to see each "
+                "row: nothing is awarded twice)"
+            ) from None
     counts = {status: outcome.count(status) for status in RowStatus}
     if outcome.refused:
         for row in outcome.results:
@@ -412,8 +427,11 @@ def export_transactions(
                 out.write(transactions.rows_text(page))
 
         if output is not None:
-            with output.open("w", encoding="utf-8", newline="") as out:
-                run_async(store, lambda: write(out))
+            try:
+                with output.open("w", encoding="utf-8", newline="") as out:
+                    run_async(store, lambda: write(out))
+            except OSError as error:
+                raise click.ClickException(f"cannot write {output}: {error.strerror}") from None
             return
         try:
             run_async(store, lambda: write(sys.stdout))
