@@ -202,6 +202,22 @@ def test_a_members_open_lots_and_the_key_in_use(tally: TallyClient) -> None:
     assert key.key_id.startswith("key_") and (key.scope, key.program) == ("write", "acme")
 
 
+def test_an_awards_file_is_imported_once_and_exported(tally: TallyClient) -> None:
+    a, b = member(tally), member(tally)
+    csv = f"member_id,points,reason\n{a},30,june\n{b},12,june\n"
+    imported = tally.import_awards(csv)
+    assert (imported.rows, imported.awarded, imported.replayed) == (2, 2, 0)
+    assert [(r.line, r.status) for r in imported.results] == [(2, "ok"), (3, "ok")]
+    assert tally.import_awards(csv.encode()).replayed == 2  # the same file again: nothing twice
+    assert (tally.balance(a).balance, tally.balance(b).balance) == (30, 12)
+    with pytest.raises(tally_client.ValidationError) as refused:
+        tally.import_awards(f"member_id,points,reason\n{a},1.5,bad\n")
+    assert refused.value.details and refused.value.details[0]["line"] == 2
+    exported = tally.export_transactions(type="award").splitlines()
+    assert exported[0].startswith("transaction_id,member_id,type")
+    assert sum(1 for line in exported if f",{a},award," in line) == 1
+
+
 def test_member_refusals_raise_the_class_of_their_code(tally: TallyClient) -> None:
     member_id = member(tally)
     with pytest.raises(tally_client.MemberExists) as exists:

@@ -257,6 +257,9 @@ VALID_BODIES: dict[tuple[str, str], Callable[[dict[str, str]], dict[str, Any] | 
     },
 }
 
+# A body each route that takes a file (not JSON) accepts.
+FILE_BODIES = {("POST", "/v1/imports/awards"): b"member_id,points,reason\nm,5,x\n"}
+
 BAD_QUERIES = [
     {"page": "0"},
     {"per_page": "101"},
@@ -271,10 +274,13 @@ BAD_QUERIES = [
 def battery(api: Api, route: RouteSpec, ids: dict[str, str]) -> dict[str, Sent]:
     """Requests for `route`: good ones, and every way its shape lets a request be wrong."""
     path, unknown_path = route.path.format(**ids), route.path.format(**UNKNOWN_IDS)
-    body = None if route.scope is Scope.READ else VALID_BODIES[route.method, route.path](ids)
-    json_type = {"Content-Type": "application/json"}
+    file = FILE_BODIES.get((route.method, route.path))
+    body = (
+        None if route.scope is Scope.READ or file else VALID_BODIES[route.method, route.path](ids)
+    )
+    json_type = {"Content-Type": route.body_media_type or "application/json"}
     # A write's requests carry its valid body unless the body is what they get wrong.
-    valid = b"" if body is None else json.dumps(body).encode()
+    valid = file or (b"" if body is None else json.dumps(body).encode())
     good = Sent(path) if route.scope is Scope.READ else Sent(path, content=valid, headers=json_type)
     idempotent = replace(good, headers={**good.headers, "Idempotency-Key": "battery"})
     sent = {
@@ -349,6 +355,8 @@ def test_every_status_a_route_answers_is_listed_in_its_openapi_entry(
         expected |= {403, 413, 415}
     if route.body is not None:
         expected |= {400, 422}
+    if route.body_media_type is not None:
+        expected |= {422}
     if route.method == "POST" or route.query:
         expected |= {422}
     assert expected <= answered, answers

@@ -12,13 +12,15 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
+from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import click
 import psycopg
 
+from tally.commands import RowStatus
 from tally.config import DEFAULT_DATABASE_URL, Settings
-from tally.domain import Scope
+from tally.domain import COMMAND_LINE, Scope
 from tally.errors import TallyError
 from tally.maintenance import (
     BackupError,
@@ -300,3 +302,145 @@ def restore_command(database_url: str, path: Path, force: bool) -> None:
         raise click.ClickException(str(error)) from None
     click.echo(f"Restored {path} to {copied.path} ({copied.size} bytes).")
     click.echo(f"Check it with: tally verify --database {_without_password(database_url)}")
+
+
+def _program_id(store: Store, name: str) -> int:
+    """The id of the program called `name`; an unknown name is an error listing the others."""
+    found, names = store.transact(lambda tx: (tx.programs.find(name), tx.programs.names()))
+    if found is None:
+        others = ", ".join(f"'{n}'" for n in names) or "none"
+        raise click.ClickException(f"there is no program '{name}'; existing programs: {others}")
+    return found.id
+
+
+@main.group("import")
+def import_group() -> None:
+    """Import CSV files."""
+
+
+@import_group.command("awards")
+@database_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--program", required=True, help="The program's name (it must exist).")
+@click.option(
+    "--results",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write each row's result [default: FILE with .results.csv].",
+)
+def import_awards(database_url: str, file: Path, program: str, results: Path | None) -> None:
+    """Award the points of a CSV file: member_id,points,reason[,reference][,expires_at].
+
+    Every row is checked first: if any is bad, none is applied and the results file names each
+    bad row's line and error (exit 1). Running the same file again awards nothing twice: rows
+    already awarded are `replayed`."""
+    from tally.csvfiles import awards
+    from tally.service import Ledger
+
+    results = results or file.with_name(file.name.removesuffix(".csv") + ".results.csv")
+    try:
+        command = awards.read(file.read_bytes())
+    except OSError as error:
+        raise click.ClickException(f"cannot read {file}: {error.strerror}") from None
+    except TallyError as error:
+        raise click.ClickException(f"{file}: {error.message}") from None
+    try:  # before anything is applied: a results file that cannot be made stops it all
+        sink = results.open("wb", buffering=0)  # unbuffered: nothing is left to fail on close
+    except OSError as error:
+        raise click.ClickException(f"cannot write {results}: {error.strerror}") from None
+    with sink:
+        with _opened(database_url) as store:
+            program_id = _program_id(store, program)
+            ledger = Ledger(store)
+            try:
+                outcome = run_async(
+                    store,
+                    lambda: ledger.imports.award_file(program_id, command, created_by=COMMAND_LINE),
+                )
+            except TallyError as error:
+                raise click.ClickException(error.message) from None
+        try:
+            sink.write(awards.result_text(outcome).encode())
+        except OSError as error:
+            # The rows are applied (or refused) already; only their results could not be kept.
+            raise click.ClickException(
+                f"cannot write the results to {results}: {error.strerror}; the import itself "
+                f"{'was refused' if outcome.refused else 'is done'} (run it again to see each "
+                "row: nothing is awarded twice)"
+            ) from None
+    counts = {status: outcome.count(status) for status in RowStatus}
+    if outcome.refused:
+        for row in outcome.results:
+            if row.error is not None:
+                click.echo(f"line {row.line}: {awards.describe(row.error)}", err=True)
+        applied = counts[RowStatus.OK]
+        click.echo(
+            f"{counts[RowStatus.ERROR]} bad row(s); "
+            + (f"{applied} row(s) were applied before one went bad, " if applied else "")
+            + f"{'nothing else' if applied else 'nothing'} was applied. "
+            f"Results: {results}",
+            err=True,
+        )
+        sys.exit(1)
+    click.echo(
+        f"Awarded {counts[RowStatus.OK]} row(s); {counts[RowStatus.REPLAYED]} were already "
+        f"awarded by an earlier run (replayed). Results: {results}"
+    )
+
+
+@main.group("export")
+def export_group() -> None:
+    """Export CSV files."""
+
+
+@export_group.command("transactions")
+@database_option
+@click.option("--program", required=True, help="The program's name.")
+@click.option("--from", "start", help="RFC 3339 time or YYYY-MM-DD (inclusive).")
+@click.option("--to", "end", help="RFC 3339 time or YYYY-MM-DD (inclusive: the whole day).")
+@click.option("--type", "kind", help="Only this type: award, deduct, redeem, ...")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file [default: standard output].",
+)
+def export_transactions(
+    database_url: str,
+    program: str,
+    start: str | None,
+    end: str | None,
+    kind: str | None,
+    output: Path | None,
+) -> None:
+    """Write a program's transactions as CSV, oldest first (in id order), page by page."""
+    from tally.csvfiles import transactions
+    from tally.http.inputs import history_filters
+    from tally.service import Ledger
+
+    try:
+        query = history_filters(kind, start, end)
+    except TallyError as error:
+        raise click.UsageError(error.message) from None
+    with _opened(database_url) as store:
+        program_id = _program_id(store, program)
+        ledger = Ledger(store)
+
+        async def write(out: TextIO) -> None:
+            out.write(transactions.header())
+            async for page in ledger.exports.transactions(program_id, query):
+                out.write(transactions.rows_text(page))
+
+        if output is not None:
+            try:
+                with output.open("w", encoding="utf-8", newline="") as out:
+                    run_async(store, lambda: write(out))
+            except OSError as error:
+                raise click.ClickException(f"cannot write {output}: {error.strerror}") from None
+            return
+        try:
+            run_async(store, lambda: write(sys.stdout))
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, and let nothing write again to
+            # the closed pipe when Python flushes standard output on its way out.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)

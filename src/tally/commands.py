@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Generic, TypeVar
 
 from tally.domain import (
@@ -81,6 +82,33 @@ class BulkCommand:
 
     items: list[AwardCommand | BulkItemError]
     atomic: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedAward:
+    """One row of an awards file: its line, its Idempotency-Key (derived from the file and the
+    line, so the same file run again replays the row instead of awarding it twice) and the
+    award."""
+
+    line: int
+    key: str
+    award: AwardCommand
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """A row of an awards file that could not be read, with the member it named (if any)."""
+
+    line: int
+    member_id: str | None
+    error: TallyError
+
+
+@dataclass(frozen=True, slots=True)
+class ImportCommand:
+    """An awards file's rows in line order; a row that could not be read is its error."""
+
+    rows: list[KeyedAward | RowError]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +205,38 @@ class BulkFailure:
 class BulkOutcome:
     postings: list[tuple[int, Posting]]
     failures: list[BulkFailure]
+
+
+class RowStatus(StrEnum):
+    OK = "ok"  # awarded now
+    REPLAYED = "replayed"  # awarded by an earlier run of the same file; not again
+    ERROR = "error"  # this row is bad: nothing of the file was applied
+    SKIPPED = "skipped"  # a good row, not applied because other rows are bad
+
+
+@dataclass(frozen=True, slots=True)
+class RowResult:
+    line: int
+    member_id: str | None
+    status: RowStatus
+    transaction_id: str | None = None
+    error: TallyError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImportOutcome:
+    """Every row's result in line order. A row in error refused the file: then nothing was
+    applied (the others are `skipped`), unless a row went bad after the check, while the rows
+    before its batch were being applied (those stay `ok`)."""
+
+    results: list[RowResult]
+
+    @property
+    def refused(self) -> bool:
+        return any(r.status is RowStatus.ERROR for r in self.results)
+
+    def count(self, status: RowStatus) -> int:
+        return sum(1 for r in self.results if r.status is status)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,8 @@ MAX_BALANCE = 2**63 - 1
 
 # Who made a ledger row that no key asked for: an expiry (`Entry.created_by`).
 SYSTEM = "system"
+# The maker of rows written by the command line on the operator's behalf (`tally import awards`).
+COMMAND_LINE = "cli"
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,8 +48,9 @@ async def reader(request: Request) -> int:
     return await program_of(request, needs=Scope.READ)
 
 
-async def writer(request: Request) -> WriteInput:
-    """The caller that may write, then the body (within the size limit)."""
+async def writer(request: Request, *, media: str = "application/json") -> WriteInput:
+    """The caller that may write, then the body (within the size limit, of the `media` type)."""
     principal = await principal_of(request, needs=Scope.WRITE)
-    body = await inputs.body_bytes(request, limit=request.app.state.settings.max_body_bytes)
+    limit = request.app.state.settings.max_body_bytes
+    body = await inputs.body_bytes(request, limit=limit, media=media)
     return WriteInput(principal.program_id, principal.key_id, body)

@@ -62,9 +62,10 @@ def bearer(request: Request) -> str | None:
     return secret.strip() if scheme.lower() == "bearer" else None
 
 
-async def body_bytes(request: Request, *, limit: int) -> bytes:
-    """The raw body, refused when it is not JSON, larger than `limit` bytes, or not all there
-    within `BODY_SECONDS` (a client that stalls half-way holds nothing for longer)."""
+async def body_bytes(request: Request, *, limit: int, media: str = "application/json") -> bytes:
+    """The raw body, refused when it is not of the `media` type (JSON unless the route says),
+    larger than `limit` bytes, or not all there within `BODY_SECONDS` (a client that stalls
+    half-way holds nothing for longer)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The body is larger than the limit of {limit} bytes.")
@@ -83,8 +84,10 @@ async def body_bytes(request: Request, *, limit: int) -> bytes:
         ) from None
     body = b"".join(chunks)
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if body and media_type != "application/json":
-        raise UnsupportedMediaType("Send the body as JSON with Content-Type: application/json.")
+    if body and media_type != media:
+        if media == "application/json":
+            raise UnsupportedMediaType("Send the body as JSON with Content-Type: application/json.")
+        raise UnsupportedMediaType(f"Send the body with Content-Type: {media}.")
     return body
 
 
@@ -216,12 +219,18 @@ def page(request: Request) -> Page:
 
 
 def history_query(request: Request) -> HistoryQuery:
-    kind = query_value(request, "type")
+    return history_filters(
+        query_value(request, "type"), query_value(request, "from"), query_value(request, "to")
+    )
+
+
+def history_filters(kind: str | None, start_text: str | None, end_text: str | None) -> HistoryQuery:
+    """The filters `type`, `from` and `to` of a history or an export, each checked."""
     if kind is not None and kind not in EntryType.__members__.values():
         allowed = ", ".join(t.value for t in EntryType)
         raise invalid("type", f"type must be one of {allowed}.")
-    start = _moment(query_value(request, "from"), "from", end_of_day=False)
-    end = _moment(query_value(request, "to"), "to", end_of_day=True)
+    start = _moment(start_text, "from", end_of_day=False)
+    end = _moment(end_text, "to", end_of_day=True)
     if start is not None and end is not None and start > end:
         raise invalid("from", "from must not be later than to.")
     return HistoryQuery(EntryType(kind) if kind else None, start, end)

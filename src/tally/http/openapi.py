@@ -142,6 +142,11 @@ def _operation(route: RouteSpec, ref_of: dict[Any, Any]) -> dict[str, Any]:
             "required": route.body_required,
             "content": {"application/json": {"schema": ref_of[route.body]}},
         }
+    if route.body_media_type is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {route.body_media_type: {"schema": {"type": "string"}}},
+        }
     # Rate limits, and their headers, are for /v1 (`limits.py`); every answer has its id.
     common = _LIMITED if route.auth else _TRACED
     if route.media_type == "application/json":

@@ -229,6 +229,26 @@ class BulkOut(Struct):
     errors: list[BulkErrorOut]
 
 
+class ImportErrorOut(Struct):
+    code: str
+    message: str
+
+
+class ImportRowOut(Struct):
+    line: int
+    member_id: str | None
+    status: str
+    transaction_id: str | None
+    error: ImportErrorOut | None
+
+
+class ImportOut(Struct):
+    rows: int
+    awarded: int
+    replayed: int
+    results: list[ImportRowOut]
+
+
 class ProgramOut(Struct):
     name: str
     points_expire_after_days: int | None

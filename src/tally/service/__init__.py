@@ -3,8 +3,9 @@
 `runner` owns the transaction, idempotency and retries; `accounts` loads a member up to date and
 saves what a rule planned; `outbox` writes the events of a change; `members`, `erasure`,
 `enrolment`, `points`, `transfers`, `reversals`, `lifecycle`, `rewards`, `programs`, `access`,
-`events` (the feed) and `webhooks` are the features. A new feature is a new module here and one
-more field of `Ledger`. Nothing here speaks HTTP or SQL.
+`events` (the feed), `webhooks`, `imports` (awards files) and `exports` (transactions, page by
+page) are the features. A new feature is a new module here and one more field of `Ledger`.
+Nothing here speaks HTTP or SQL.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from tally.ports import Store
 from tally.service.access import Access
 from tally.service.erasure import Erasure
 from tally.service.events import Events
+from tally.service.exports import Exports
+from tally.service.imports import Imports
 from tally.service.lifecycle import Lifecycle
 from tally.service.members import Members
 from tally.service.points import Points
@@ -52,3 +55,5 @@ class Ledger:
         self.programs = Programs(runner)
         self.events = Events(runner)
         self.webhooks = Webhooks(runner, policy=webhooks)
+        self.imports = Imports(runner)
+        self.exports = Exports(runner)

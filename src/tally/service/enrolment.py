@@ -74,7 +74,7 @@ def locked_for_bulk(
         return states
     # A dry run with the unknown members as they would be enrolled: which of them get points.
     members = {member_id: state.member for member_id, state in states.items()}
-    members |= {member_id: _newcomer(program_id, member_id, now) for member_id in missing}
+    members |= {member_id: newcomer(program_id, member_id, now) for member_id in missing}
     try:
         planned = rules.plan_bulk(
             cmd,
@@ -92,7 +92,7 @@ def locked_for_bulk(
     return states
 
 
-def _newcomer(program_id: int, member_id: str, now: datetime) -> Member:
+def newcomer(program_id: int, member_id: str, now: datetime) -> Member:
     """A member as enrolment makes it: no profile but its id, no points (pk 0: not stored)."""
     return Member(
         pk=0, program_id=program_id, profile=Profile(member_id), account=Account(), created_at=now

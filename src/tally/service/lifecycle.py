@@ -10,6 +10,7 @@ from tally.commands import Clock, Idempotency, Posting, Reply, SweepReport
 from tally.ports import Tx
 from tally.rules import points as rules
 from tally.service import accounts, outbox
+from tally.service.imports import IMPORT_KEY_PREFIX
 from tally.service.points import entry_or_raise
 from tally.service.runner import IDEMPOTENCY_RETENTION, Render, Runner
 
@@ -56,7 +57,9 @@ class Lifecycle:
             if len(due) < batch:
                 break
         purged = await runner.write(
-            lambda tx: tx.replies.purge(before=runner.clock() - IDEMPOTENCY_RETENTION)
+            lambda tx: tx.replies.purge(
+                before=runner.clock() - IDEMPOTENCY_RETENTION, keep_prefix=IMPORT_KEY_PREFIX
+            )
         )
         deliveries = await runner.write(
             lambda tx: tx.webhooks.purge(before=runner.clock() - self._retention)

@@ -50,6 +50,15 @@ def _claim_advisory(conn: Connection, program_id: int, key: str) -> bool:
     return bool(row[0])
 
 
+def _claim_advisory_all(conn: Connection, program_id: int, keys: list[str]) -> bool:
+    row = conn.execute(
+        "SELECT bool_and(pg_try_advisory_xact_lock(hashtextextended(k, 0))) "
+        "FROM unnest(%s::text[]) AS k",
+        ([f"{program_id}:{key}" for key in keys],),
+    ).fetchone()
+    return row[0] is not False
+
+
 # The events feed shows rows whose writing transaction is below this (`sql/events.py`): the
 # oldest transaction still running when this statement's snapshot was taken, leaving out those
 # known not to be Tally's, else the next transaction id. Known not to be Tally's: running in
@@ -85,6 +94,7 @@ DIALECT = Dialect(
     for_update=" FOR UPDATE",
     for_update_of_member=" FOR UPDATE OF m",
     claim_key=_claim_advisory,
+    claim_keys=_claim_advisory_all,
     feed_horizon=_FEED_HORIZON,
     skip_locked=" FOR UPDATE SKIP LOCKED",
     foreign_xids=_FOREIGN_XIDS,

@@ -54,12 +54,17 @@ def _always_claimed(conn: Connection, program_id: int, key: str) -> bool:
     return True
 
 
+def _all_claimed(conn: Connection, program_id: int, keys: list[str]) -> bool:
+    return True
+
+
 DIALECT = Dialect(
     name="sqlite",
     placeholder="?",
     for_update="",
     for_update_of_member="",
     claim_key=_always_claimed,
+    claim_keys=_all_claimed,
     feed_horizon="1",  # every committed row is final: one writer at a time
 )
 

@@ -38,6 +38,7 @@ class Call(Generic[T]):
     query: Query = dataclasses.field(default_factory=dict)
     body: Mapping[str, Any] | None = None
     idempotency_key: str | None = None
+    csv: bytes | None = None  # a CSV body, sent instead of `body`
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,11 @@ def post(
 ) -> Call[T]:
     """A write: a POST with a JSON body, and an Idempotency-Key made up when none is given."""
     return Call("POST", target, data_of(result), body=body, idempotency_key=idempotency_key)
+
+
+def upload(target: str, result: type[T], csv: bytes, idempotency_key: str | None) -> Call[T]:
+    """A write whose body is a CSV file, with an Idempotency-Key as every POST."""
+    return Call("POST", target, data_of(result), csv=csv, idempotency_key=idempotency_key)
 
 
 def patch(target: str, result: type[T], body: Mapping[str, Any]) -> Call[T]:

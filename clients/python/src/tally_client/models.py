@@ -225,6 +225,33 @@ class Delivery(Struct, frozen=True, kw_only=True):
     updated_at: datetime | None = None
 
 
+class ImportRowError(Struct, frozen=True, kw_only=True):
+    """Why a row of an awards file was refused."""
+
+    code: str
+    message: str
+
+
+class ImportRow(Struct, frozen=True, kw_only=True):
+    """One row of an awards file: `ok` (awarded now), `replayed` (by an earlier import),
+    `error` or `skipped`."""
+
+    line: int
+    member_id: str | None
+    status: str
+    transaction_id: str | None = None
+    error: ImportRowError | None = None
+
+
+class ImportResult(Struct, frozen=True, kw_only=True):
+    """An imported awards file: how many rows, how many awarded now and before, each row."""
+
+    rows: int
+    awarded: int
+    replayed: int
+    results: list[ImportRow]
+
+
 class Recovered(Struct, frozen=True, kw_only=True):
     """How many failed deliveries were queued again."""
 

@@ -29,6 +29,7 @@ from tally_client.calls import (
     patch,
     path,
     post,
+    upload,
 )
 from tally_client.models import (
     AwardItem,
@@ -38,6 +39,7 @@ from tally_client.models import (
     Delivery,
     Event,
     Health,
+    ImportResult,
     Key,
     Lot,
     Member,
@@ -285,6 +287,27 @@ class Operations:
         return post(where, Transaction, fields, idempotency_key)
 
     # The program (sections 5 and 9)
+
+    # CSV files (docs/api.md, "CSV files")
+
+    @operation
+    def import_awards(
+        csv: bytes | str, *, idempotency_key: str | None = None
+    ) -> Call[ImportResult]:
+        """Import an awards file (`member_id,points,reason[,reference][,expires_at]`): every
+        row is checked, then all are applied or none (a bad row raises `ValidationError`, its
+        `details` naming each bad line). Importing the same file again awards nothing twice."""
+        content = csv.encode() if isinstance(csv, str) else csv
+        return upload("/v1/imports/awards", ImportResult, content, idempotency_key)
+
+    @operation
+    def export_transactions(
+        *, type: str | None = None, from_: Moment | None = None, to: Moment | None = None
+    ) -> Call[str]:
+        """The program's transactions as CSV text (the server streams it; this reads it whole:
+        for millions of rows use `tally export transactions`)."""
+        query = {"type": type, "from": moment(from_), "to": moment(to)}
+        return get("/v1/exports/transactions", str, **query)
 
     @operation
     def current_key() -> Call[Key]:

@@ -34,6 +34,9 @@ def request(http: httpx.Client | httpx.AsyncClient, call: Call[T]) -> httpx.Requ
     if call.body is not None:
         content = _encoder.encode(call.body)
         headers["Content-Type"] = "application/json"
+    elif call.csv is not None:
+        content = call.csv
+        headers["Content-Type"] = "text/csv"
     if call.method == "POST":
         headers["Idempotency-Key"] = call.idempotency_key or new_idempotency_key()
     return http.build_request(

@@ -2,14 +2,15 @@
 
 One module per feature holds its handlers and its rows, in the same shape: `members`, `points`,
 `program`, `rewards` (with redemptions), `events` (the feed), `webhooks` (endpoints, deliveries),
-`keys` (the calling key), and `operations` (`/healthz`, `/readyz`, `/metrics`, outside `/v1`).
-A row's fields are `spec.RouteSpec`.
+`keys` (the calling key), `files` (CSV imports and exports) and `operations` (`/healthz`,
+`/readyz`, `/metrics`, outside `/v1`). A row's fields are `spec.RouteSpec`.
 """
 
 from __future__ import annotations
 
 from tally.http.routes import (
     events,
+    files,
     keys,
     members,
     operations,
@@ -27,6 +28,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     *rewards.ROUTES,
     *events.ROUTES,
     *webhooks.ROUTES,
+    *files.ROUTES,
     *keys.ROUTES,
     *operations.ROUTES,
 )

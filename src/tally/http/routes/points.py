@@ -23,26 +23,15 @@ from tally.commands import (
 from tally.errors import TallyError
 from tally.http import callers, inputs, outputs
 from tally.http import schemas as s
+from tally.http.awards import award_command
 from tally.http.routes.spec import PAGING, RouteSpec
-
-
-def _award_command(body: s.AwardIn, *, prefix: str = "") -> AwardCommand:
-    return AwardCommand(
-        member_id=body.member_id,
-        points=body.points,
-        reason=body.reason,
-        reference=body.reference,
-        metadata=s.stored_json(body.metadata),
-        available_at=inputs.utc(body.available_at, field=prefix + "available_at"),
-        expires_at=inputs.utc(body.expires_at, field=prefix + "expires_at"),
-    )
 
 
 def _bulk_item(raw: msgspec.Raw, index: int) -> AwardCommand | BulkItemError:
     """One item of a bulk award: a bad one fails alone, carrying the member it named."""
     prefix = f"awards[{index}]."
     try:
-        return _award_command(inputs.decode(bytes(raw), s.AwardIn, prefix=prefix), prefix=prefix)
+        return award_command(inputs.decode(bytes(raw), s.AwardIn, prefix=prefix), prefix=prefix)
     except TallyError as error:
         return BulkItemError(_named_member(raw), error)
 
@@ -64,7 +53,7 @@ def _named_member(raw: msgspec.Raw) -> str | None:
 
 async def award(request: Request) -> Response:
     write = await callers.writer(request)
-    command = _award_command(inputs.decode(write.body, s.AwardIn))
+    command = award_command(inputs.decode(write.body, s.AwardIn))
     reply = await callers.ledger(request).points.award(
         write.program_id,
         command,

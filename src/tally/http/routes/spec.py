@@ -43,6 +43,8 @@ class RouteSpec:
     status: int = 200
     body: type | None = None
     body_required: bool = True
+    # A body read as it is, of this media type (`text/csv`), instead of a JSON `body`.
+    body_media_type: str | None = None
     listing: bool = False
     query: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
@@ -67,6 +69,8 @@ class RouteSpec:
             codes += READING_A_BODY
         if self.body is not None:
             codes += DECODING_JSON
+        if self.body_media_type is not None:
+            codes += READING_A_FILE
         if self.method == "POST":
             codes += TAKING_AN_IDEMPOTENCY_KEY
         if self.query:
@@ -101,5 +105,7 @@ TAKING_AN_IDEMPOTENCY_KEY = (
     "validation_error",
 )
 """Every POST: a malformed key (`inputs.idempotency`), a key in use or reused (`Runner.change`)."""
+READING_A_FILE = ("validation_error",)
+"""A body of another media type than JSON (a CSV file): what it holds is judged row by row."""
 READING_A_QUERY = ("validation_error",)
 """`inputs.page` and `inputs.history_query`."""

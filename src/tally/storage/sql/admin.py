@@ -35,6 +35,10 @@ class SqlPrograms:
     def count(self) -> int:
         return int(self._s.one("SELECT COUNT(*) FROM programs")[0])
 
+    def find(self, name: str) -> Program | None:
+        row = self._s.one("SELECT id FROM programs WHERE name = ?", (name,))
+        return None if row is None else self.get(row[0])
+
     def names(self) -> list[str]:
         return [row[0] for row in self._s.all("SELECT name FROM programs ORDER BY name", ())]
 
@@ -115,18 +119,37 @@ class SqlReplies:
         )
         return None if row is None else StoredReply(row[0], row[1], bytes(row[2]))
 
+    def claim_many(self, program_id: int, keys: list[str]) -> bool:
+        return not keys or self._s.dialect.claim_keys(self._s.conn, program_id, keys)
+
+    def get_range(self, program_id: int, first: str, last: str) -> dict[str, StoredReply]:
+        found = self._s.all(
+            "SELECT key, fingerprint, status, body FROM idempotency_keys "
+            "WHERE program_id = ? AND key >= ? AND key <= ?",
+            (program_id, first, last),
+        )
+        return {row[0]: StoredReply(row[1], row[2], bytes(row[3])) for row in found}
+
     def put(self, program_id: int, key: str, reply: StoredReply, *, now: datetime) -> None:
-        self._s.run(
-            "INSERT INTO idempotency_keys (program_id, key, fingerprint, status, body, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (program_id, key, reply.fingerprint, reply.status, reply.body, to_micros(now)),
+        self._s.run(_INSERT_REPLY, _reply_row(program_id, key, reply, now))
+
+    def put_many(self, program_id: int, replies: dict[str, StoredReply], *, now: datetime) -> None:
+        self._s.run_many(
+            _INSERT_REPLY, [_reply_row(program_id, k, r, now) for k, r in replies.items()]
         )
 
-    def purge(self, *, before: datetime) -> int:
-        found = self._s.all(
-            "DELETE FROM idempotency_keys WHERE created_at < ? RETURNING key",
-            (to_micros(before),),
-        )
+    def purge(self, *, before: datetime, keep_prefix: str | None = None) -> int:
+        if keep_prefix is None:
+            found = self._s.all(
+                "DELETE FROM idempotency_keys WHERE created_at < ? RETURNING key",
+                (to_micros(before),),
+            )
+        else:
+            found = self._s.all(
+                "DELETE FROM idempotency_keys WHERE created_at < ? "
+                "AND substr(key, 1, ?) <> ? RETURNING key",
+                (to_micros(before), len(keep_prefix), keep_prefix),
+            )
         return len(found)
 
     def containing(self, program_id: int, text: bytes) -> dict[str, bytes]:
@@ -142,3 +165,15 @@ class SqlReplies:
             "UPDATE idempotency_keys SET body = ? WHERE program_id = ? AND key = ?",
             (body, program_id, key),
         )
+
+
+_INSERT_REPLY = (
+    "INSERT INTO idempotency_keys (program_id, key, fingerprint, status, body, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _reply_row(
+    program_id: int, key: str, reply: StoredReply, now: datetime
+) -> tuple[int, str, str, int, bytes, int]:
+    return (program_id, key, reply.fingerprint, reply.status, reply.body, to_micros(now))

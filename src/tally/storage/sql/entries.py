@@ -108,3 +108,15 @@ class SqlEntries:
             (member_pk,),
         )
         return len(found)
+
+    def export_page(
+        self, program_id: int, query: HistoryQuery, *, after: str | None, limit: int
+    ) -> list[Entry]:
+        clauses, params = _history_filter(query)
+        found = self._s.all(
+            f"SELECT {ENTRY_COLUMNS}, m.member_id FROM entries e "
+            "JOIN members m ON m.pk = e.member_pk "
+            f"WHERE e.program_id = ? AND e.id > ?{clauses} ORDER BY e.id LIMIT ?",
+            (program_id, after or "", *params, limit),
+        )
+        return [rows.entry(r, r[AFTER_ENTRY]) for r in found]

@@ -152,19 +152,19 @@ class SqlMembers:
         return replace(state, spend_lots=spend_lots)
 
     def states(
-        self, program_id: int, member_ids: list[str], *, now: datetime
+        self, program_id: int, member_ids: list[str], *, now: datetime, lock: bool = True
     ) -> dict[str, MemberState]:
         at = to_micros(now)
-        lock = self._s.lock_suffix(True)
+        suffix = self._s.lock_suffix(lock)
         keys: list[Any] = member_ids
         by = "m.member_id"
-        if lock and len(member_ids) > _STATES_PER_QUERY:
+        if suffix and len(member_ids) > _STATES_PER_QUERY:
             # Each query locks its rows in primary-key order; across queries the order must be
             # the same global one, or two bulks over overlapping members (in other orders)
             # deadlock. So the keys come first (unlocked), and each query takes the next ones.
             keys, by = sorted(self._primary_keys(program_id, member_ids)), "m.pk"
         found = self._chunked(
-            lambda count: _state_query(count, lock_suffix=lock, with_expiration=False, by=by),
+            lambda count: _state_query(count, lock_suffix=suffix, with_expiration=False, by=by),
             program_id,
             keys,
         )

@@ -31,6 +31,7 @@ class Dialect:
     for_update: str
     for_update_of_member: str  # locks the member row only, not the rows joined to it
     claim_key: Callable[[Connection, int, str], bool]
+    claim_keys: Callable[[Connection, int, list[str]], bool]  # every key, in one statement
     # An expression: the events feed shows rows whose `commit_xid` is below it (events.py).
     # With `foreign_xids`, it has one parameter: the ids that query found.
     feed_horizon: str
