@@ -15,6 +15,7 @@ def test_a_member_is_created_and_fetched(api: Api) -> None:
         "name": "Alice",
         "metadata": {"tier": 2},
         "created_at": "2026-01-01T12:00:00Z",
+        "erased_at": None,
     }
     fetched = api.get("/v1/members/alice@shop")
     assert fetched.status_code == 200 and fetched.json()["data"] == created
