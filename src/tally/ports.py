@@ -144,7 +144,7 @@ class EntryRows(Protocol):
     def post_pending(
         self, entry_id: str, *, seq: int, balance_after: int, posted_at: datetime
     ) -> None: ...
-    def cancel_pending(self, entry_id: str) -> None: ...
+    def cancel_pending(self, entry_id: str, *, at: datetime) -> None: ...
     def get(self, program_id: int, entry_id: str) -> Entry | None: ...
     def page(
         self, member: Member, query: HistoryQuery, *, offset: int, limit: int, newest_first: bool
@@ -352,6 +352,36 @@ class WebhookRows(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class PastRows:
+    """What a member's balance at a past moment is made of: the counters of the latest
+    checkpoint at or before it (zeros if none), the posted entries after that checkpoint which
+    had taken effect by then, as (type, points) in ledger order, and what was pending then."""
+
+    checkpoint: Account
+    entries: list[tuple[str, int]]
+    last_seq: int  # the ledger position of the last entry that had taken effect
+    pending: int
+
+
+class ReportRows(Protocol):
+    """Balances in the past and the program report: their running totals and the reads.
+
+    A checkpoint holds a member's counters after the entry at a ledger position; a balance as
+    of a moment is read from the latest checkpoint at or before it plus the entries after it.
+    """
+
+    def checkpoint(self, member_pk: int, *, seq: int, at: datetime, account: Account) -> None: ...
+
+    def past(self, member_pk: int, *, at: datetime) -> PastRows: ...
+
+    def past_expiration(
+        self, member_pk: int, *, at: datetime, last_seq: int
+    ) -> tuple[int, datetime] | None:
+        """The soonest expiry of the lots the member held at `at` (points, when), or None."""
+        ...
+
+
 # Administration.
 
 
@@ -422,6 +452,8 @@ class Tx(Protocol):
     def keys(self) -> KeyRows: ...
     @property
     def audit(self) -> AuditQueries: ...
+    @property
+    def reports(self) -> ReportRows: ...
 
 
 class Store(Protocol):

@@ -227,6 +227,22 @@ def history_query(request: Request) -> HistoryQuery:
     return HistoryQuery(EntryType(kind) if kind else None, start, end)
 
 
+def moment_param(request: Request, name: str) -> datetime | None:
+    """The query parameter `name` as an RFC 3339 time with a zone (a date alone is refused:
+    which instant of the day it means would be a guess), or None when it is not given."""
+    text = query_value(request, name)
+    if text is None:
+        return None
+    problem = f"{name} must be an RFC 3339 time with a zone, such as 2024-06-15T14:30:00Z."
+    try:
+        moment = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise invalid(name, problem) from None
+    if "T" not in text.upper() or moment.tzinfo is None:
+        raise invalid(name, problem)
+    return utc(moment, field=name)
+
+
 def query_value(request: Request, name: str) -> str | None:
     """The query parameter `name`, or None; given twice it is refused, never silently the last."""
     values = request.query_params.getlist(name)

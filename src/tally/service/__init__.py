@@ -2,9 +2,9 @@
 
 `runner` owns the transaction, idempotency and retries; `accounts` loads a member up to date and
 saves what a rule planned; `outbox` writes the events of a change; `members`, `points`,
-`transfers`, `lifecycle`, `rewards`, `programs`, `access`, `events` (the feed) and `webhooks`
-are the features. A new feature is a new module here and one more field of `Ledger`. Nothing here
-speaks HTTP or SQL.
+`transfers`, `lifecycle`, `rewards`, `programs`, `reports`, `access`, `events` (the feed) and
+`webhooks` are the features. A new feature is a new module here and one more field of
+`Ledger`. Nothing here speaks HTTP or SQL.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from tally.service.lifecycle import Lifecycle
 from tally.service.members import Members
 from tally.service.points import Points
 from tally.service.programs import Programs
+from tally.service.reports import Reports
 from tally.service.rewards import Rewards
 from tally.service.runner import Runner, system_clock
 from tally.service.transfers import Transfers
@@ -46,5 +47,6 @@ class Ledger:
         self.lifecycle = Lifecycle(runner, retention=webhooks.retention)
         self.rewards = Rewards(runner)
         self.programs = Programs(runner)
+        self.reports = Reports(runner)
         self.events = Events(runner)
         self.webhooks = Webhooks(runner, policy=webhooks)

@@ -11,13 +11,17 @@ from dataclasses import replace
 from datetime import datetime
 
 from tally.commands import Posting
-from tally.domain import EntryStatus, EntryType, Lot, Member
+from tally.domain import Account, Entry, EntryStatus, EntryType, Lot, Member
 from tally.errors import MemberNotFound
 from tally.ports import MemberState, Tx
 from tally.rules import points as rules
 from tally.rules.lots import Maturity, PendingAward, due_events
 from tally.service import outbox
 from tally.service.runner import Due
+
+# A member's counters are kept after every entry at a ledger position that is a multiple of
+# this, so a balance at a past moment replays at most this many entries (`reports`).
+CHECKPOINT_EVERY = 256
 
 
 def locked_member(tx: Tx, program_id: int, member_id: str, now: datetime) -> MemberState:
@@ -73,6 +77,7 @@ def catch_up(tx: Tx, member: Member, now: datetime) -> Member:
                 lot.entry_id, seq=lot.seq, balance_after=account.balance, posted_at=event.at
             )
             tx.lots.insert(lot, member_pk=member.pk)
+            _checkpoint(tx, member.pk, lot.seq, event.at, account)
             posted = pending_entries[lot.entry_id]
             outbox.transaction_posted(
                 tx, rules.posted(posted, lot, balance_after=account.balance, at=event.at), now
@@ -137,6 +142,8 @@ def write_awards(tx: Tx, postings: list[Posting], now: datetime) -> None:
             if p.entry.status is EntryStatus.POSTED
         ]
     )
+    for p in postings:
+        _checkpoint(tx, p.entry.member_pk, p.entry.seq, p.entry.effective_at, p.account)
     # Only each member's last account matters: it already counts the earlier awards.
     tx.members.save_accounts({p.entry.member_pk: p.account for p in postings})
 
@@ -149,6 +156,7 @@ def write_spend(tx: Tx, spend: rules.Spend, now: datetime) -> None:
     for lot_id, remaining in spend.remaining.items():
         tx.lots.set_remaining(lot_id, remaining)
     tx.lots.insert_draws(spend.entry.id, spend.draws)
+    _checkpointed(tx, spend.entry, spend.account)
 
 
 def write_credit(tx: Tx, posting: Posting, lots: list[Lot], now: datetime) -> None:
@@ -157,6 +165,7 @@ def write_credit(tx: Tx, posting: Posting, lots: list[Lot], now: datetime) -> No
     tx.entries.insert(posting.entry)
     outbox.transactions_created(tx, [posting.entry], now)
     tx.lots.insert_many([(lot, posting.entry.member_pk) for lot in lots])
+    _checkpointed(tx, posting.entry, posting.account)
     tx.members.save_account(posting.entry.member_pk, posting.account)
 
 
@@ -199,5 +208,17 @@ def refund(tx: Tx, locked: MemberState, points: int, *, reason: str, now: dateti
     tx.entries.insert(posting.entry)
     outbox.transactions_created(tx, [posting.entry], now)
     tx.lots.insert(rules.lot_of(posting.entry), member_pk=locked.member.pk)
+    _checkpointed(tx, posting.entry, posting.account)
     tx.members.save_account(locked.member.pk, posting.account)
     return posting
+
+
+def _checkpointed(tx: Tx, entry: Entry, account: Account) -> None:
+    _checkpoint(tx, entry.member_pk, entry.seq, entry.effective_at, account)
+
+
+def _checkpoint(tx: Tx, member_pk: int, seq: int, at: datetime, account: Account) -> None:
+    """Keep the account as it is after the entry at ledger position `seq`, if that is one of
+    the positions kept (every write of an entry comes through here)."""
+    if seq % CHECKPOINT_EVERY == 0:
+        tx.reports.checkpoint(member_pk, seq=seq, at=at, account=account)

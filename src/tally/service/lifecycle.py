@@ -33,7 +33,7 @@ class Lifecycle:
             # Read again under the member's lock: it may have posted or been cancelled since.
             entry = tx.entries.get(program_id, transaction_id) or entry
             posting = rules.plan_cancel_award(entry, member)
-            tx.entries.cancel_pending(entry.id)
+            tx.entries.cancel_pending(entry.id, at=now)
             tx.members.save_account(member.pk, posting.account)
             outbox.transaction_cancelled(tx, posting.entry, now)
             return posting

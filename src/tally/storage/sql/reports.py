@@ -1,0 +1,106 @@
+"""`ReportRows` in SQL: balance checkpoints and the reads of a balance at a past moment.
+
+A member's entries take effect in ledger order (`seq`), at non-decreasing times, so the entries
+that had taken effect by a moment are a prefix of the ledger. The latest checkpoint at or before
+the moment covers most of it; the entries up to the next checkpoint (at most 256) cover the rest.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tally.domain import Account
+from tally.ports import PastRows
+from tally.storage.sql.rows import NEVER, from_micros, to_micros
+from tally.storage.sql.session import Session
+
+_COUNTERS = (
+    "balance, lifetime_earned, lifetime_redeemed, lifetime_deducted, lifetime_expired, "
+    "lifetime_transferred_in, lifetime_transferred_out"
+)
+_LATEST_CHECKPOINT = (
+    f"SELECT seq, {_COUNTERS} FROM balance_checkpoints WHERE member_pk = ? AND at <= ? "
+    "ORDER BY at DESC, seq DESC LIMIT 1"
+)
+_NEXT_CHECKPOINT = (
+    "SELECT seq FROM balance_checkpoints WHERE member_pk = ? AND at > ? ORDER BY at, seq LIMIT 1"
+)
+_ENTRIES_AFTER = (
+    "SELECT type, points, seq FROM entries WHERE member_pk = ? AND seq > ? AND seq <= ? "
+    "AND status = 'posted' AND effective_at <= ? ORDER BY seq"
+)
+# An award was pending from its creation until it became available (when it posted) or until it
+# was cancelled; `available_at > created_at` is the partial index entries_member_held.
+_PENDING_AT = (
+    "SELECT COALESCE(SUM(points), 0) FROM entries WHERE member_pk = ? "
+    "AND available_at > created_at AND available_at > ? AND created_at <= ? "
+    "AND (cancelled_at IS NULL OR cancelled_at > ?)"
+)
+# What each lot held at the moment: its points less what the spends up to `last_seq` drew.
+_SOONEST_EXPIRY_AT = (
+    "SELECT expires_at, SUM(held) FROM (SELECT l.expires_at, l.points - COALESCE(("
+    "SELECT SUM(d.points) FROM draws d JOIN entries s ON s.id = d.spend_id "
+    "WHERE d.lot_id = l.entry_id AND s.seq <= ?), 0) AS held FROM lots l "
+    "WHERE l.member_pk = ? AND l.seq <= ? AND l.expires_at > ? AND l.expires_at < ?) lots_then "
+    "WHERE held > 0 GROUP BY expires_at ORDER BY expires_at LIMIT 1"
+)
+
+
+class SqlReports:
+    __slots__ = ("_s",)
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def checkpoint(self, member_pk: int, *, seq: int, at: datetime, account: Account) -> None:
+        a = account
+        self._s.run(
+            f"INSERT INTO balance_checkpoints (member_pk, seq, at, {_COUNTERS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                member_pk,
+                seq,
+                to_micros(at),
+                a.balance,
+                a.lifetime_earned,
+                a.lifetime_redeemed,
+                a.lifetime_deducted,
+                a.lifetime_expired,
+                a.lifetime_transferred_in,
+                a.lifetime_transferred_out,
+            ),
+        )
+
+    def past(self, member_pk: int, *, at: datetime) -> PastRows:
+        moment = to_micros(at)
+        latest = self._s.one(_LATEST_CHECKPOINT, (member_pk, moment))
+        following = self._s.one(_NEXT_CHECKPOINT, (member_pk, moment))
+        start = 0 if latest is None else int(latest[0])
+        end = NEVER if following is None else int(following[0])
+        found = self._s.all(_ENTRIES_AFTER, (member_pk, start, end, moment))
+        pending = self._s.one(_PENDING_AT, (member_pk, moment, moment, moment))
+        checkpoint = (
+            Account()
+            if latest is None
+            else Account(
+                balance=latest[1],
+                lifetime_earned=latest[2],
+                lifetime_redeemed=latest[3],
+                lifetime_deducted=latest[4],
+                lifetime_expired=latest[5],
+                lifetime_transferred_in=latest[6],
+                lifetime_transferred_out=latest[7],
+            )
+        )
+        return PastRows(
+            checkpoint=checkpoint,
+            entries=[(r[0], int(r[1])) for r in found],
+            last_seq=int(found[-1][2]) if found else start,
+            pending=int(pending[0]),
+        )
+
+    def past_expiration(
+        self, member_pk: int, *, at: datetime, last_seq: int
+    ) -> tuple[int, datetime] | None:
+        row = self._s.one(_SOONEST_EXPIRY_AT, (last_seq, member_pk, last_seq, to_micros(at), NEVER))
+        return None if row is None else (int(row[1]), from_micros(row[0]))
