@@ -381,6 +381,42 @@ class ReportRows(Protocol):
         """The soonest expiry of the lots the member held at `at` (points, when), or None."""
         ...
 
+    # The program report.
+
+    def rolled_up_until(self, program_id: int) -> datetime | None:
+        """The end of the days already in the program's running totals (None: none are)."""
+        ...
+
+    def roll_up(self, program_id: int, *, start: datetime | None, end: datetime) -> None:
+        """Add the days from `start` (from the first entry if None) to `end` to the running
+        totals: the points of the posted entries of each type that took effect on each day."""
+        ...
+
+    def due_since(self) -> datetime | None:
+        """The soonest moment anything (a pending award, a lot's expiry) falls due, over every
+        program; None if nothing ever will."""
+        ...
+
+    def day_totals(
+        self, program_id: int, *, start: datetime, end: datetime, rolled_until: datetime | None
+    ) -> list[tuple[datetime, str, int]]:
+        """(UTC day, type, points) of the posted entries that took effect from `start` to `end`
+        (days, exclusive end): from the running totals before `rolled_until`, from the entries
+        after it."""
+        ...
+
+    def active_members(self, program_id: int, *, start: datetime, end: datetime) -> int:
+        """How many members had a posted entry take effect from `start` to before `end`."""
+        ...
+
+    def outstanding(self, program_id: int) -> tuple[int, int, int]:
+        """(the sum of balances, of pending points, the number of members) of the program."""
+        ...
+
+    def expiring(self, program_id: int, *, before: list[datetime]) -> list[int]:
+        """For each moment of `before`, the points of open lots that expire before it."""
+        ...
+
 
 # Administration.
 
@@ -418,6 +454,11 @@ class KeyRows(Protocol):
 
 class AuditQueries(Protocol):
     """Reads across every member: for `tally verify` and for the sweep."""
+
+    def rollup_differences(self) -> list[tuple[int, datetime, str, int, int]]:
+        """(program, day, type, points in the running totals, points the entries add up to)
+        for every rolled-up day where the two differ."""
+        ...
 
     def ledger_checks(self) -> Iterator[LedgerCheck]: ...
 

@@ -243,6 +243,19 @@ def moment_param(request: Request, name: str) -> datetime | None:
     return utc(moment, field=name)
 
 
+def date_param(request: Request, name: str) -> date | None:
+    """The query parameter `name` as a UTC day, YYYY-MM-DD, or None when it is not given."""
+    text = query_value(request, name)
+    if text is None:
+        return None
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            raise ValueError(text)
+        return date.fromisoformat(text)
+    except ValueError:
+        raise invalid(name, f"{name} must be a date, YYYY-MM-DD (a UTC day).") from None
+
+
 def query_value(request: Request, name: str) -> str | None:
     """The query parameter `name`, or None; given twice it is refused, never silently the last."""
     values = request.query_params.getlist(name)

@@ -46,7 +46,7 @@ class Ledger:
         self.transfers = Transfers(runner)
         self.lifecycle = Lifecycle(runner, retention=webhooks.retention)
         self.rewards = Rewards(runner)
+        self.reports = Reports(runner, lifecycle=self.lifecycle)
         self.programs = Programs(runner)
-        self.reports = Reports(runner)
         self.events = Events(runner)
         self.webhooks = Webhooks(runner, policy=webhooks)

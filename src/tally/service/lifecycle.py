@@ -45,16 +45,7 @@ class Lifecycle:
         Then drop old idempotency replies, and events and finished webhook deliveries older
         than the retention period."""
         runner = self._runner
-        members = 0
-        for _ in range(rounds):
-            due = await runner.store.read(
-                lambda tx: tx.audit.members_with_due_work(now=runner.clock(), limit=batch)
-            )
-            if due:
-                await runner.write(partial(_catch_up_members, members=due, clock=runner.clock))
-                members += len(due)
-            if len(due) < batch:
-                break
+        members = await self.apply_due(batch=batch, rounds=rounds)
         purged = await runner.write(
             lambda tx: tx.replies.purge(before=runner.clock() - IDEMPOTENCY_RETENTION)
         )
@@ -65,6 +56,22 @@ class Lifecycle:
             lambda tx: tx.events.purge(before=runner.clock() - self._retention)
         )
         return SweepReport(members, purged, events, deliveries)
+
+    async def apply_due(self, *, batch: int = 100, rounds: int = 10_000) -> int:
+        """Bring every member with work due up to date, `batch` members per commit; return
+        how many were."""
+        runner = self._runner
+        members = 0
+        for _ in range(rounds):
+            due = await runner.store.read(
+                lambda tx: tx.audit.members_with_due_work(now=runner.clock(), limit=batch)
+            )
+            if due:
+                await runner.write(partial(_catch_up_members, members=due, clock=runner.clock))
+                members += len(due)
+            if len(due) < batch:
+                break
+        return members
 
 
 def _catch_up_members(tx: Tx, *, members: list[tuple[int, str]], clock: Clock) -> None:

@@ -1,4 +1,5 @@
-"""The program: its settings (today the default lifetime of new awards), read and changed.
+"""The program: its settings (today the default lifetime of new awards), read and changed; and
+its report (the points liability and what moved in each period).
 
 Keys and the program's creation are the command line's (`tally keys`), not the API's.
 """
@@ -9,9 +10,12 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tally.errors import invalid
 from tally.http import callers, inputs, outputs
 from tally.http import schemas as s
 from tally.http.routes.spec import RouteSpec
+from tally.rules.reports import Interval
+from tally.service.reports import ReportQuery
 
 
 async def get_program(request: Request) -> Response:
@@ -33,6 +37,22 @@ async def patch_program(request: Request) -> Response:
     return outputs.json_response(outputs.ok(outputs.program_out(program)))
 
 
+async def get_report(request: Request) -> Response:
+    program_id = await callers.reader(request)
+    first, last = inputs.date_param(request, "from"), inputs.date_param(request, "to")
+    interval = inputs.query_value(request, "interval")
+    if interval is None:
+        interval = Interval.DAY.value
+    elif interval not in Interval.__members__.values():
+        raise invalid("interval", "interval must be one of day, week, month.")
+    if first is not None and last is not None and first > last:
+        raise invalid("from", f"from ({first}) must not be later than to ({last}).")
+    report = await callers.ledger(request).reports.program_report(
+        program_id, ReportQuery(first, last, Interval(interval))
+    )
+    return outputs.json_response(outputs.ok(outputs.report_out(report)))
+
+
 ROUTES = (
     RouteSpec(
         method="GET",
@@ -50,5 +70,19 @@ ROUTES = (
         tag="Program",
         response=s.ProgramOut,
         body=s.ProgramPatch,
+    ),
+    RouteSpec(
+        method="GET",
+        path="/v1/program/report",
+        handler=get_report,
+        summary="The program report: outstanding points, what expires soon, what moved per period",
+        tag="Program",
+        response=s.ReportOut,
+        query=("from", "to", "interval"),
+        query_schemas={
+            "from": {"type": "string", "format": "date", "description": "A UTC day, included."},
+            "to": {"type": "string", "format": "date", "description": "A UTC day, included."},
+            "interval": {"type": "string", "enum": ["day", "week", "month"], "default": "day"},
+        },
     ),
 )

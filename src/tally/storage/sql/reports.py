@@ -1,4 +1,5 @@
-"""`ReportRows` in SQL: balance checkpoints and the reads of a balance at a past moment.
+"""`ReportRows` in SQL: balance checkpoints and the reads of a balance at a past moment; the
+program report's running totals (`report_days`) and its reads.
 
 A member's entries take effect in ledger order (`seq`), at non-decreasing times, so the entries
 that had taken effect by a moment are a prefix of the ledger. The latest checkpoint at or before
@@ -14,6 +15,9 @@ from tally.ports import PastRows
 from tally.storage.sql.rows import NEVER, from_micros, to_micros
 from tally.storage.sql.session import Session
 
+DAY = 86_400_000_000  # microseconds
+# The UTC day an entry took effect on, as the microseconds of its midnight (times are positive).
+_DAY = f"(effective_at / {DAY}) * {DAY}"
 _COUNTERS = (
     "balance, lifetime_earned, lifetime_redeemed, lifetime_deducted, lifetime_expired, "
     "lifetime_transferred_in, lifetime_transferred_out"
@@ -104,3 +108,88 @@ class SqlReports:
     ) -> tuple[int, datetime] | None:
         row = self._s.one(_SOONEST_EXPIRY_AT, (last_seq, member_pk, last_seq, to_micros(at), NEVER))
         return None if row is None else (int(row[1]), from_micros(row[0]))
+
+    # The program report.
+
+    def rolled_up_until(self, program_id: int) -> datetime | None:
+        row = self._s.one(
+            "SELECT filled_until FROM report_progress WHERE program_id = ?", (program_id,)
+        )
+        return None if row is None else from_micros(row[0])
+
+    def roll_up(self, program_id: int, *, start: datetime | None, end: datetime) -> None:
+        low = -NEVER if start is None else to_micros(start)
+        self._s.run(
+            "INSERT INTO report_days (program_id, day, type, points, entries) "
+            f"SELECT program_id, {_DAY}, type, SUM(points), COUNT(*) FROM entries "
+            "WHERE program_id = ? AND status = 'posted' AND effective_at >= ? "
+            f"AND effective_at < ? GROUP BY program_id, {_DAY}, type "
+            # Two reports rolling up the same days at once add the same figures: one suffices.
+            "ON CONFLICT (program_id, day, type) DO NOTHING",
+            (program_id, low, to_micros(end)),
+        )
+        self._s.run(
+            "INSERT INTO report_progress (program_id, filled_until) VALUES (?, ?) "
+            "ON CONFLICT (program_id) DO UPDATE SET filled_until = CASE "
+            "WHEN excluded.filled_until > report_progress.filled_until "
+            "THEN excluded.filled_until ELSE report_progress.filled_until END",
+            (program_id, to_micros(end)),
+        )
+
+    def due_since(self) -> datetime | None:
+        row = self._s.one(
+            "SELECT MIN(due) FROM (SELECT MIN(available_at) AS due FROM entries "
+            "WHERE status = 'pending' UNION ALL SELECT MIN(expires_at) FROM lots "
+            "WHERE remaining > 0) soonest"
+        )
+        value = None if row is None else row[0]
+        return None if value is None or value >= NEVER else from_micros(value)
+
+    def day_totals(
+        self, program_id: int, *, start: datetime, end: datetime, rolled_until: datetime | None
+    ) -> list[tuple[datetime, str, int]]:
+        low, high = to_micros(start), to_micros(end)
+        split = min(max(low, to_micros(rolled_until)), high) if rolled_until else low
+        found = self._s.all(
+            "SELECT day, type, points FROM report_days WHERE program_id = ? AND day >= ? "
+            "AND day < ?",
+            (program_id, low, split),
+        )
+        found += self._s.all(
+            f"SELECT {_DAY}, type, SUM(points) FROM entries WHERE program_id = ? "
+            "AND status = 'posted' AND effective_at >= ? AND effective_at < ? "
+            f"GROUP BY {_DAY}, type",
+            (program_id, split, high),
+        )
+        return [(from_micros(r[0]), r[1], int(r[2])) for r in found]
+
+    def active_members(self, program_id: int, *, start: datetime, end: datetime) -> int:
+        row = self._s.one(
+            "SELECT COUNT(DISTINCT member_pk) FROM entries WHERE program_id = ? "
+            "AND status = 'posted' AND effective_at >= ? AND effective_at < ?",
+            (program_id, to_micros(start), to_micros(end)),
+        )
+        return int(row[0])
+
+    def outstanding(self, program_id: int) -> tuple[int, int, int]:
+        row = self._s.one(
+            "SELECT COALESCE(SUM(balance), 0), COALESCE(SUM(pending), 0), COUNT(*) "
+            "FROM members WHERE program_id = ?",
+            (program_id,),
+        )
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def expiring(self, program_id: int, *, before: list[datetime]) -> list[int]:
+        if not before:
+            return []
+        moments = [to_micros(m) for m in before]
+        sums = ", ".join(
+            "COALESCE(SUM(CASE WHEN l.expires_at < ? THEN l.remaining ELSE 0 END), 0)"
+            for _ in moments
+        )
+        row = self._s.one(
+            f"SELECT {sums} FROM lots l JOIN members m ON m.pk = l.member_pk "
+            "WHERE l.remaining > 0 AND l.expires_at < ? AND m.program_id = ?",
+            (*moments, max(moments), program_id),
+        )
+        return [int(v) for v in row]
