@@ -3,7 +3,8 @@
 
 -- When a pending award was cancelled: until then it counted in `pending`. Cancellations made
 -- before this migration take the time of their `transaction.cancelled` event while the feed
--- still keeps it, and otherwise the award's own creation time (docs/api.md, "The past").
+-- still keeps it, and otherwise the award's own creation time (docs/api.md, "A balance in the
+-- past").
 ALTER TABLE entries ADD COLUMN cancelled_at INTEGER;
 UPDATE entries SET cancelled_at = c.at FROM (
     SELECT json_extract(ev.body, '$.data.transaction_id') AS id, MIN(ev.created_at) AS at FROM events ev
@@ -89,7 +90,8 @@ CREATE TABLE report_progress (
     program_id INTEGER PRIMARY KEY REFERENCES programs (id),
     filled_until INTEGER NOT NULL
 );
--- A program's posted entries in the order they took effect: the days not rolled up yet, and
--- the members active in a period.
-CREATE INDEX entries_program_time ON entries (program_id, effective_at, member_pk)
-    WHERE status = 'posted';
+-- A program's posted entries in the order they took effect: the days not rolled up yet.
+CREATE INDEX entries_program_time ON entries (program_id, effective_at) WHERE status = 'posted';
+-- A member's posted entries in the order they took effect: whether it was active in a period
+-- is one probe of this index per member, however long the period.
+CREATE INDEX entries_member_time ON entries (member_pk, effective_at) WHERE status = 'posted';
