@@ -1,6 +1,7 @@
 """Balances in the past and the program report at a million ledger rows.
 
     .venv/bin/python bench/past.py [--backends sqlite,postgresql] [--rows 1000000]
+    .venv/bin/python bench/run.py --scenarios past     (the same, with the defaults)
 
 Per backend: a fresh database migrated up to 0004, a year of ledger rows written straight into
 it (awards and deducts of `--members` members, spread evenly over the year up to now, each
@@ -205,14 +206,14 @@ def run(backend: str, url: str, rows: int, members: int, samples: int) -> None:
         store.close()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--members", type=int, default=2_000)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--pg-admin-url", default=DEFAULT_PG_ADMIN_URL)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for backend in args.backends.split(","):
         if backend == "sqlite":
             with tempfile.TemporaryDirectory() as folder:
