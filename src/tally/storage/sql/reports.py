@@ -26,12 +26,15 @@ _LATEST_CHECKPOINT = (
     f"SELECT seq, {_COUNTERS} FROM balance_checkpoints WHERE member_pk = ? AND at <= ? "
     "ORDER BY at DESC, seq DESC LIMIT 1"
 )
-_NEXT_CHECKPOINT = (
-    "SELECT seq FROM balance_checkpoints WHERE member_pk = ? AND at > ? ORDER BY at, seq LIMIT 1"
-)
+# The entries after the latest checkpoint at or before the moment, up to the next checkpoint,
+# that had taken effect by then. The bounds are sub-selects, so this statement goes out with the
+# checkpoint's and the pending one before any answer is read (one round trip on PostgreSQL).
 _ENTRIES_AFTER = (
-    "SELECT type, points, seq FROM entries WHERE member_pk = ? AND seq > ? AND seq <= ? "
-    "AND status = 'posted' AND effective_at <= ? ORDER BY seq"
+    "SELECT type, points, seq FROM entries WHERE member_pk = ? AND seq > COALESCE(("
+    "SELECT seq FROM balance_checkpoints WHERE member_pk = ? AND at <= ? "
+    "ORDER BY at DESC, seq DESC LIMIT 1), 0) AND seq <= COALESCE(("
+    "SELECT seq FROM balance_checkpoints WHERE member_pk = ? AND at > ? "
+    "ORDER BY at, seq LIMIT 1), ?) AND status = 'posted' AND effective_at <= ? ORDER BY seq"
 )
 # An award was pending from its creation until it became available (when it posted) or until it
 # was cancelled; `available_at > created_at` is the partial index entries_member_held.
@@ -77,12 +80,16 @@ class SqlReports:
 
     def past(self, member_pk: int, *, at: datetime) -> PastRows:
         moment = to_micros(at)
-        latest = self._s.one(_LATEST_CHECKPOINT, (member_pk, moment))
-        following = self._s.one(_NEXT_CHECKPOINT, (member_pk, moment))
+        sent = (
+            self._s.run(_LATEST_CHECKPOINT, (member_pk, moment)),
+            self._s.run(
+                _ENTRIES_AFTER,
+                (member_pk, member_pk, moment, member_pk, moment, NEVER, moment),
+            ),
+            self._s.run(_PENDING_AT, (member_pk, moment, moment, moment)),
+        )
+        latest, found, pending = sent[0].fetchone(), sent[1].fetchall(), sent[2].fetchone()
         start = 0 if latest is None else int(latest[0])
-        end = NEVER if following is None else int(following[0])
-        found = self._s.all(_ENTRIES_AFTER, (member_pk, start, end, moment))
-        pending = self._s.one(_PENDING_AT, (member_pk, moment, moment, moment))
         checkpoint = (
             Account()
             if latest is None
