@@ -179,7 +179,8 @@ def run_sql(database_url: str, sql: str) -> None:
     [
         ({"from": "2026-02-01", "to": "2026-01-01"}, "from"),
         ({"from": "2026-02-30"}, "from"),
-        ({"to": "2026-01-01T00:00:00Z"}, "to"),
+        ({"to": "2026-01-01T10:00:00Z"}, "to"),
+        ({"from": "2026-01-01T00:00:00"}, "from"),
         ({"interval": "year"}, "interval"),
         ({"interval": ""}, "interval"),
         ({"from": "2020-01-01", "to": "2026-01-01"}, "from"),  # 2,193 days
@@ -192,6 +193,19 @@ def test_a_bad_range_or_interval_is_refused_naming_the_field(
     response = api.get("/v1/program/report", **params)
     assert error_code(response) == (422, "validation_error"), response.text
     assert response.json()["error"]["details"][0]["field"] == field
+
+
+def test_midnights_bound_the_range_as_the_console_sends_them(api: Api, clock: FakeClock) -> None:
+    busy_program(api, clock)
+    by_days = report(api, **{"from": "2026-01-01", "to": "2026-01-31", "interval": "week"})
+    by_midnights = report(
+        api,
+        **{"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z", "interval": "week"},
+    )
+    assert by_midnights == by_days
+    assert (by_midnights["from"], by_midnights["to"]) == ("2026-01-01", "2026-01-31")
+    offset = report(api, **{"from": "2026-01-01T02:00:00+02:00", "to": "2026-01-31"})
+    assert offset["from"] == "2026-01-01"
 
 
 def test_a_read_key_may_ask_and_sees_only_its_own_program(api: Api) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TypeVar
 
 import msgspec
@@ -243,17 +243,26 @@ def moment_param(request: Request, name: str) -> datetime | None:
     return utc(moment, field=name)
 
 
-def date_param(request: Request, name: str) -> date | None:
-    """The query parameter `name` as a UTC day, YYYY-MM-DD, or None when it is not given."""
+def day_param(request: Request, name: str, *, end: bool) -> date | None:
+    """The query parameter `name` as a UTC day, or None when it is not given.
+
+    A date (YYYY-MM-DD) is that day. An RFC 3339 time at a UTC midnight is the day it starts,
+    or, for the `end` of a range, the day before it (the range ends at that instant). Any other
+    time is refused: the report counts whole UTC days.
+    """
     text = query_value(request, name)
     if text is None:
         return None
-    try:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            raise ValueError(text)
-        return date.fromisoformat(text)
-    except ValueError:
-        raise invalid(name, f"{name} must be a date, YYYY-MM-DD (a UTC day).") from None
+    problem = f"{name} must be a date (YYYY-MM-DD) or an RFC 3339 time at a UTC midnight."
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            raise invalid(name, problem) from None
+    moment = moment_param(request, name)
+    if moment is None or moment.time() != time.min:
+        raise invalid(name, problem)
+    return moment.date() - timedelta(days=1) if end else moment.date()
 
 
 def query_value(request: Request, name: str) -> str | None:

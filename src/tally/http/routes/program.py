@@ -39,7 +39,8 @@ async def patch_program(request: Request) -> Response:
 
 async def get_report(request: Request) -> Response:
     program_id = await callers.reader(request)
-    first, last = inputs.date_param(request, "from"), inputs.date_param(request, "to")
+    first = inputs.day_param(request, "from", end=False)
+    last = inputs.day_param(request, "to", end=True)
     interval = inputs.query_value(request, "interval")
     if interval is None:
         interval = Interval.DAY.value
@@ -80,8 +81,15 @@ ROUTES = (
         response=s.ReportOut,
         query=("from", "to", "interval"),
         query_schemas={
-            "from": {"type": "string", "format": "date", "description": "A UTC day, included."},
-            "to": {"type": "string", "format": "date", "description": "A UTC day, included."},
+            "from": {
+                "type": "string",
+                "description": "The first UTC day (YYYY-MM-DD), or the UTC midnight it starts at.",
+            },
+            "to": {
+                "type": "string",
+                "description": "The last UTC day (YYYY-MM-DD, included), or the UTC midnight "
+                "the range ends at (excluded).",
+            },
             "interval": {"type": "string", "enum": ["day", "week", "month"], "default": "day"},
         },
     ),
