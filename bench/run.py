@@ -317,6 +317,11 @@ def busy_note(before: tuple[float, ...], after: tuple[float, ...]) -> str | None
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.scenarios == "past":  # in-process through the service, no server: bench/past.py
+        import past
+
+        past.main(["--backends", args.backends, "--pg-admin-url", args.pg_url])
+        return 0
     wrk = wrk_version()
     if wrk is None:
         print(WRK_INSTALL_HINT, file=sys.stderr)

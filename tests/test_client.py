@@ -218,6 +218,37 @@ def test_an_awards_file_is_imported_once_and_exported(tally: TallyClient) -> Non
     assert sum(1 for line in exported if f",{a},award," in line) == 1
 
 
+def test_a_reversal_a_past_balance_and_the_report(tally: TallyClient) -> None:
+    a = member(tally)
+    before = datetime.now(UTC)
+    award = tally.award(member_id=a, points=50, reason="order")
+    spent = tally.deduct(member_id=a, points=40, reason="spent")
+    with pytest.raises(tally_client.InsufficientPoints):  # 10 of the award's 50 left unspent
+        tally.reverse_transaction(award.transaction_id, reason="returned", points=20)
+    reversal = tally.reverse_transaction(
+        award.transaction_id, reason="returned", points=20, allow_negative=True
+    )
+    assert (reversal.type, reversal.points, reversal.reverses) == (
+        "reversal",
+        -20,
+        award.transaction_id,
+    )
+    assert tally.balance(a).balance == -10  # a debt
+    with pytest.raises(tally_client.NotReversible):
+        tally.reverse_transaction(reversal.transaction_id, reason="again")
+    tally.reverse_transaction(
+        spent.transaction_id, reason="goodwill", points=15
+    )  # pays the debt first
+    assert tally.balance(a).balance == 5
+    assert tally.balance(a, as_of=before).balance == 0
+    with pytest.raises(tally_client.ValidationError):
+        tally.balance(a, as_of=datetime.now(UTC) + timedelta(days=1))
+    report = tally.report(interval="month")
+    assert report.interval == "month" and report.to == datetime.now(UTC).date()
+    assert report.outstanding.balance >= 5 and [e.points >= 0 for e in report.expiring]
+    assert sum(p.reversed for p in report.periods) <= -5
+
+
 def test_member_refusals_raise_the_class_of_their_code(tally: TallyClient) -> None:
     member_id = member(tally)
     with pytest.raises(tally_client.MemberExists) as exists:

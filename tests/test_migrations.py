@@ -5,7 +5,8 @@
 ledger takes transfers. 0008 (created_by): rows written before it read `unknown`, expiries
 `system`, and every new row names the key that made it. 0005 (reversals): no debt, nothing
 reversed, `tally verify` finds nothing, and the upgraded ledger takes reversals, into debt and
-out of it."""
+out of it. 0007 (reports): a busy member's balance checkpoints are built from its rows,
+and cancelled awards get the time they were cancelled."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from tally.commands import ReverseCommand, TransferCommand
 from tally.maintenance import run_async, verify
 from tally.service import Ledger
 from tally.storage import open_store
+from tally.storage.sql.rows import from_micros
 from tests.conftest import POSTGRES_URL
 from tests.support import postgres_copy
 
@@ -252,5 +254,125 @@ def test_an_existing_ledger_upgrades_and_takes_reversals(empty_url: str) -> None
         if empty_url.startswith("sqlite"):
             with sqlite3.connect(empty_url.removeprefix("sqlite:///")) as conn:
                 assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    finally:
+        store.close()
+
+
+MINUTE = 60_000_000
+
+
+def busy_ledger() -> tuple[list[tuple[str, tuple[Any, ...]]], list[tuple[int, int, int]]]:
+    """Rows of a member `m` with 600 entries as 0004 stores them (an award of 10, then a deduct
+    of 3 drawn from the oldest lots, a minute apart), and two cancelled pending awards, one
+    with its `transaction.cancelled` event still in the feed. Also (time, balance, deducted)
+    after each entry."""
+    rows: list[tuple[str, tuple[Any, ...]]] = [
+        ("INSERT INTO programs (id, name, created_at) VALUES (1, 'acme', ?)", (NOW,))
+    ]
+    entry = (
+        "INSERT INTO entries (id, program_id, member_pk, seq, type, status, points, reason, "
+        "balance_after, created_at, effective_at, available_at) "
+        "VALUES (?, 1, 1, ?, ?, ?, ?, 'r', ?, ?, ?, ?)"
+    )
+    lots: dict[str, int] = {}
+    draws: list[tuple[str, tuple[Any, ...]]] = []
+    balance = deducted = 0
+    seen = []
+    for seq in range(1, 601):
+        at = NOW + seq * MINUTE
+        if seq % 2:
+            balance += 10
+            lots[f"txn_{seq}"] = 10
+            rows.append((entry, (f"txn_{seq}", seq, "award", "posted", 10, balance, at, at, None)))
+        else:
+            balance -= 3
+            deducted += 3
+            rows.append((entry, (f"txn_{seq}", seq, "deduct", "posted", -3, balance, at, at, None)))
+            need = 3
+            for lot_id, left in lots.items():
+                take = min(left, need)
+                if take:
+                    lots[lot_id] -= take
+                    need -= take
+                    draws.append(
+                        (
+                            "INSERT INTO draws (spend_id, lot_id, points) VALUES (?, ?, ?)",
+                            (f"txn_{seq}", lot_id, take),
+                        )
+                    )
+                if not need:
+                    break
+        seen.append((at, balance, deducted))
+    for lot_id, left in lots.items():
+        rows.append(
+            (
+                "INSERT INTO lots (entry_id, member_pk, seq, points, remaining, expires_at, "
+                "source_id) VALUES (?, 1, ?, 10, ?, 9223372036854775807, ?)",
+                (lot_id, int(lot_id.removeprefix("txn_")), left, lot_id),
+            )
+        )
+    rows += draws  # after the lots they draw on
+    later = NOW + 601 * MINUTE
+    for seq, name in ((601, "txn_c1"), (602, "txn_c2")):
+        rows.append((entry, (name, seq, "award", "cancelled", 5, None, NOW, NOW, later)))
+    rows.append(
+        (
+            "INSERT INTO events (program_id, id, type, created_at, body) "
+            "VALUES (1, 'evt_1', 'transaction.cancelled', ?, ?)",
+            (NOW + 30 * MINUTE, '{"data": {"transaction_id": "txn_c1"}}'),
+        )
+    )
+    rows.insert(
+        1,
+        (
+            "INSERT INTO members (pk, program_id, member_id, created_at, balance, "
+            "lifetime_earned, lifetime_deducted, last_seq, entry_count) "
+            "VALUES (1, 1, 'm', ?, ?, ?, ?, 602, 602)",
+            (NOW, balance, balance + deducted, deducted),
+        ),
+    )
+    return rows, seen
+
+
+def write_rows(url: str, rows: list[tuple[str, tuple[Any, ...]]]) -> None:
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            for sql, params in rows:
+                conn.execute(sql, params)
+        return
+    with psycopg.connect(url) as conn:
+        for sql, params in rows:
+            conn.execute(sql.replace("?", "%s"), params)
+        conn.execute("SELECT setval(pg_get_serial_sequence('members', 'pk'), 10)")
+        conn.execute("SELECT setval(pg_get_serial_sequence('programs', 'id'), 10)")
+
+
+def test_an_existing_ledger_gets_its_balance_checkpoints_and_cancellation_times(
+    empty_url: str,
+) -> None:
+    migrate_before(empty_url, "0005")
+    rows, seen = busy_ledger()
+    write_rows(empty_url, rows)
+    store = open_store(empty_url)
+    try:
+        assert "0007.reports" in store.migrate()
+        assert verify(store) == []
+        # Kept after positions 256 and 512, as the write path keeps them.
+        past = store.transact(lambda tx: tx.reports.past(1, at=from_micros(seen[299][0])))
+        assert past.checkpoint.balance == seen[255][1]
+        assert past.checkpoint.lifetime_deducted == seen[255][2]
+        assert past.last_seq == 300 and len(past.entries) == 300 - 256
+        ledger = Ledger(store, clock=lambda: datetime(2026, 1, 3, tzinfo=UTC))
+        for index in (0, 254, 255, 256, 511, 512, 599):
+            moment, balance, deducted = seen[index]
+            view = run_async(
+                store, lambda m=moment: ledger.reports.balance_as_of(1, "m", from_micros(m))
+            )
+            assert (view.account.balance, view.account.lifetime_deducted) == (balance, deducted)
+        # txn_c1 was cancelled when its event says (30 minutes in), txn_c2 at its creation.
+        for minutes, pending in ((0, 5), (29, 5), (30, 0)):
+            moment = from_micros(NOW + minutes * MINUTE)
+            view = run_async(store, lambda m=moment: ledger.reports.balance_as_of(1, "m", m))
+            assert view.account.pending == pending, minutes
     finally:
         store.close()

@@ -268,6 +268,8 @@ BAD_QUERIES = [
     {"from": "next week"},
     {"from": "2026-02-01", "to": "2026-01-01"},
     {"status": "lost"},
+    {"as_of": "2999-01-01T00:00:00Z"},
+    {"interval": "year"},
 ]
 
 

@@ -252,6 +252,7 @@ NAMES_NOTHING = {
     "GET /v1/members": "lists B's own members",
     "GET /v1/program": "shows B's own program",
     "PATCH /v1/program": "changes B's own program",
+    "GET /v1/program/report": "adds up B's own program only",
     "GET /v1/rewards": "lists B's own rewards",
     "POST /v1/rewards": "creates one of B's rewards",
     "GET /v1/events": "lists B's own events",

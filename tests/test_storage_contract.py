@@ -543,3 +543,46 @@ def test_copies_are_found_by_their_text_and_rewritten_in_place(store: Store) -> 
     assert store.transact(lambda tx: tx.replies.get(second, "k1")) == StoredReply(
         "f", 201, b'{"member_id":"m","name":"N"}'
     )
+
+
+def test_a_checkpoint_is_read_back_as_the_start_of_a_past_balance(store: Store) -> None:
+    pk = _member(store, _program(store))
+    kept = Account(balance=70, lifetime_earned=100, lifetime_deducted=30)
+    at = NOW + timedelta(hours=1)
+    store.transact(lambda tx: tx.reports.checkpoint(pk, seq=256, at=at, account=kept))
+    before = store.transact(lambda tx: tx.reports.past(pk, at=at - timedelta(microseconds=1)))
+    assert (before.checkpoint, before.entries, before.last_seq) == (Account(), [], 0)
+    then = store.transact(lambda tx: tx.reports.past(pk, at=at))
+    assert (then.checkpoint, then.last_seq, then.pending) == (kept, 256, 0)
+
+
+def test_rolled_up_days_and_the_entries_after_them_add_up_the_same(store: Store) -> None:
+    program_id = _program(store)
+    ledger = Ledger(store, clock=lambda: NOW)
+    store.transact(lambda tx: tx.members.insert(program_id, Profile("m"), now=NOW))
+
+    async def awards() -> None:
+        for points in (5, 7):
+            await ledger.points.award(
+                program_id,
+                AwardCommand("m", points, "r"),
+                idempotency=None,
+                render=lambda p: (201, b""),
+            )
+
+    run_async(store, awards)
+    day, next_day = NOW, NOW + timedelta(days=1)
+
+    def totals(rolled: datetime | None) -> list[tuple[datetime, str, int]]:
+        return store.transact(
+            lambda tx: tx.reports.day_totals(
+                program_id, start=day, end=next_day, rolled_until=rolled
+            )
+        )
+
+    assert totals(None) == [(day, "award", 12)]
+    store.transact(lambda tx: tx.reports.roll_up(program_id, start=None, end=next_day))
+    store.transact(lambda tx: tx.reports.roll_up(program_id, start=None, end=next_day))  # again
+    assert store.transact(lambda tx: tx.reports.rolled_up_until(program_id)) == next_day
+    assert totals(next_day) == [(day, "award", 12)]
+    assert verify(store) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Generic, TypeVar
 
@@ -320,3 +320,27 @@ class Requeued:
     """How many deliveries a retry or a recovery queued again."""
 
     queued: int
+
+
+# The program report
+
+
+@dataclass(frozen=True, slots=True)
+class ReportPeriod:
+    """One period's figures (`rules.reports.FIGURES`), each the signed points of its rows."""
+
+    start: date
+    figures: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramReport:
+    first: date
+    last: date
+    interval: str
+    balance: int
+    pending: int
+    expiring: list[tuple[datetime, int]]
+    members: int
+    active_members: int
+    periods: list[ReportPeriod]

@@ -78,7 +78,7 @@ class Account:
     def post(self, kind: EntryType, points: int) -> Account:
         """The account after an entry of `kind` and signed `points` takes effect."""
         balance = self.balance + points
-        if balance < 0 and points < 0:
+        if balance < 0 and points < 0 and kind is not EntryType.REVERSAL:  # only a debt may
             raise ValueError(f"balance would fall to {balance}")
         earned, redeemed = self.lifetime_earned, self.lifetime_redeemed
         deducted, expired = self.lifetime_deducted, self.lifetime_expired
@@ -94,6 +94,11 @@ class Account:
             deducted -= points
         elif kind is EntryType.EXPIRE:
             expired -= points
+        elif kind is EntryType.REVERSAL:  # of an award (negative) or of a deduct (positive)
+            if points < 0:
+                earned += points
+            else:
+                deducted -= points
         else:  # a redemption counts in lifetime_redeemed; its refund takes it back out
             redeemed -= points
         return Account(

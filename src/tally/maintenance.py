@@ -145,7 +145,8 @@ def _recount(check: LedgerCheck) -> list[Mismatch]:
 
 
 def verify(store: Store) -> list[Mismatch]:
-    """Recompute every counter from the ledger rows; every difference found, or []."""
+    """Recompute every counter (and the program report's running totals) from the ledger rows;
+    every difference found, or []."""
 
     def work(tx: Tx) -> list[Mismatch]:
         found = [problem for check in tx.audit.ledger_checks() for problem in _recount(check)]
@@ -163,6 +164,15 @@ def verify(store: Store) -> list[Mismatch]:
                     entry_id,
                     "is not a reversal of a posted award (negative) or deduct (positive) "
                     "of its own member",
+                )
+            )
+        # The program report's running totals, day by day, against the entries they add up.
+        for program_id, day, kind, stored, actual in tx.audit.rollup_differences():
+            found.append(
+                Mismatch(
+                    f"program {program_id}",
+                    f"the report's {kind} total of {day.date()} is {stored}, "
+                    f"the ledger gives {actual}",
                 )
             )
         return found

@@ -160,7 +160,7 @@ class EntryRows(Protocol):
     def post_pending(
         self, entry_id: str, *, seq: int, balance_after: int, posted_at: datetime
     ) -> None: ...
-    def cancel_pending(self, entry_id: str) -> None: ...
+    def cancel_pending(self, entry_id: str, *, at: datetime) -> None: ...
 
     def set_points_reversed(self, entry_id: str, points: int) -> None:
         """How many of an award's or deduct's points reversals have moved back so far."""
@@ -434,6 +434,72 @@ class WebhookRows(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class PastRows:
+    """What a member's balance at a past moment is made of: the counters of the latest
+    checkpoint at or before it (zeros if none), the posted entries after that checkpoint which
+    had taken effect by then, as (type, points) in ledger order, and what was pending then."""
+
+    checkpoint: Account
+    entries: list[tuple[str, int]]
+    last_seq: int  # the ledger position of the last entry that had taken effect
+    pending: int
+
+
+class ReportRows(Protocol):
+    """Balances in the past and the program report: their running totals and the reads.
+
+    A checkpoint holds a member's counters after the entry at a ledger position; a balance as
+    of a moment is read from the latest checkpoint at or before it plus the entries after it.
+    """
+
+    def checkpoint(self, member_pk: int, *, seq: int, at: datetime, account: Account) -> None: ...
+
+    def past(self, member_pk: int, *, at: datetime) -> PastRows: ...
+
+    def past_expiration(
+        self, member_pk: int, *, at: datetime, last_seq: int
+    ) -> tuple[int, datetime] | None:
+        """The soonest expiry of the lots the member held at `at` (points, when), or None."""
+        ...
+
+    # The program report.
+
+    def rolled_up_until(self, program_id: int) -> datetime | None:
+        """The end of the days already in the program's running totals (None: none are)."""
+        ...
+
+    def roll_up(self, program_id: int, *, start: datetime | None, end: datetime) -> None:
+        """Add the days from `start` (from the first entry if None) to `end` to the running
+        totals: the points of the posted entries of each type that took effect on each day."""
+        ...
+
+    def due_since(self) -> datetime | None:
+        """The soonest moment anything (a pending award, a lot's expiry) falls due, over every
+        program; None if nothing ever will."""
+        ...
+
+    def day_totals(
+        self, program_id: int, *, start: datetime, end: datetime, rolled_until: datetime | None
+    ) -> list[tuple[datetime, str, int]]:
+        """(UTC day, type, points) of the posted entries that took effect from `start` to `end`
+        (days, exclusive end): from the running totals before `rolled_until`, from the entries
+        after it."""
+        ...
+
+    def active_members(self, program_id: int, *, start: datetime, end: datetime) -> int:
+        """How many members had a posted entry take effect from `start` to before `end`."""
+        ...
+
+    def outstanding(self, program_id: int) -> tuple[int, int, int]:
+        """(the sum of balances, of pending points, the number of members) of the program."""
+        ...
+
+    def expiring(self, program_id: int, *, before: list[datetime]) -> list[int]:
+        """For each moment of `before`, the points of open lots that expire before it."""
+        ...
+
+
 # Administration.
 
 
@@ -476,6 +542,11 @@ class KeyRows(Protocol):
 
 class AuditQueries(Protocol):
     """Reads across every member: for `tally verify` and for the sweep."""
+
+    def rollup_differences(self) -> list[tuple[int, datetime, str, int, int]]:
+        """(program, day, type, points in the running totals, points the entries add up to)
+        for every rolled-up day where the two differ."""
+        ...
 
     def ledger_checks(self) -> Iterator[LedgerCheck]: ...
 
@@ -520,6 +591,8 @@ class Tx(Protocol):
     def keys(self) -> KeyRows: ...
     @property
     def audit(self) -> AuditQueries: ...
+    @property
+    def reports(self) -> ReportRows: ...
 
 
 class Store(Protocol):

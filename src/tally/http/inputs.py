@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TypeVar
 
 import msgspec
@@ -234,6 +234,44 @@ def history_filters(kind: str | None, start_text: str | None, end_text: str | No
     if start is not None and end is not None and start > end:
         raise invalid("from", "from must not be later than to.")
     return HistoryQuery(EntryType(kind) if kind else None, start, end)
+
+
+def moment_param(request: Request, name: str) -> datetime | None:
+    """The query parameter `name` as an RFC 3339 time with a zone (a date alone is refused:
+    which instant of the day it means would be a guess), or None when it is not given."""
+    text = query_value(request, name)
+    if text is None:
+        return None
+    problem = f"{name} must be an RFC 3339 time with a zone, such as 2024-06-15T14:30:00Z."
+    try:
+        moment = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise invalid(name, problem) from None
+    if "T" not in text.upper() or moment.tzinfo is None:
+        raise invalid(name, problem)
+    return utc(moment, field=name)
+
+
+def day_param(request: Request, name: str, *, end: bool) -> date | None:
+    """The query parameter `name` as a UTC day, or None when it is not given.
+
+    A date (YYYY-MM-DD) is that day. An RFC 3339 time at a UTC midnight is the day it starts,
+    or, for the `end` of a range, the day before it (the range ends at that instant). Any other
+    time is refused: the report counts whole UTC days.
+    """
+    text = query_value(request, name)
+    if text is None:
+        return None
+    problem = f"{name} must be a date (YYYY-MM-DD) or an RFC 3339 time at a UTC midnight."
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            raise invalid(name, problem) from None
+    moment = moment_param(request, name)
+    if moment is None or moment.time() != time.min:
+        raise invalid(name, problem)
+    return moment.date() - timedelta(days=1) if end else moment.date()
 
 
 def query_value(request: Request, name: str) -> str | None:

@@ -29,6 +29,11 @@ _QUERY: dict[str, dict[str, Any]] = {
     "from": {"type": "string", "description": "RFC 3339 time with a zone, or YYYY-MM-DD."},
     "to": {"type": "string", "description": "RFC 3339 time, or YYYY-MM-DD (the whole day)."},
     "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+    "as_of": {
+        "type": "string",
+        "format": "date-time",
+        "description": "RFC 3339 time with a zone, not in the future: the balance then.",
+    },
 }
 
 _IDEMPOTENCY_KEY = {

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from starlette.responses import Response
 
-from tally.commands import BalanceView, BulkOutcome, Listing, Posting, Reply
+from tally.commands import BalanceView, BulkOutcome, Listing, Posting, ProgramReport, Reply
 from tally.domain import Lot, Program
 from tally.http import schemas as s
 from tally.http.errors import error_body
@@ -138,4 +138,16 @@ def bulk_out(outcome: BulkOutcome) -> s.BulkOut:
 def program_out(program: Program) -> s.ProgramOut:
     return s.ProgramOut(
         program.name, program.points_expire_after_days, program.created_at, program.enrol_on_award
+    )
+
+
+def report_out(report: ProgramReport) -> s.ReportOut:
+    return s.ReportOut(
+        from_=report.first,
+        to=report.last,
+        interval=report.interval,
+        outstanding=s.ReportOutstanding(report.balance, report.pending),
+        expiring=[s.ReportExpiring(before, points) for before, points in report.expiring],
+        members=s.ReportMembers(report.members, report.active_members),
+        periods=[s.ReportPeriodOut(p.start, **p.figures) for p in report.periods],
     )

@@ -7,7 +7,7 @@ msgspec cannot express are in `inputs.py`; domain values become these structs in
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -254,6 +254,42 @@ class ProgramOut(Struct):
     points_expire_after_days: int | None
     created_at: datetime
     enrol_on_award: bool
+
+
+class ReportOutstanding(Struct):
+    balance: int
+    pending: int
+
+
+class ReportExpiring(Struct):
+    before: datetime
+    points: int
+
+
+class ReportMembers(Struct):
+    total: int
+    active_in_period: int
+
+
+class ReportPeriodOut(Struct):
+    start: date
+    awarded: int
+    deducted: int
+    redeemed: int
+    refunded: int
+    expired: int
+    transferred: int
+    reversed: int
+
+
+class ReportOut(Struct):
+    from_: date = msgspec.field(name="from")
+    to: date = msgspec.field()
+    interval: str = msgspec.field()
+    outstanding: ReportOutstanding = msgspec.field()
+    expiring: list[ReportExpiring] = msgspec.field()
+    members: ReportMembers = msgspec.field()
+    periods: list[ReportPeriodOut] = msgspec.field()
 
 
 class HealthOut(Struct):

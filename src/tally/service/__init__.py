@@ -2,10 +2,10 @@
 
 `runner` owns the transaction, idempotency and retries; `accounts` loads a member up to date and
 saves what a rule planned; `outbox` writes the events of a change; `members`, `erasure`,
-`enrolment`, `points`, `transfers`, `reversals`, `lifecycle`, `rewards`, `programs`, `access`,
-`events` (the feed), `webhooks`, `imports` (awards files) and `exports` (transactions, page by
-page) are the features. A new feature is a new module here and one more field of `Ledger`.
-Nothing here speaks HTTP or SQL.
+`enrolment`, `points`, `transfers`, `reversals`, `lifecycle`, `rewards`, `programs`, `reports`,
+`access`, `events` (the feed), `webhooks`, `imports` (awards files) and `exports` (transactions,
+page by page) are the features. A new feature is a new module here and one more field of
+`Ledger`. Nothing here speaks HTTP or SQL.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from tally.service.lifecycle import Lifecycle
 from tally.service.members import Members
 from tally.service.points import Points
 from tally.service.programs import Programs
+from tally.service.reports import Reports
 from tally.service.reversals import Reversals
 from tally.service.rewards import Rewards
 from tally.service.runner import Runner, system_clock
@@ -52,6 +53,7 @@ class Ledger:
         self.reversals = Reversals(runner)
         self.lifecycle = Lifecycle(runner, retention=webhooks.retention)
         self.rewards = Rewards(runner)
+        self.reports = Reports(runner, lifecycle=self.lifecycle)
         self.programs = Programs(runner)
         self.events = Events(runner)
         self.webhooks = Webhooks(runner, policy=webhooks)

@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from tally.commands import Posting
-from tally.domain import EntryStatus, EntryType, Lot, Member
+from tally.domain import Account, Entry, EntryStatus, EntryType, Lot, Member
 from tally.errors import MemberNotFound
 from tally.ports import MemberState, Tx
 from tally.rules import points as rules
@@ -19,6 +19,10 @@ from tally.rules import reversals
 from tally.rules.lots import Expiry, Maturity, PendingAward, due_events
 from tally.service import outbox
 from tally.service.runner import Due
+
+# A member's counters are kept after every entry at a ledger position that is a multiple of
+# this, so a balance at a past moment replays at most this many entries (`reports`).
+CHECKPOINT_EVERY = 256
 
 
 def locked_member(tx: Tx, program_id: int, member_id: str, now: datetime) -> MemberState:
@@ -78,6 +82,7 @@ def catch_up(tx: Tx, member: Member, now: datetime) -> Member:
             (held,) = write_lots(tx, member.pk, [lot], balance_before=before)
             if held.remaining != lot.remaining:
                 repaid[lot.entry_id] = held
+            _checkpoint(tx, member.pk, lot.seq, event.at, account)
             posted = pending_entries[lot.entry_id]
             outbox.transaction_posted(
                 tx, rules.posted(posted, lot, balance_after=account.balance, at=event.at), now
@@ -148,6 +153,8 @@ def write_awards(tx: Tx, postings: list[Posting], now: datetime) -> None:
         if p.balance < p.entry.points:
             before = p.balance - p.entry.points
             write_lots(tx, p.entry.member_pk, [rules.lot_of(p.entry)], balance_before=before)
+    for p in postings:
+        _checkpoint(tx, p.entry.member_pk, p.entry.seq, p.entry.effective_at, p.account)
     # Only each member's last account matters: it already counts the earlier awards.
     tx.members.save_accounts({p.entry.member_pk: p.account for p in postings})
 
@@ -160,6 +167,7 @@ def write_spend(tx: Tx, spend: rules.Spend, now: datetime) -> None:
     for lot_id, remaining in spend.remaining.items():
         tx.lots.set_remaining(lot_id, remaining)
     tx.lots.insert_draws(spend.entry.id, spend.draws)
+    checkpointed(tx, spend.entry, spend.account)
 
 
 def write_credit(tx: Tx, posting: Posting, lots: list[Lot], now: datetime) -> None:
@@ -169,6 +177,7 @@ def write_credit(tx: Tx, posting: Posting, lots: list[Lot], now: datetime) -> No
     outbox.transactions_created(tx, [posting.entry], now)
     before = posting.balance - posting.entry.points
     write_lots(tx, posting.entry.member_pk, lots, balance_before=before)
+    checkpointed(tx, posting.entry, posting.account)
     tx.members.save_account(posting.entry.member_pk, posting.account)
 
 
@@ -246,5 +255,18 @@ def refund(
     outbox.transactions_created(tx, [posting.entry], now)
     before = locked.member.account.balance
     write_lots(tx, locked.member.pk, [rules.lot_of(posting.entry)], balance_before=before)
+    checkpointed(tx, posting.entry, posting.account)
     tx.members.save_account(locked.member.pk, posting.account)
     return posting
+
+
+def checkpointed(tx: Tx, entry: Entry, account: Account) -> None:
+    """Keep `account` as it is after `entry`, if its ledger position is one of those kept."""
+    _checkpoint(tx, entry.member_pk, entry.seq, entry.effective_at, account)
+
+
+def _checkpoint(tx: Tx, member_pk: int, seq: int, at: datetime, account: Account) -> None:
+    """Keep the account as it is after the entry at ledger position `seq`, if that is one of
+    the positions kept (every write of an entry comes through here)."""
+    if seq % CHECKPOINT_EVERY == 0:
+        tx.reports.checkpoint(member_pk, seq=seq, at=at, account=account)

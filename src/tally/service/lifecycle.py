@@ -34,7 +34,7 @@ class Lifecycle:
             # Read again under the member's lock: it may have posted or been cancelled since.
             entry = tx.entries.get(program_id, transaction_id) or entry
             posting = rules.plan_cancel_award(entry, member)
-            tx.entries.cancel_pending(entry.id)
+            tx.entries.cancel_pending(entry.id, at=now)
             tx.members.save_account(member.pk, posting.account)
             outbox.transaction_cancelled(tx, posting.entry, now)
             return posting
@@ -46,16 +46,7 @@ class Lifecycle:
         Then drop old idempotency replies, and events and finished webhook deliveries older
         than the retention period."""
         runner = self._runner
-        members = 0
-        for _ in range(rounds):
-            due = await runner.store.read(
-                lambda tx: tx.audit.members_with_due_work(now=runner.clock(), limit=batch)
-            )
-            if due:
-                await runner.write(partial(_catch_up_members, members=due, clock=runner.clock))
-                members += len(due)
-            if len(due) < batch:
-                break
+        members = await self.apply_due(batch=batch, rounds=rounds)
         purged = await runner.write(
             lambda tx: tx.replies.purge(
                 before=runner.clock() - IDEMPOTENCY_RETENTION, keep_prefix=IMPORT_KEY_PREFIX
@@ -68,6 +59,22 @@ class Lifecycle:
             lambda tx: tx.events.purge(before=runner.clock() - self._retention)
         )
         return SweepReport(members, purged, events, deliveries)
+
+    async def apply_due(self, *, batch: int = 100, rounds: int = 10_000) -> int:
+        """Bring every member with work due up to date, `batch` members per commit; return
+        how many were."""
+        runner = self._runner
+        members = 0
+        for _ in range(rounds):
+            due = await runner.store.read(
+                lambda tx: tx.audit.members_with_due_work(now=runner.clock(), limit=batch)
+            )
+            if due:
+                await runner.write(partial(_catch_up_members, members=due, clock=runner.clock))
+                members += len(due)
+            if len(due) < batch:
+                break
+        return members
 
 
 def _catch_up_members(tx: Tx, *, members: list[tuple[int, str]], clock: Clock) -> None:

@@ -66,6 +66,7 @@ class Reversals:
                 outbox.transactions_created(tx, [planned.entry], now)
                 before = member.account.balance
                 accounts.write_lots(tx, member.pk, [planned.lot], balance_before=before)
+                accounts.checkpointed(tx, planned.entry, planned.account)
             tx.members.save_account(member.pk, planned.account)
             return planned
 

@@ -8,7 +8,7 @@ Each is immutable (`frozen`), made with keywords.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from msgspec import Struct, field
@@ -80,6 +80,10 @@ class Transaction(Struct, frozen=True, kw_only=True):
     available_at: datetime | None = None
     expires_at: datetime | None = None
     created_by: str | None = None
+    # A reversal's: the award or deduct it reverses. An award's or deduct's: how many of its
+    # points reversals have taken or given back so far.
+    reverses: str | None = None
+    points_reversed: int = 0
 
 
 class NewTransaction(Struct, frozen=True, kw_only=True):
@@ -264,9 +268,9 @@ class Outstanding(Struct, frozen=True, kw_only=True):
 
 
 class Expiring(Struct, frozen=True, kw_only=True):
-    """Points that expire before `before` (as the server writes it)."""
+    """Points that expire before `before` (30, 60 and 90 days from now)."""
 
-    before: str
+    before: datetime
     points: int
 
 
@@ -276,9 +280,10 @@ class MemberCounts(Struct, frozen=True, kw_only=True):
 
 
 class Period(Struct, frozen=True, kw_only=True):
-    """One interval of a report; `start` as the server writes it."""
+    """One interval of a report (a UTC day, a week from Monday, a month), starting at `start`;
+    each figure is the sum of that type's rows, signed as in history."""
 
-    start: str
+    start: date
     awarded: int = 0
     deducted: int = 0
     redeemed: int = 0
@@ -289,8 +294,11 @@ class Period(Struct, frozen=True, kw_only=True):
 
 
 class Report(Struct, frozen=True, kw_only=True):
-    """The points liability, computed from the ledger."""
+    """The points liability, computed from the ledger, over the days `from_` to `to`."""
 
+    from_: date = field(name="from")
+    to: date
+    interval: str
     outstanding: Outstanding
     expiring: list[Expiring]
     members: MemberCounts

@@ -279,14 +279,21 @@ class Operations:
         reason: str,
         points: int | None = None,
         allow_negative: bool | None = None,
+        reference: str | None = None,
+        metadata: Metadata | None = None,
         idempotency_key: str | None = None,
     ) -> Call[Transaction]:
-        """Take back a posted award (all of it, or `points`), or give back a deduct."""
-        fields = given(reason=reason, points=points, allow_negative=allow_negative)
+        """Take back a posted award (all of it, or `points`), or give back a deduct; taking
+        back points already spent needs `allow_negative` (the balance may go below zero)."""
+        fields = given(
+            reason=reason,
+            points=points,
+            allow_negative=allow_negative,
+            reference=reference,
+            metadata=metadata,
+        )
         where = path("/v1/transactions/{}/reverse", transaction_id)
         return post(where, Transaction, fields, idempotency_key)
-
-    # The program (sections 5 and 9)
 
     # CSV files (docs/api.md, "CSV files")
 
@@ -308,6 +315,8 @@ class Operations:
         for millions of rows use `tally export transactions`)."""
         query = {"type": type, "from": moment(from_), "to": moment(to)}
         return get("/v1/exports/transactions", str, **query)
+
+    # The program (sections 5 and 9)
 
     @operation
     def current_key() -> Call[Key]:

@@ -122,9 +122,13 @@ async def transfer(request: Request) -> Response:
 
 async def balance(request: Request) -> Response:
     program_id = await callers.reader(request)
-    view = await callers.ledger(request).points.balance(
-        program_id, inputs.path_id(request, "member_id")
-    )
+    member_id = inputs.path_id(request, "member_id")
+    as_of = inputs.moment_param(request, "as_of")
+    ledger = callers.ledger(request)
+    if as_of is None:
+        view = await ledger.points.balance(program_id, member_id)
+    else:
+        view = await ledger.reports.balance_as_of(program_id, member_id, as_of)
     return outputs.json_response(outputs.ok(outputs.balance_out(view)))
 
 
@@ -188,9 +192,10 @@ ROUTES = (
         path="/v1/members/{member_id}/balance",
         operation_id="balance",
         handler=balance,
-        summary="Get a member's balance",
+        summary="Get a member's balance, now or as it stood at a past moment (as_of)",
         tag="Points",
         response=s.BalanceOut,
+        query=("as_of",),
         errors=("member_not_found",),
     ),
     RouteSpec(

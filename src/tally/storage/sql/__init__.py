@@ -2,8 +2,9 @@
 
 One module per role: `members`, `entries`, `lots`, `catalog` (the ledger's own rows), `events`
 (the outbox), `webhooks` (endpoints and deliveries), `admin` (programs, keys, idempotency
-replies) and `audit`; `rows` converts rows to values, `session` runs statements. Connections,
-transactions and commits belong to the backends, not here.
+replies), `audit` and `reports` (balances in the past, the program report); `rows` converts
+rows to values, `session` runs statements. Connections, transactions and commits belong to the
+backends, not here.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tally.storage.sql.entries import SqlEntries
 from tally.storage.sql.events import SqlEvents
 from tally.storage.sql.lots import SqlLots
 from tally.storage.sql.members import SqlMembers
+from tally.storage.sql.reports import SqlReports
 from tally.storage.sql.session import Connection, Dialect, Session
 from tally.storage.sql.webhooks import SqlWebhooks
 
@@ -35,6 +37,7 @@ class SqlTx:
         "keys",
         "audit",
         "webhooks",
+        "reports",
     )
 
     def __init__(self, conn: Connection, dialect: Dialect, *, one_statement: bool = False) -> None:
@@ -49,3 +52,4 @@ class SqlTx:
         self.keys = SqlKeys(session)
         self.audit = SqlAudit(session)
         self.webhooks = SqlWebhooks(session)
+        self.reports = SqlReports(session)

@@ -8,7 +8,8 @@ from datetime import datetime
 from tally.domain import EntryStatus, EntryType
 from tally.ports import LedgerCheck
 from tally.storage.sql import rows
-from tally.storage.sql.rows import MEMBER_COLUMNS, to_micros
+from tally.storage.sql.reports import DAY
+from tally.storage.sql.rows import MEMBER_COLUMNS, from_micros, to_micros
 from tally.storage.sql.session import Session
 
 
@@ -132,6 +133,27 @@ class SqlAudit:
             "HAVING l.remaining + COALESCE(SUM(d.points), 0) <> l.points"
         )
         return [(r[0], int(r[1]), int(r[2])) for r in spends + overdrawn + lots + made]
+
+    def rollup_differences(self) -> list[tuple[int, datetime, str, int, int]]:
+        stored = {
+            (r[0], r[1], r[2]): int(r[3])
+            for r in self._s.all("SELECT program_id, day, type, points FROM report_days")
+        }
+        day = f"(e.effective_at / {DAY}) * {DAY}"
+        actual = {
+            (r[0], r[1], r[2]): int(r[3])
+            for r in self._s.all(
+                f"SELECT e.program_id, {day}, e.type, SUM(e.points) FROM entries e "
+                "JOIN report_progress p ON p.program_id = e.program_id "
+                "WHERE e.status = 'posted' AND e.effective_at < p.filled_until "
+                f"GROUP BY e.program_id, {day}, e.type"
+            )
+        }
+        return [
+            (key[0], from_micros(key[1]), key[2], stored.get(key, 0), actual.get(key, 0))
+            for key in sorted(stored.keys() | actual.keys())
+            if stored.get(key, 0) != actual.get(key, 0)
+        ]
 
     def members_with_due_work(self, *, now: datetime, limit: int) -> list[tuple[int, str]]:
         at = to_micros(now)

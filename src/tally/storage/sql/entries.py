@@ -54,10 +54,11 @@ class SqlEntries:
             (seq, balance_after, at, at, entry_id),
         )
 
-    def cancel_pending(self, entry_id: str) -> None:
+    def cancel_pending(self, entry_id: str, *, at: datetime) -> None:
         self._s.run(
-            "UPDATE entries SET status = 'cancelled' WHERE id = ? AND status = 'pending'",
-            (entry_id,),
+            "UPDATE entries SET status = 'cancelled', cancelled_at = ? "
+            "WHERE id = ? AND status = 'pending'",
+            (to_micros(at), entry_id),
         )
 
     def set_points_reversed(self, entry_id: str, points: int) -> None:
