@@ -241,21 +241,29 @@ def test_an_awards_own_lot_is_reversed_first_and_the_rest_stays_in_spend_order(
     assert figures(api, "m") == (50, 50, 0)
 
 
+def reversal_events(api: Api) -> list[tuple[str, dict[str, Any]]]:
+    """Every event about a reversal row, from the whole feed. (Slicing the feed at a count
+    taken earlier would not do: on PostgreSQL the feed may hold back older events for a moment
+    while other transactions on the server are open, and list them only afterwards.)"""
+    return [
+        (e["type"], e["data"])
+        for e in poll(api)
+        if e["type"].startswith("transaction.") and e["data"]["type"] == "reversal"
+    ]
+
+
 def test_a_reversal_writes_one_transaction_created_event(api: Api, award: str) -> None:
-    before = len(poll(api))
     made = reversed_(api, award, points=10)
-    events = poll(api)[before:]
-    assert [(e["type"], e["data"]) for e in events] == [("transaction.created", made)]
+    assert reversal_events(api) == [("transaction.created", made)]
 
 
 def test_a_retried_reversal_has_exactly_one_effect(api: Api, award: str) -> None:
     first = send(api, award, points=40, idem="r-1")
-    events = len(poll(api))
     again = send(api, award, points=40, idem="r-1")
     assert first.status_code == again.status_code == 201
     assert again.content == first.content
     assert again.headers["Idempotent-Replayed"] == "true"
-    assert len(poll(api)) == events
+    assert reversal_events(api) == [("transaction.created", first.json()["data"])]
     assert figures(api, "m") == (60, 60, 0)
     assert transaction(api, award)["points_reversed"] == 40
     other = send(api, award, points=41, idem="r-1")
@@ -334,7 +342,7 @@ def test_a_refused_reversal_changes_nothing(
     field: str | None,
 ) -> None:
     target = rows.get(which, which)
-    before, events = everything(api), len(poll(api))
+    before = everything(api)
     response = send(api, target, idem="refused", **fields)
     assert error_code(response) == (status, code), response.text
     error = response.json()["error"]
@@ -343,7 +351,10 @@ def test_a_refused_reversal_changes_nothing(
     if code == "transaction_not_found":  # another program's reads as one that is nowhere
         assert error["message"] == f"Transaction {target} does not exist."
     assert everything(api) == before
-    assert len(poll(api)) == events
+    # No reversal event beyond the one the fixture made (see `reversal_events`).
+    reversals = reversal_events(api)
+    assert len(reversals) <= 1
+    assert all(data["reverses"] == rows["reversed"] for _, data in reversals)
 
 
 def test_a_read_key_may_not_reverse(api: Api, award: str) -> None:
