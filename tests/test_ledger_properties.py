@@ -144,7 +144,7 @@ class Account:
         lot.remaining -= own
         rest = points - own
         held = sum(other.remaining for other in self.lots)
-        if rest:
+        if rest and held:
             self.spend(min(rest, held))
         if rest > held:
             event("a reversal made a debt")

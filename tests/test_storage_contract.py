@@ -566,6 +566,7 @@ def test_rolled_up_days_and_the_entries_after_them_add_up_the_same(store: Store)
             await ledger.points.award(
                 program_id,
                 AwardCommand("m", points, "r"),
+                created_by="key_test",
                 idempotency=None,
                 render=lambda p: (201, b""),
             )

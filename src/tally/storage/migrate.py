@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from importlib import resources
 
 from yoyo import get_backend, read_migrations
@@ -15,7 +17,11 @@ def apply_migrations(*, yoyo_url: str, backend_name: str) -> list[str]:
     try:
         with backend.lock():
             pending = backend.to_apply(migrations)
-            backend.apply_migrations(pending)
+            # yoyo prints the rows of any statement that returns some, and SQLite answers an
+            # ALTER TABLE ... ADD COLUMN with a CHECK with the rows of its own verification
+            # query: none of that may reach standard output, where `tally serve` prints the key.
+            with contextlib.redirect_stdout(io.StringIO()):
+                backend.apply_migrations(pending)
             return [m.id for m in pending]
     finally:
         backend.connection.close()
