@@ -15,9 +15,10 @@ screenshots into DIR.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -392,6 +393,227 @@ def test_a_write_whose_answer_was_lost_is_sent_again_with_the_same_idempotency_k
     assert api.balance("lou")["balance"] == 40
     assert len(api.history("lou")) == 1
     tab.errors.clear()  # the lost answer, reported by the browser
+
+
+def test_an_award_is_reversed_from_the_member_page_and_a_refusal_shown_in_the_apis_words(
+    console: Console, tab: Tab
+) -> None:
+    api, page = console.live.api, tab.page
+    api.member("rex")
+    first = api.award("rex", 500, reason="Order 77")["transaction_id"]
+    second = api.award("rex", 200, reason="Order 78")["transaction_id"]
+    sign_in(page, console.live.key)
+    open_member(page, "rex")
+
+    page.get_by_role("button", name=f"Reverse {second}").click()
+    form = page.get_by_role("group", name=f"Reverse award {second}")
+    form.get_by_label("Reason").fill("Order 78 returned")
+    form.get_by_role("button", name="Reverse").click()
+
+    expect(page.get_by_role("region", name="Change points").get_by_role("status")).to_have_text(
+        f"Reversed award {second}: −200 points, the balance is now 500."
+    )
+    expect(page.get_by_test_id("balance")).to_have_text("500")
+    expect(history_rows(page).first).to_contain_text("reversal")
+    expect(history_rows(page).first).to_contain_text("Order 78 returned")
+    expect(history_rows(page).first).to_contain_text("−200")
+    # Fully reversed: the award offers no second reversal.
+    expect(page.get_by_role("button", name=f"Reverse {second}")).to_have_count(0)
+
+    assert api.deduct("rex", 450).status_code == 201  # 50 of the first award's points are left
+    page.get_by_role("link", name="Members").click()
+    open_member(page, "rex")
+    page.get_by_role("button", name=f"Reverse {first}").click()
+    form = page.get_by_role("group", name=f"Reverse award {first}")
+    form.get_by_label("Reason").fill("Order 77 returned")
+    form.get_by_role("button", name="Reverse").click()
+    refused = form.locator("xpath=..").get_by_role("alert")
+    expect(refused).to_contain_text("insufficient_points")
+    expect(refused).to_contain_text("points:")  # the API's detail, naming the field
+
+    assert api.balance("rex")["balance"] == 50
+    [reversal] = api.history("rex", type="reversal")  # the refused one made nothing
+    assert (reversal["reverses"], reversal["points"], reversal["reason"]) == (
+        second,
+        -200,
+        "Order 78 returned",
+    )
+
+
+FLOWS = ["awarded", "deducted", "redeemed", "refunded", "expired", "transferred", "reversed"]
+
+
+def report_rows(report: dict[str, object]) -> list[str]:
+    """The report's table as the console should show it: one line per period."""
+    periods = report["periods"]
+    assert isinstance(periods, list)
+    return ["\t".join([p["start"][:10], *(f"{p[flow]:,}" for flow in FLOWS)]) for p in periods]
+
+
+def test_the_report_draws_the_programs_figures_from_the_api(console: Console, tab: Tab) -> None:
+    api, page = console.live.api, tab.page
+    key = api.key_for("reporting")  # a program of its own: the report covers all of it
+    for member in ["r1", "r2"]:
+        assert api.post("/v1/members", {"member_id": member}, key=key).status_code == 201
+    award = {"points": 500, "reason": "Order 1"}
+    assert api.post("/v1/points/award", {"member_id": "r1", **award}, key=key).status_code == 201
+    second = api.post(
+        "/v1/points/award", {"member_id": "r2", "points": 300, "reason": "Order 2"}, key=key
+    ).json()["data"]["transaction_id"]
+    deduct = {"member_id": "r1", "points": 120, "reason": "Damaged"}
+    assert api.post("/v1/points/deduct", deduct, key=key).status_code == 201
+    reverse = {"points": 100, "reason": "Returned"}
+    reversed_ = api.post(f"/v1/transactions/{second}/reverse", reverse, key=key)
+    assert reversed_.status_code == 201
+
+    sign_in(page, key)
+    page.get_by_role("link", name="Report").click()
+    today = datetime.now(UTC).date()
+    by_day = api.get(
+        "/v1/program/report",
+        key=key,
+        **{"from": str(today - timedelta(days=29)), "to": str(today), "interval": "day"},
+    ).json()["data"]
+    assert by_day["outstanding"]["balance"] == 580
+    period = f"From {by_day['from']} to {by_day['to']}, both included, by day; UTC days."
+    expect(page.get_by_text(period)).to_be_visible()
+    expect(page.get_by_test_id("outstanding")).to_have_text("580")
+    expect(page.get_by_test_id("members")).to_have_text("2 (2)")
+    rows = page.get_by_role("region", name="Per period").locator("tbody tr")
+    expect(rows).to_have_count(30)
+    assert rows.all_inner_texts() == report_rows(by_day)
+    assert rows.last.inner_text() == f"{today}\t800\t-120\t0\t0\t0\t0\t-100"
+    expect(page.get_by_role("img", name=re.compile(r"Balance 580, Pending 0, "))).to_be_visible()
+    expect(
+        page.get_by_role("img", name=re.compile("awarded 800 in all, redeemed 0 in all"))
+    ).to_be_visible()
+    screenshot(page, "report")
+
+    form = page.get_by_role("form", name="Report period")
+    form.get_by_label("From").fill(str(today - timedelta(days=20)))
+    form.get_by_label("Interval").select_option("week")
+    form.get_by_role("button", name="Show").click()
+    by_week = api.get(
+        "/v1/program/report",
+        key=key,
+        **{"from": str(today - timedelta(days=20)), "to": str(today), "interval": "week"},
+    ).json()["data"]
+    period = f"From {by_week['from']} to {by_week['to']}, both included, by week; UTC days."
+    expect(page.get_by_text(period)).to_be_visible()
+    expect(rows).to_have_count(len(by_week["periods"]))
+    assert rows.all_inner_texts() == report_rows(by_week)
+
+
+def test_an_awards_file_is_imported_and_each_rows_result_shown(console: Console, tab: Tab) -> None:
+    api, page = console.live.api, tab.page
+    api.member("ivy")
+    api.member("ian")
+    api.award("ian", 100)
+    good = (
+        b"member_id,points,reason,reference\n"
+        b"ivy,500,Q2 sales target,INV-1\n"
+        b'ian,250,"Referral bonus, June",\n'
+    )
+    sign_in(page, console.live.key)
+    page.get_by_role("link", name="CSV files").click()
+    page.get_by_label("Awards file (CSV)").set_input_files(
+        files=[{"name": "june.csv", "mimeType": "text/csv", "buffer": good}]
+    )
+    page.get_by_role("button", name="Import").click()
+
+    expect(
+        page.get_by_text("Imported 2 row(s): 2 awarded now, 0 already awarded by an earlier")
+    ).to_be_visible()
+    results = page.get_by_role("region", name="Import awards").locator("tbody tr")
+    expect(results).to_have_count(2)
+    transaction = re.compile(r"^txn_")
+    expect(results.nth(0).locator("td")).to_have_text(["2", "ivy", "ok", transaction, ""])
+    expect(results.nth(1).locator("td")).to_have_text(["3", "ian", "ok", transaction, ""])
+    screenshot(page, "import")
+    assert api.balance("ivy")["balance"] == 500
+    assert api.balance("ian")["balance"] == 350
+    assert api.history("ian")[0]["reason"] == "Referral bonus, June"
+
+    page.get_by_role("button", name="Import").click()  # the same file again: nothing twice
+    expect(page.get_by_text("2 awarded now")).to_have_count(0)
+    expect(page.get_by_text("0 awarded now, 2 already awarded")).to_be_visible()
+    expect(results.nth(0)).to_contain_text("replayed")
+    assert api.balance("ivy")["balance"] == 500
+
+    results.nth(0).get_by_role("link", name="ivy").click()
+    expect(page.get_by_test_id("balance")).to_have_text("500")
+
+
+def test_a_refused_awards_file_names_its_bad_lines_and_changes_nothing(
+    console: Console, tab: Tab
+) -> None:
+    api, page = console.live.api, tab.page
+    api.member("bea")
+    bad = (
+        b"member_id,points,reason\n"
+        b"bea,100,Fine row\n"
+        b"nobody,100,Unknown member\n"
+        b"bea,1.5,Half a point\n"
+    )
+    sign_in(page, console.live.key)
+    page.get_by_role("link", name="CSV files").click()
+    page.get_by_label("Awards file (CSV)").set_input_files(
+        files=[{"name": "bad.csv", "mimeType": "text/csv", "buffer": bad}]
+    )
+    page.get_by_role("button", name="Import").click()
+
+    section = page.get_by_role("region", name="Import awards")
+    expect(section.get_by_role("alert")).to_contain_text("2 of 3 rows are bad; nothing was applied")
+    lines = section.locator("tbody tr")
+    expect(lines).to_have_count(2)
+    anything = re.compile(".*")
+    expect(lines.nth(0).locator("td")).to_have_text(
+        ["3", "nobody", "member_not_found", anything, anything]
+    )
+    expect(lines.nth(1).locator("td")).to_have_text(
+        ["4", "bea", "validation_error", "points", anything]
+    )
+    assert api.balance("bea")["balance"] == 0
+    assert api.history("bea") == []
+    tab.errors.clear()  # the 422, reported by the browser as a failed load
+
+
+def test_a_read_key_exports_transactions_as_a_download_equal_to_the_api(
+    console: Console, tab: Tab
+) -> None:
+    api, page = console.live.api, tab.page
+    writer, reader = api.key_for("exporting"), api.key_for("exporting", Scope.READ)
+    assert api.post("/v1/members", {"member_id": "e1"}, key=writer).status_code == 201
+    for points, reason in [(300, "=SUM(A1)"), (200, "Order, with a comma")]:
+        body = {"member_id": "e1", "points": points, "reason": reason}
+        assert api.post("/v1/points/award", body, key=writer).status_code == 201
+    deduct = {"member_id": "e1", "points": 50, "reason": "Damaged"}
+    assert api.post("/v1/points/deduct", deduct, key=writer).status_code == 201
+
+    sign_in(page, reader)
+    page.get_by_role("link", name="CSV files").click()
+    expect(page.get_by_text("it can export, not import")).to_be_visible()
+    expect(page.get_by_label("Awards file (CSV)")).to_have_count(0)
+    form = page.get_by_role("form", name="Export transactions")
+
+    with page.expect_download() as every:
+        form.get_by_role("button", name="Download CSV").click()
+    whole = api.get("/v1/exports/transactions", key=reader)
+    assert whole.status_code == 200 and whole.text.count("\n") == 4
+    assert every.value.suggested_filename == "transactions.csv"
+    assert Path(every.value.path()).read_bytes() == whole.content
+
+    today = str(datetime.now(UTC).date())
+    form.get_by_label("Type").select_option("deduct")
+    form.get_by_label("From").fill(today)
+    form.get_by_label("To").fill(today)
+    with page.expect_download() as deducts:
+        form.get_by_role("button", name="Download CSV").click()
+    only = api.get("/v1/exports/transactions", key=reader, type="deduct", **{"from": today})
+    assert only.text.count("\n") == 2 and "Damaged" in only.text
+    assert deducts.value.suggested_filename == f"transactions-deduct-from-{today}-to-{today}.csv"
+    assert Path(deducts.value.path()).read_bytes() == only.content
+    assert not any(reader in url for url in tab.requests)
 
 
 def test_a_key_revoked_while_signed_in_is_forgotten_at_its_next_refusal(

@@ -26,6 +26,7 @@ FILES = {
     "rewards.js": _JS,
     "webhooks.js": _JS,
     "report.js": _JS,
+    "files.js": _JS,
     "console.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }

@@ -1,9 +1,10 @@
 // The console: sign in with an API key, then one view per part of the hash
-// (#/members, #/members/{id}, #/rewards, #/webhooks, #/webhooks/{id}, #/report).
+// (#/members, #/members/{id}, #/rewards, #/webhooks, #/webhooks/{id}, #/report, #/files).
 // The key never appears in the hash or anywhere else in a URL.
 
 import { ApiError, forgetKey, get, signIn, storedKey, whenKeyRefused } from "./api.js";
 import { h, notice, refusal, show } from "./dom.js";
+import { filesView } from "./files.js";
 import { memberView, membersView } from "./members.js";
 import { reportView } from "./report.js";
 import { rewardsView } from "./rewards.js";
@@ -18,6 +19,7 @@ const NAV = [
   ["#/rewards", "Rewards"],
   ["#/webhooks", "Webhooks"],
   ["#/report", "Report"],
+  ["#/files", "CSV files"],
 ];
 
 function signInView(message) {
@@ -91,6 +93,7 @@ function route() {
   else if (area === "webhooks" && id) view = deliveriesView(id, context);
   else if (area === "webhooks") view = webhooksView(context);
   else if (area === "report") view = reportView(context);
+  else if (area === "files") view = filesView(context);
   else {
     active = "#/members";
     view = membersView(context);

@@ -256,7 +256,8 @@ function historyTable(rows, { canWrite, reload, report }) {
   const body = [];
   for (const t of rows) {
     const actions = [];
-    if (canWrite && t.status === "posted" && (t.type === "award" || t.type === "deduct")) {
+    const left = Math.abs(t.points) - (t.points_reversed ?? 0);
+    if (canWrite && t.status === "posted" && (t.type === "award" || t.type === "deduct") && left > 0) {
       const open = h("button", { type: "button", class: "small", "aria-label": `Reverse ${t.transaction_id}` }, "Reverse");
       open.addEventListener("click", () => {
         open.disabled = true;
@@ -291,7 +292,7 @@ function historyTable(rows, { canWrite, reload, report }) {
       h("span", { class: "row-actions" }, actions),
     ]);
   }
-  // `By` (the key that made each row) once the server records it.
+  // `By`: the key that made each row (older servers do not say).
   const headings = ["When", "Type", "Points", "Balance after", "Reason", "Reference", "Status"];
   if (rows.some((r) => r.created_by)) headings.push("By");
   return table("History", [...headings, ""], body, { empty: "No transactions match." });
@@ -300,10 +301,11 @@ function historyTable(rows, { canWrite, reload, report }) {
 function reverseRow(t, { reload, report, close }) {
   const fields = [
     { name: "reason", label: "Reason", required: true, placeholder: "Why it is reversed" },
-    { name: "points", label: "Points", type: "number", placeholder: `all ${points(Math.abs(t.points))}` },
+    { name: "points", label: "Points", type: "number", placeholder: `all ${points(Math.abs(t.points) - (t.points_reversed ?? 0))} left` },
   ];
   if (t.type === "award") fields.push({ name: "allow_negative", label: "Allow a negative balance", type: "checkbox" });
   const row = h("tr", { class: "inline-form" });
+  let outcome = ""; // what the reversal did, for the report once the history reloads without this row
   const form = actionForm({
     title: `Reverse ${t.type} ${t.transaction_id}`,
     button: "Reverse",
@@ -312,11 +314,12 @@ function reverseRow(t, { reload, report, close }) {
       const body = { ...values };
       if (!body.allow_negative) delete body.allow_negative;
       const answer = await request("POST", `/v1/transactions/${t.transaction_id}/reverse`, { body, idempotencyKey: key });
-      const moved = answer.data?.points;
-      return typeof moved === "number" ? `Reversed: ${signed(moved)} points.` : "Reversed.";
+      const { points: moved, balance_after: balance } = answer.data;
+      outcome = `Reversed ${t.type} ${t.transaction_id}: ${signed(moved)} points, the balance is now ${points(balance)}.`;
+      return outcome;
     },
     done: async () => {
-      show(report, notice("ok", `Transaction ${t.transaction_id} reversed.`));
+      show(report, notice("ok", outcome));
       await reload();
     },
   });
