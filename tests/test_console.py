@@ -462,6 +462,9 @@ def test_the_report_draws_the_programs_figures_from_the_api(console: Console, ta
     ).json()["data"]["transaction_id"]
     deduct = {"member_id": "r1", "points": 120, "reason": "Damaged"}
     assert api.post("/v1/points/deduct", deduct, key=key).status_code == 201
+    soon = (datetime.now(UTC) + timedelta(days=20)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    short = {"member_id": "r2", "points": 150, "reason": "Flash sale", "expires_at": soon}
+    assert api.post("/v1/points/award", short, key=key).status_code == 201
     reverse = {"points": 100, "reason": "Returned"}
     reversed_ = api.post(f"/v1/transactions/{second}/reverse", reverse, key=key)
     assert reversed_.status_code == 201
@@ -474,23 +477,24 @@ def test_the_report_draws_the_programs_figures_from_the_api(console: Console, ta
         key=key,
         **{"from": str(today - timedelta(days=29)), "to": str(today), "interval": "day"},
     ).json()["data"]
-    assert by_day["outstanding"]["balance"] == 580
+    assert by_day["outstanding"]["balance"] == 730
     period = f"From {by_day['from']} to {by_day['to']}, both included, by day; UTC days."
     expect(page.get_by_text(period)).to_be_visible()
-    expect(page.get_by_test_id("outstanding")).to_have_text("580")
+    expect(page.get_by_test_id("outstanding")).to_have_text("730")
     expect(page.get_by_test_id("members")).to_have_text("2 (2)")
     rows = page.get_by_role("region", name="Per period").locator("tbody tr")
     expect(rows).to_have_count(30)
     assert rows.all_inner_texts() == report_rows(by_day)
-    assert rows.last.inner_text() == f"{today}\t800\t-120\t0\t0\t0\t0\t-100"
-    expect(page.get_by_role("img", name=re.compile(r"Balance 580, Pending 0, "))).to_be_visible()
+    assert rows.last.inner_text() == f"{today}\t950\t-120\t0\t0\t0\t0\t-100"
+    outstanding = "Balance 730, Pending 0, Expiring within 30 days 150, Expiring within 60 days 150"
+    expect(page.get_by_role("img", name=re.compile(outstanding))).to_be_visible()
     expect(
-        page.get_by_role("img", name=re.compile("awarded 800 in all, redeemed 0 in all"))
+        page.get_by_role("img", name=re.compile("awarded 950 in all, redeemed 0 in all"))
     ).to_be_visible()
     screenshot(page, "report")
 
     form = page.get_by_role("form", name="Report period")
-    form.get_by_label("From").fill(str(today - timedelta(days=20)))
+    form.get_by_label("From").fill(str(today - timedelta(days=20)))  # 21 days by ISO week
     form.get_by_label("Interval").select_option("week")
     form.get_by_role("button", name="Show").click()
     by_week = api.get(

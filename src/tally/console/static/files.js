@@ -33,7 +33,7 @@ function importSection() {
     h(
       "fieldset",
       {},
-      h("legend", {}, "Import awards"),
+      h("legend", {}, "Upload a file"),
       h("label", {}, "Awards file (CSV)", file, h("small", {}, "header: member_id,points,reason[,reference][,expires_at][,metadata]")),
       submit,
     ),
@@ -115,7 +115,7 @@ function exportSection(onLeave) {
     { class: "filter", "aria-label": "Export transactions" },
     h("label", {}, "Type", type),
     h("label", {}, "From", from),
-    h("label", {}, "To", to, h("small", {}, "included")),
+    h("label", {}, "To (included)", to),
     submit,
   );
   form.addEventListener("submit", async (event) => {

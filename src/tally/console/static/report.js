@@ -34,7 +34,7 @@ export function reportView() {
     "form",
     { class: "filter", "aria-label": "Report period" },
     h("label", {}, "From", from),
-    h("label", {}, "To", to, h("small", {}, "included")),
+    h("label", {}, "To (included)", to),
     h("label", {}, "Interval", interval),
     h("button", { type: "submit" }, "Show"),
   );
