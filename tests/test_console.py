@@ -265,7 +265,11 @@ def test_a_read_keys_view_has_no_write_controls(console: Console, tab: Tab) -> N
 
     def no_write_controls() -> None:
         expect(page.locator("form.action")).to_have_count(0)
-        for name in ["Award points", "Deduct points", "Transfer points", "Reverse", "Redeem"]:
+        for name in ["Award points", "Deduct points", "Transfer points", "Reverse", "Redeem"] + [
+            "Save",
+            "Erase",
+            "Import",
+        ]:
             expect(page.get_by_role("button", name=name)).to_have_count(0)
         expect(page.get_by_role("button", name="Retry")).to_have_count(0)
 
@@ -275,6 +279,9 @@ def test_a_read_keys_view_has_no_write_controls(console: Console, tab: Tab) -> N
     no_write_controls()
     page.get_by_role("link", name="Webhooks").click()
     expect(page.get_by_role("link", name=console.receiver.url + "/quiet")).to_be_visible()
+    no_write_controls()
+    page.get_by_role("link", name="Program").click()
+    expect(page.get_by_test_id("Name")).to_have_text("acme")
     no_write_controls()
 
 
@@ -618,6 +625,69 @@ def test_a_read_key_exports_transactions_as_a_download_equal_to_the_api(
     assert deducts.value.suggested_filename == f"transactions-deduct-from-{today}-to-{today}.csv"
     assert Path(deducts.value.path()).read_bytes() == only.content
     assert not any(reader in url for url in tab.requests)
+
+
+def test_a_members_profile_is_edited_and_erased_after_a_confirmation(
+    console: Console, tab: Tab
+) -> None:
+    api, page = console.live.api, tab.page
+    api.member("pat", name="Pat Old", email="pat@old.example")
+    api.award("pat", 90, metadata={"note": "personal"})
+    sign_in(page, console.live.key)
+    open_member(page, "pat")
+
+    edit = page.get_by_role("group", name="Edit profile")
+    expect(edit.get_by_label("Name")).to_have_value("Pat Old")
+    edit.get_by_label("Name").fill("Pat New")
+    edit.get_by_label("Email").fill("")  # a blank field clears it
+    edit.get_by_role("button", name="Save profile").click()
+    expect(page.get_by_role("status").filter(has_text="Profile saved.")).to_be_visible()
+    expect(page.locator("p.profile")).to_have_text("Pat New")
+    member = api.get("/v1/members/pat").json()["data"]
+    assert (member["name"], member["email"]) == ("Pat New", None)
+
+    profile = page.get_by_role("region", name="Profile")
+    profile.get_by_role("button", name="Erase personal data…").click()
+    expect(profile.get_by_text("for good? The balance and every ledger row stay.")).to_be_visible()
+    profile.get_by_role("button", name="Keep it").click()
+    expect(profile.get_by_role("button", name="Erase for good")).to_be_hidden()
+    assert api.get("/v1/members/pat").json()["data"]["erased_at"] is None
+
+    profile.get_by_role("button", name="Erase personal data…").click()
+    profile.get_by_role("button", name="Erase for good").click()
+    expect(page.get_by_role("status").filter(has_text="Personal data erased.")).to_be_visible()
+    expect(page.get_by_text("Personal data erased on")).to_be_visible()
+    expect(page.get_by_role("group", name="Edit profile")).to_have_count(0)
+    expect(page.get_by_test_id("balance")).to_have_text("90")
+    member = api.get("/v1/members/pat").json()["data"]
+    assert member["erased_at"] is not None and member["name"] is None
+    assert api.history("pat")[0]["metadata"] is None
+
+
+def test_the_enrol_on_award_switch_on_the_program_page(console: Console, tab: Tab) -> None:
+    api, page = console.live.api, tab.page
+    key = api.key_for("enrolling")  # a program of its own: the switch is program-wide
+    award = {"member_id": "newcomer", "points": 10, "reason": "First order"}
+    sign_in(page, key)
+    page.get_by_role("link", name="Program").click()
+    setting = page.get_by_test_id("Unknown members on award")
+    expect(setting).to_have_text("refused (member_not_found)")
+    switch = page.get_by_label("Enrol unknown members on award")
+    expect(switch).not_to_be_checked()
+
+    switch.check()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Unknown members are now enrolled on award.")).to_be_visible()
+    expect(setting).to_have_text("enrolled")
+    assert api.get("/v1/program", key=key).json()["data"]["enrol_on_award"] is True
+    assert api.post("/v1/points/award", award, key=key).status_code == 201
+
+    page.get_by_label("Enrol unknown members on award").uncheck()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Awards to unknown members are now refused.")).to_be_visible()
+    expect(setting).to_have_text("refused (member_not_found)")
+    other = {**award, "member_id": "stranger"}
+    assert api.post("/v1/points/award", other, key=key).status_code == 404
 
 
 def test_a_key_revoked_while_signed_in_is_forgotten_at_its_next_refusal(

@@ -1,11 +1,12 @@
 // The console: sign in with an API key, then one view per part of the hash
-// (#/members, #/members/{id}, #/rewards, #/webhooks, #/webhooks/{id}, #/report, #/files).
+// (#/members, #/members/{id}, #/rewards, #/webhooks, #/webhooks/{id}, #/report, #/files, #/program).
 // The key never appears in the hash or anywhere else in a URL.
 
 import { ApiError, forgetKey, get, signIn, storedKey, whenKeyRefused } from "./api.js";
 import { h, notice, refusal, show } from "./dom.js";
 import { filesView } from "./files.js";
 import { memberView, membersView } from "./members.js";
+import { programView } from "./program.js";
 import { reportView } from "./report.js";
 import { rewardsView } from "./rewards.js";
 import { deliveriesView, webhooksView } from "./webhooks.js";
@@ -20,6 +21,7 @@ const NAV = [
   ["#/webhooks", "Webhooks"],
   ["#/report", "Report"],
   ["#/files", "CSV files"],
+  ["#/program", "Program"],
 ];
 
 function signInView(message) {
@@ -94,6 +96,7 @@ function route() {
   else if (area === "webhooks") view = webhooksView(context);
   else if (area === "report") view = reportView(context);
   else if (area === "files") view = filesView(context);
+  else if (area === "program") view = programView(context);
   else {
     active = "#/members";
     view = membersView(context);
