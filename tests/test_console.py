@@ -41,6 +41,7 @@ from tests.webhook_support import Receiver
 CHROMIUM = os.environ.get("TALLY_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = os.environ.get("TALLY_SCREENSHOTS")
 TIMEOUT_MS = 30_000  # generous: a loaded CI machine is slow, and only a failure waits this long
+expect.set_options(timeout=TIMEOUT_MS)  # `expect` waits 5 s unless told; actions are told below
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +109,9 @@ def tab(console: Console) -> Iterator[Tab]:
     page.on("pageerror", lambda error: opened.errors.append(str(error)))
     yield opened
     context.close()
-    elsewhere = [url for url in opened.requests if not url.startswith(console.live.url + "/")]
+    # A download is saved from a Blob of this page's own origin (`blob:http://127.0.0.1:…/…`).
+    mine = (console.live.url + "/", f"blob:{console.live.url}/")
+    elsewhere = [url for url in opened.requests if not url.startswith(mine)]
     assert elsewhere == [], "the console loaded something from another origin"
     # Refusals the console shows on purpose (a wrong key's 401) are logged by Chromium as
     # failed loads; anything else (a CSP violation, a script error) fails the test.
@@ -544,6 +547,17 @@ def test_an_awards_file_is_imported_and_each_rows_result_shown(console: Console,
     assert api.balance("ivy")["balance"] == 500
     assert api.balance("ian")["balance"] == 350
     assert api.history("ian")[0]["reason"] == "Referral bonus, June"
+
+    with page.expect_download() as saved:  # the same upload replayed, answered as CSV
+        page.get_by_role("button", name="Save the results (CSV)").click()
+    assert saved.value.suggested_filename == "june.results.csv"
+    ivy, ian = api.history("ivy")[0]["transaction_id"], api.history("ian")[0]["transaction_id"]
+    assert Path(saved.value.path()).read_text().splitlines() == [
+        "line,member_id,status,transaction_id,error_code,error_message",
+        f"2,ivy,ok,{ivy},,",
+        f"3,ian,ok,{ian},,",
+    ]
+    assert api.balance("ivy")["balance"] == 500
 
     page.get_by_role("button", name="Import").click()  # the same file again: nothing twice
     expect(page.get_by_text("2 awarded now")).to_have_count(0)

@@ -64,15 +64,18 @@ export async function request(method, path, { body, query, idempotencyKey, key, 
 }
 
 /**
- * A file from the API (an export), read whole into a Blob: `{blob, name}`, the name from its
- * Content-Disposition. The key goes in the Authorization header as on every request, never in
- * a URL; a refusal rejects with `ApiError` as `request` does.
+ * A file from the API (an export, an import's results), read whole into a Blob: `{blob, name}`,
+ * the name from its Content-Disposition if it has one. The key goes in the Authorization header
+ * as on every request, never in a URL; a refusal rejects with `ApiError` as `request` does.
  */
-export async function download(path, query) {
-  const response = await send("GET", path, { query, headers: { Accept: "text/csv, application/json" } });
+export async function download(path, { method = "GET", query, body, contentType, idempotencyKey } = {}) {
+  const headers = { Accept: "text/csv, application/json" };
+  if (contentType) headers["Content-Type"] = contentType;
+  if (idempotencyKey) headers["Idempotency-Key"] = idempotencyKey;
+  const response = await send(method, path, { query, headers, body });
   if (response.ok) {
     const named = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") ?? "");
-    return { blob: await response.blob(), name: named ? named[1] : "download.csv" };
+    return { blob: await response.blob(), name: named ? named[1] : null };
   }
   let payload = null;
   try {

@@ -7,6 +7,13 @@ import { ApiError, download, newIdempotencyKey, request } from "./api.js";
 import { h, notice, num, points, refusal, section, show, table } from "./dom.js";
 import { memberLink } from "./members.js";
 
+/** Saves `blob` as a file named `name` (a download from an object URL); returns the URL to release. */
+function save(blob, name) {
+  const url = URL.createObjectURL(blob);
+  h("a", { href: url, download: name }).click();
+  return url;
+}
+
 const TYPES = ["award", "deduct", "redeem", "refund", "expire", "transfer_in", "transfer_out", "reversal"];
 
 /** `#/files`: import awards (write keys) and export transactions. */
@@ -50,7 +57,7 @@ function importSection() {
     try {
       const answer = await request("POST", "/v1/imports/awards", { body: chosen, contentType: "text/csv", idempotencyKey: key });
       pending = null;
-      show(result, imported(answer.data));
+      show(result, imported(answer.data), resultsButton(chosen, key));
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       const unknown = error.status === 0 || error.status >= 500 || error.code === "idempotency_in_progress";
@@ -65,6 +72,33 @@ function importSection() {
     h("p", { class: "hint" }, "Every row is checked first: one bad row and nothing is applied. The same file sent again awards nothing twice."),
     form,
   );
+}
+
+/**
+ * "Save the results (CSV)": the same upload sent again with the same Idempotency-Key and
+ * `Accept: text/csv` is a replay (nothing is applied twice) whose answer is the results file,
+ * as `tally import awards` writes it.
+ */
+function resultsButton(chosen, key) {
+  const name = chosen.name.replace(/\.csv$/i, "") + ".results.csv";
+  const said = h("span", { class: "result" });
+  const button = h("button", { type: "button", class: "secondary" }, "Save the results (CSV)");
+  let saved = null;
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const file = await download("/v1/imports/awards", { method: "POST", body: chosen, contentType: "text/csv", idempotencyKey: key });
+      if (saved) URL.revokeObjectURL(saved);
+      saved = save(file.blob, name);
+      show(said, ` Saved ${name}.`);
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      show(said, refusal(error));
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return h("p", {}, button, said);
 }
 
 function imported(outcome) {
@@ -124,10 +158,9 @@ function exportSection(onLeave) {
     submit.disabled = true;
     show(result, notice("working", "Exporting…"));
     try {
-      const file = await download("/v1/exports/transactions", { type: type.value, from: from.value, to: to.value });
-      saved = URL.createObjectURL(file.blob);
+      const file = await download("/v1/exports/transactions", { query: { type: type.value, from: from.value, to: to.value } });
       const name = ["transactions", type.value, from.value && `from-${from.value}`, to.value && `to-${to.value}`].filter(Boolean).join("-") + ".csv";
-      h("a", { href: saved, download: name }).click();
+      saved = save(file.blob, name);
       show(result, notice("ok", `Saved ${name} (${points(file.blob.size)} bytes).`));
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
