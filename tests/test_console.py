@@ -15,9 +15,10 @@ screenshots into DIR.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -40,6 +41,7 @@ from tests.webhook_support import Receiver
 CHROMIUM = os.environ.get("TALLY_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = os.environ.get("TALLY_SCREENSHOTS")
 TIMEOUT_MS = 30_000  # generous: a loaded CI machine is slow, and only a failure waits this long
+expect.set_options(timeout=TIMEOUT_MS)  # `expect` waits 5 s unless told; actions are told below
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +109,9 @@ def tab(console: Console) -> Iterator[Tab]:
     page.on("pageerror", lambda error: opened.errors.append(str(error)))
     yield opened
     context.close()
-    elsewhere = [url for url in opened.requests if not url.startswith(console.live.url + "/")]
+    # A download is saved from a Blob of this page's own origin (`blob:http://127.0.0.1:…/…`).
+    mine = (console.live.url + "/", f"blob:{console.live.url}/")
+    elsewhere = [url for url in opened.requests if not url.startswith(mine)]
     assert elsewhere == [], "the console loaded something from another origin"
     # Refusals the console shows on purpose (a wrong key's 401) are logged by Chromium as
     # failed loads; anything else (a CSP violation, a script error) fails the test.
@@ -264,7 +268,11 @@ def test_a_read_keys_view_has_no_write_controls(console: Console, tab: Tab) -> N
 
     def no_write_controls() -> None:
         expect(page.locator("form.action")).to_have_count(0)
-        for name in ["Award points", "Deduct points", "Transfer points", "Reverse", "Redeem"]:
+        for name in ["Award points", "Deduct points", "Transfer points", "Reverse", "Redeem"] + [
+            "Save",
+            "Erase",
+            "Import",
+        ]:
             expect(page.get_by_role("button", name=name)).to_have_count(0)
         expect(page.get_by_role("button", name="Retry")).to_have_count(0)
 
@@ -274,6 +282,9 @@ def test_a_read_keys_view_has_no_write_controls(console: Console, tab: Tab) -> N
     no_write_controls()
     page.get_by_role("link", name="Webhooks").click()
     expect(page.get_by_role("link", name=console.receiver.url + "/quiet")).to_be_visible()
+    no_write_controls()
+    page.get_by_role("link", name="Program").click()
+    expect(page.get_by_test_id("Name")).to_have_text("acme")
     no_write_controls()
 
 
@@ -392,6 +403,305 @@ def test_a_write_whose_answer_was_lost_is_sent_again_with_the_same_idempotency_k
     assert api.balance("lou")["balance"] == 40
     assert len(api.history("lou")) == 1
     tab.errors.clear()  # the lost answer, reported by the browser
+
+
+def test_an_award_is_reversed_from_the_member_page_and_a_refusal_shown_in_the_apis_words(
+    console: Console, tab: Tab
+) -> None:
+    api, page = console.live.api, tab.page
+    api.member("rex")
+    first = api.award("rex", 500, reason="Order 77")["transaction_id"]
+    second = api.award("rex", 200, reason="Order 78")["transaction_id"]
+    sign_in(page, console.live.key)
+    open_member(page, "rex")
+
+    page.get_by_role("button", name=f"Reverse {second}").click()
+    form = page.get_by_role("group", name=f"Reverse award {second}")
+    form.get_by_label("Reason").fill("Order 78 returned")
+    form.get_by_role("button", name="Reverse").click()
+
+    expect(page.get_by_role("region", name="Change points").get_by_role("status")).to_have_text(
+        f"Reversed award {second}: −200 points, the balance is now 500."
+    )
+    expect(page.get_by_test_id("balance")).to_have_text("500")
+    expect(history_rows(page).first).to_contain_text("reversal")
+    expect(history_rows(page).first).to_contain_text("Order 78 returned")
+    expect(history_rows(page).first).to_contain_text("−200")
+    # Fully reversed: the award offers no second reversal.
+    expect(page.get_by_role("button", name=f"Reverse {second}")).to_have_count(0)
+
+    assert api.deduct("rex", 450).status_code == 201  # 50 of the first award's points are left
+    page.get_by_role("link", name="Members").click()
+    open_member(page, "rex")
+    page.get_by_role("button", name=f"Reverse {first}").click()
+    form = page.get_by_role("group", name=f"Reverse award {first}")
+    form.get_by_label("Reason").fill("Order 77 returned")
+    form.get_by_role("button", name="Reverse").click()
+    refused = form.locator("xpath=..").get_by_role("alert")
+    expect(refused).to_contain_text("insufficient_points")
+    expect(refused).to_contain_text("points:")  # the API's detail, naming the field
+
+    assert api.balance("rex")["balance"] == 50
+    [reversal] = api.history("rex", type="reversal")  # the refused one made nothing
+    assert (reversal["reverses"], reversal["points"], reversal["reason"]) == (
+        second,
+        -200,
+        "Order 78 returned",
+    )
+
+
+FLOWS = ["awarded", "deducted", "redeemed", "refunded", "expired", "transferred", "reversed"]
+
+
+def report_rows(report: dict[str, object]) -> list[str]:
+    """The report's table as the console should show it: one line per period."""
+    periods = report["periods"]
+    assert isinstance(periods, list)
+    return ["\t".join([p["start"][:10], *(f"{p[flow]:,}" for flow in FLOWS)]) for p in periods]
+
+
+def test_the_report_draws_the_programs_figures_from_the_api(console: Console, tab: Tab) -> None:
+    api, page = console.live.api, tab.page
+    key = api.key_for("reporting")  # a program of its own: the report covers all of it
+    for member in ["r1", "r2"]:
+        assert api.post("/v1/members", {"member_id": member}, key=key).status_code == 201
+    award = {"points": 500, "reason": "Order 1"}
+    assert api.post("/v1/points/award", {"member_id": "r1", **award}, key=key).status_code == 201
+    second = api.post(
+        "/v1/points/award", {"member_id": "r2", "points": 300, "reason": "Order 2"}, key=key
+    ).json()["data"]["transaction_id"]
+    deduct = {"member_id": "r1", "points": 120, "reason": "Damaged"}
+    assert api.post("/v1/points/deduct", deduct, key=key).status_code == 201
+    soon = (datetime.now(UTC) + timedelta(days=20)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    short = {"member_id": "r2", "points": 150, "reason": "Flash sale", "expires_at": soon}
+    assert api.post("/v1/points/award", short, key=key).status_code == 201
+    reverse = {"points": 100, "reason": "Returned"}
+    reversed_ = api.post(f"/v1/transactions/{second}/reverse", reverse, key=key)
+    assert reversed_.status_code == 201
+
+    sign_in(page, key)
+    page.get_by_role("link", name="Report").click()
+    today = datetime.now(UTC).date()
+    by_day = api.get(
+        "/v1/program/report",
+        key=key,
+        **{"from": str(today - timedelta(days=29)), "to": str(today), "interval": "day"},
+    ).json()["data"]
+    assert by_day["outstanding"]["balance"] == 730
+    period = f"From {by_day['from']} to {by_day['to']}, both included, by day; UTC days."
+    expect(page.get_by_text(period)).to_be_visible()
+    expect(page.get_by_test_id("outstanding")).to_have_text("730")
+    expect(page.get_by_test_id("members")).to_have_text("2 (2)")
+    rows = page.get_by_role("region", name="Per period").locator("tbody tr")
+    expect(rows).to_have_count(30)
+    assert rows.all_inner_texts() == report_rows(by_day)
+    assert rows.last.inner_text() == f"{today}\t950\t-120\t0\t0\t0\t0\t-100"
+    outstanding = "Balance 730, Pending 0, Expiring within 30 days 150, Expiring within 60 days 150"
+    expect(page.get_by_role("img", name=re.compile(outstanding))).to_be_visible()
+    expect(
+        page.get_by_role("img", name=re.compile("awarded 950 in all, redeemed 0 in all"))
+    ).to_be_visible()
+    screenshot(page, "report")
+
+    form = page.get_by_role("form", name="Report period")
+    form.get_by_label("From").fill(str(today - timedelta(days=20)))  # 21 days by ISO week
+    form.get_by_label("Interval").select_option("week")
+    form.get_by_role("button", name="Show").click()
+    by_week = api.get(
+        "/v1/program/report",
+        key=key,
+        **{"from": str(today - timedelta(days=20)), "to": str(today), "interval": "week"},
+    ).json()["data"]
+    period = f"From {by_week['from']} to {by_week['to']}, both included, by week; UTC days."
+    expect(page.get_by_text(period)).to_be_visible()
+    expect(rows).to_have_count(len(by_week["periods"]))
+    assert rows.all_inner_texts() == report_rows(by_week)
+
+
+def test_an_awards_file_is_imported_and_each_rows_result_shown(console: Console, tab: Tab) -> None:
+    api, page = console.live.api, tab.page
+    api.member("ivy")
+    api.member("ian")
+    api.award("ian", 100)
+    good = (
+        b"member_id,points,reason,reference\n"
+        b"ivy,500,Q2 sales target,INV-1\n"
+        b'ian,250,"Referral bonus, June",\n'
+    )
+    sign_in(page, console.live.key)
+    page.get_by_role("link", name="CSV files").click()
+    page.get_by_label("Awards file (CSV)").set_input_files(
+        files=[{"name": "june.csv", "mimeType": "text/csv", "buffer": good}]
+    )
+    page.get_by_role("button", name="Import").click()
+
+    expect(
+        page.get_by_text("Imported 2 row(s): 2 awarded now, 0 already awarded by an earlier")
+    ).to_be_visible()
+    results = page.get_by_role("region", name="Import awards").locator("tbody tr")
+    expect(results).to_have_count(2)
+    transaction = re.compile(r"^txn_")
+    expect(results.nth(0).locator("td")).to_have_text(["2", "ivy", "ok", transaction, ""])
+    expect(results.nth(1).locator("td")).to_have_text(["3", "ian", "ok", transaction, ""])
+    screenshot(page, "import")
+    assert api.balance("ivy")["balance"] == 500
+    assert api.balance("ian")["balance"] == 350
+    assert api.history("ian")[0]["reason"] == "Referral bonus, June"
+
+    with page.expect_download() as saved:  # the same upload replayed, answered as CSV
+        page.get_by_role("button", name="Save the results (CSV)").click()
+    assert saved.value.suggested_filename == "june.results.csv"
+    ivy, ian = api.history("ivy")[0]["transaction_id"], api.history("ian")[0]["transaction_id"]
+    assert Path(saved.value.path()).read_text().splitlines() == [
+        "line,member_id,status,transaction_id,error_code,error_message",
+        f"2,ivy,ok,{ivy},,",
+        f"3,ian,ok,{ian},,",
+    ]
+    assert api.balance("ivy")["balance"] == 500
+
+    page.get_by_role("button", name="Import").click()  # the same file again: nothing twice
+    expect(page.get_by_text("2 awarded now")).to_have_count(0)
+    expect(page.get_by_text("0 awarded now, 2 already awarded")).to_be_visible()
+    expect(results.nth(0)).to_contain_text("replayed")
+    assert api.balance("ivy")["balance"] == 500
+
+    results.nth(0).get_by_role("link", name="ivy").click()
+    expect(page.get_by_test_id("balance")).to_have_text("500")
+
+
+def test_a_refused_awards_file_names_its_bad_lines_and_changes_nothing(
+    console: Console, tab: Tab
+) -> None:
+    api, page = console.live.api, tab.page
+    api.member("bea")
+    bad = (
+        b"member_id,points,reason\n"
+        b"bea,100,Fine row\n"
+        b"nobody,100,Unknown member\n"
+        b"bea,1.5,Half a point\n"
+    )
+    sign_in(page, console.live.key)
+    page.get_by_role("link", name="CSV files").click()
+    page.get_by_label("Awards file (CSV)").set_input_files(
+        files=[{"name": "bad.csv", "mimeType": "text/csv", "buffer": bad}]
+    )
+    page.get_by_role("button", name="Import").click()
+
+    section = page.get_by_role("region", name="Import awards")
+    expect(section.get_by_role("alert")).to_contain_text("2 of 3 rows are bad; nothing was applied")
+    lines = section.locator("tbody tr")
+    expect(lines).to_have_count(2)
+    anything = re.compile(".*")
+    expect(lines.nth(0).locator("td")).to_have_text(
+        ["3", "nobody", "member_not_found", anything, anything]
+    )
+    expect(lines.nth(1).locator("td")).to_have_text(
+        ["4", "bea", "validation_error", "points", anything]
+    )
+    assert api.balance("bea")["balance"] == 0
+    assert api.history("bea") == []
+    tab.errors.clear()  # the 422, reported by the browser as a failed load
+
+
+def test_a_read_key_exports_transactions_as_a_download_equal_to_the_api(
+    console: Console, tab: Tab
+) -> None:
+    api, page = console.live.api, tab.page
+    writer, reader = api.key_for("exporting"), api.key_for("exporting", Scope.READ)
+    assert api.post("/v1/members", {"member_id": "e1"}, key=writer).status_code == 201
+    for points, reason in [(300, "=SUM(A1)"), (200, "Order, with a comma")]:
+        body = {"member_id": "e1", "points": points, "reason": reason}
+        assert api.post("/v1/points/award", body, key=writer).status_code == 201
+    deduct = {"member_id": "e1", "points": 50, "reason": "Damaged"}
+    assert api.post("/v1/points/deduct", deduct, key=writer).status_code == 201
+
+    sign_in(page, reader)
+    page.get_by_role("link", name="CSV files").click()
+    expect(page.get_by_text("it can export, not import")).to_be_visible()
+    expect(page.get_by_label("Awards file (CSV)")).to_have_count(0)
+    form = page.get_by_role("form", name="Export transactions")
+
+    with page.expect_download() as every:
+        form.get_by_role("button", name="Download CSV").click()
+    whole = api.get("/v1/exports/transactions", key=reader)
+    assert whole.status_code == 200 and whole.text.count("\n") == 4
+    assert every.value.suggested_filename == "transactions.csv"
+    assert Path(every.value.path()).read_bytes() == whole.content
+
+    today = str(datetime.now(UTC).date())
+    form.get_by_label("Type").select_option("deduct")
+    form.get_by_label("From").fill(today)
+    form.get_by_label("To").fill(today)
+    with page.expect_download() as deducts:
+        form.get_by_role("button", name="Download CSV").click()
+    only = api.get("/v1/exports/transactions", key=reader, type="deduct", **{"from": today})
+    assert only.text.count("\n") == 2 and "Damaged" in only.text
+    assert deducts.value.suggested_filename == f"transactions-deduct-from-{today}-to-{today}.csv"
+    assert Path(deducts.value.path()).read_bytes() == only.content
+    assert not any(reader in url for url in tab.requests)
+
+
+def test_a_members_profile_is_edited_and_erased_after_a_confirmation(
+    console: Console, tab: Tab
+) -> None:
+    api, page = console.live.api, tab.page
+    api.member("pat", name="Pat Old", email="pat@old.example")
+    api.award("pat", 90, metadata={"note": "personal"})
+    sign_in(page, console.live.key)
+    open_member(page, "pat")
+
+    edit = page.get_by_role("group", name="Edit profile")
+    expect(edit.get_by_label("Name")).to_have_value("Pat Old")
+    edit.get_by_label("Name").fill("Pat New")
+    edit.get_by_label("Email").fill("")  # a blank field clears it
+    edit.get_by_role("button", name="Save profile").click()
+    expect(page.get_by_role("status").filter(has_text="Profile saved.")).to_be_visible()
+    expect(page.locator("p.profile")).to_have_text("Pat New")
+    member = api.get("/v1/members/pat").json()["data"]
+    assert (member["name"], member["email"]) == ("Pat New", None)
+
+    profile = page.get_by_role("region", name="Profile")
+    profile.get_by_role("button", name="Erase personal data…").click()
+    expect(profile.get_by_text("for good? The balance and every ledger row stay.")).to_be_visible()
+    profile.get_by_role("button", name="Keep it").click()
+    expect(profile.get_by_role("button", name="Erase for good")).to_be_hidden()
+    assert api.get("/v1/members/pat").json()["data"]["erased_at"] is None
+
+    profile.get_by_role("button", name="Erase personal data…").click()
+    profile.get_by_role("button", name="Erase for good").click()
+    expect(page.get_by_role("status").filter(has_text="Personal data erased.")).to_be_visible()
+    expect(page.get_by_text("Personal data erased on")).to_be_visible()
+    expect(page.get_by_role("group", name="Edit profile")).to_have_count(0)
+    expect(page.get_by_test_id("balance")).to_have_text("90")
+    member = api.get("/v1/members/pat").json()["data"]
+    assert member["erased_at"] is not None and member["name"] is None
+    assert api.history("pat")[0]["metadata"] is None
+
+
+def test_the_enrol_on_award_switch_on_the_program_page(console: Console, tab: Tab) -> None:
+    api, page = console.live.api, tab.page
+    key = api.key_for("enrolling")  # a program of its own: the switch is program-wide
+    award = {"member_id": "newcomer", "points": 10, "reason": "First order"}
+    sign_in(page, key)
+    page.get_by_role("link", name="Program").click()
+    setting = page.get_by_test_id("Unknown members on award")
+    expect(setting).to_have_text("refused (member_not_found)")
+    switch = page.get_by_label("Enrol unknown members on award")
+    expect(switch).not_to_be_checked()
+
+    switch.check()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Unknown members are now enrolled on award.")).to_be_visible()
+    expect(setting).to_have_text("enrolled")
+    assert api.get("/v1/program", key=key).json()["data"]["enrol_on_award"] is True
+    assert api.post("/v1/points/award", award, key=key).status_code == 201
+
+    page.get_by_label("Enrol unknown members on award").uncheck()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Awards to unknown members are now refused.")).to_be_visible()
+    expect(setting).to_have_text("refused (member_not_found)")
+    other = {**award, "member_id": "stranger"}
+    assert api.post("/v1/points/award", other, key=key).status_code == 404
 
 
 def test_a_key_revoked_while_signed_in_is_forgotten_at_its_next_refusal(

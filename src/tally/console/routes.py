@@ -26,6 +26,8 @@ FILES = {
     "rewards.js": _JS,
     "webhooks.js": _JS,
     "report.js": _JS,
+    "files.js": _JS,
+    "program.js": _JS,
     "console.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }

@@ -1,10 +1,12 @@
 // The console: sign in with an API key, then one view per part of the hash
-// (#/members, #/members/{id}, #/rewards, #/webhooks, #/webhooks/{id}, #/report).
+// (#/members, #/members/{id}, #/rewards, #/webhooks, #/webhooks/{id}, #/report, #/files, #/program).
 // The key never appears in the hash or anywhere else in a URL.
 
 import { ApiError, forgetKey, get, signIn, storedKey, whenKeyRefused } from "./api.js";
 import { h, notice, refusal, show } from "./dom.js";
+import { filesView } from "./files.js";
 import { memberView, membersView } from "./members.js";
+import { programView } from "./program.js";
 import { reportView } from "./report.js";
 import { rewardsView } from "./rewards.js";
 import { deliveriesView, webhooksView } from "./webhooks.js";
@@ -18,6 +20,8 @@ const NAV = [
   ["#/rewards", "Rewards"],
   ["#/webhooks", "Webhooks"],
   ["#/report", "Report"],
+  ["#/files", "CSV files"],
+  ["#/program", "Program"],
 ];
 
 function signInView(message) {
@@ -91,6 +95,8 @@ function route() {
   else if (area === "webhooks" && id) view = deliveriesView(id, context);
   else if (area === "webhooks") view = webhooksView(context);
   else if (area === "report") view = reportView(context);
+  else if (area === "files") view = filesView(context);
+  else if (area === "program") view = programView(context);
   else {
     active = "#/members";
     view = membersView(context);

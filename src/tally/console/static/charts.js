@@ -50,7 +50,7 @@ export function groupedBars({ title, categories, series }) {
   const scale = (value) => MARGIN.top + plotHeight - (value / top) * plotHeight;
   const groupWidth = plotWidth / Math.max(categories.length, 1);
   const barWidth = Math.max(1, (groupWidth * 0.8) / series.length);
-  const labelEvery = Math.ceil(categories.length / 12);
+  const labelEvery = Math.ceil(categories.length / 7); // a label is about 80 of the 564 units wide
   const parts = [...axis(top, step, scale, plotWidth)];
   categories.forEach((category, i) => {
     const x0 = MARGIN.left + i * groupWidth + groupWidth * 0.1;

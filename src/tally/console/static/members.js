@@ -58,15 +58,18 @@ export function memberView(memberId, { canWrite }) {
   const page = h("div", {}, h("h1", {}, "Member ", h("span", { class: "mono" }, memberId)), findForm(memberId));
   const body = h("div", {}, notice("working", "Loading…"));
   page.append(body);
-  get(memberPath(memberId)).then(
-    (answer) => show(body, memberSections(answer.data, { canWrite })),
-    (error) =>
-      show(body, error instanceof ApiError && error.code === "member_not_found" ? notice("error", `There is no member ${memberId} in this program.`) : refusal(error)),
-  );
+  // Loaded again, whole, after the profile changes (`said`: what the change did).
+  const load = (said) =>
+    get(memberPath(memberId)).then(
+      (answer) => show(body, said ? notice("ok", said) : null, memberSections(answer.data, { canWrite, refresh: load })),
+      (error) =>
+        show(body, error instanceof ApiError && error.code === "member_not_found" ? notice("error", `There is no member ${memberId} in this program.`) : refusal(error)),
+    );
+  load();
   return page;
 }
 
-function memberSections(member, { canWrite }) {
+function memberSections(member, { canWrite, refresh }) {
   const id = member.member_id;
   const balance = h("div", {}, notice("working", "Loading the balance…"));
   const lots = h("div", {});
@@ -165,7 +168,56 @@ function memberSections(member, { canWrite }) {
     section("Lots", h("p", { class: "hint" }, "What is left of each award, refund and transfer received, soonest to expire first."), lots),
     section("History", historyFilter(state, () => loadHistory(1)), history),
     section("Redemptions", canWrite ? redeemForm(id, state, rewardsReady, reload) : null, redemptions),
+    canWrite ? section("Profile", profileForms(member, refresh)) : null,
   ];
+}
+
+/** Edit the member's name and email (a blank field clears it), or erase their personal data. */
+function profileForms(member, refresh) {
+  const path = memberPath(member.member_id);
+  const edit = member.erased_at
+    ? h("p", { class: "hint" }, "An erased member's profile stays empty.")
+    : actionForm({
+        title: "Edit profile",
+        button: "Save profile",
+        fields: [
+          { name: "name", label: "Name", value: member.name ?? "" },
+          { name: "email", label: "Email", type: "email", value: member.email ?? "" },
+        ],
+        send: async (values) => {
+          await request("PATCH", path, { body: { name: values.name ?? null, email: values.email ?? null } });
+          return "Profile saved.";
+        },
+        done: () => refresh("Profile saved."),
+      });
+  const confirm = h("div", { class: "confirm", hidden: true });
+  const ask = h("button", { type: "button", class: "secondary" }, "Erase personal data…");
+  ask.addEventListener("click", () => {
+    ask.disabled = true;
+    const keep = h("button", { type: "button", class: "secondary" }, "Keep it");
+    keep.addEventListener("click", () => {
+      confirm.hidden = true;
+      ask.disabled = false;
+    });
+    const outcome = h("div", { class: "result" });
+    show(
+      confirm,
+      h("p", {}, `Erase ${member.member_id}'s name, email and metadata (and every transaction's metadata) for good? The balance and every ledger row stay.`),
+      actionButton("Erase for good", {
+        report: outcome,
+        send: async (key) => {
+          await request("POST", `${path}/erase`, { idempotencyKey: key });
+          return "Personal data erased.";
+        },
+        done: () => refresh("Personal data erased."),
+      }),
+      " ",
+      keep,
+      outcome,
+    );
+    confirm.hidden = false;
+  });
+  return [edit, h("div", { class: "erase" }, ask, confirm)];
 }
 
 function balanceFigures(b) {
@@ -256,7 +308,8 @@ function historyTable(rows, { canWrite, reload, report }) {
   const body = [];
   for (const t of rows) {
     const actions = [];
-    if (canWrite && t.status === "posted" && (t.type === "award" || t.type === "deduct")) {
+    const left = Math.abs(t.points) - (t.points_reversed ?? 0);
+    if (canWrite && t.status === "posted" && (t.type === "award" || t.type === "deduct") && left > 0) {
       const open = h("button", { type: "button", class: "small", "aria-label": `Reverse ${t.transaction_id}` }, "Reverse");
       open.addEventListener("click", () => {
         open.disabled = true;
@@ -291,7 +344,7 @@ function historyTable(rows, { canWrite, reload, report }) {
       h("span", { class: "row-actions" }, actions),
     ]);
   }
-  // `By` (the key that made each row) once the server records it.
+  // `By`: the key that made each row (older servers do not say).
   const headings = ["When", "Type", "Points", "Balance after", "Reason", "Reference", "Status"];
   if (rows.some((r) => r.created_by)) headings.push("By");
   return table("History", [...headings, ""], body, { empty: "No transactions match." });
@@ -300,10 +353,11 @@ function historyTable(rows, { canWrite, reload, report }) {
 function reverseRow(t, { reload, report, close }) {
   const fields = [
     { name: "reason", label: "Reason", required: true, placeholder: "Why it is reversed" },
-    { name: "points", label: "Points", type: "number", placeholder: `all ${points(Math.abs(t.points))}` },
+    { name: "points", label: "Points", type: "number", placeholder: `all ${points(Math.abs(t.points) - (t.points_reversed ?? 0))} left` },
   ];
   if (t.type === "award") fields.push({ name: "allow_negative", label: "Allow a negative balance", type: "checkbox" });
   const row = h("tr", { class: "inline-form" });
+  let outcome = ""; // what the reversal did, for the report once the history reloads without this row
   const form = actionForm({
     title: `Reverse ${t.type} ${t.transaction_id}`,
     button: "Reverse",
@@ -312,11 +366,12 @@ function reverseRow(t, { reload, report, close }) {
       const body = { ...values };
       if (!body.allow_negative) delete body.allow_negative;
       const answer = await request("POST", `/v1/transactions/${t.transaction_id}/reverse`, { body, idempotencyKey: key });
-      const moved = answer.data?.points;
-      return typeof moved === "number" ? `Reversed: ${signed(moved)} points.` : "Reversed.";
+      const { points: moved, balance_after: balance } = answer.data;
+      outcome = `Reversed ${t.type} ${t.transaction_id}: ${signed(moved)} points, the balance is now ${points(balance)}.`;
+      return outcome;
     },
     done: async () => {
-      show(report, notice("ok", `Transaction ${t.transaction_id} reversed.`));
+      show(report, notice("ok", outcome));
       await reload();
     },
   });

@@ -22,24 +22,19 @@ export function reportView() {
   const load = async () => {
     show(out, notice("working", "Computing the report…"));
     try {
-      // `to` is the end of the day chosen: the report covers every day shown, today included.
-      const end = new Date(Date.parse(`${to.value}T00:00:00Z`) + DAY_MS);
-      const answer = await get("/v1/program/report", {
-        from: `${from.value}T00:00:00Z`,
-        to: end.toISOString().replace(".000Z", "Z"),
-        interval: interval.value,
-      });
+      // Both days are included: the report covers every day shown, `to` included.
+      const answer = await get("/v1/program/report", { from: from.value, to: to.value, interval: interval.value });
       show(out, rendered(answer.data));
     } catch (error) {
-      const missing = error instanceof ApiError && error.status === 404;
-      show(out, missing ? notice("error", "This server has no program report (GET /v1/program/report).") : refusal(error));
+      if (!(error instanceof ApiError)) throw error;
+      show(out, refusal(error));
     }
   };
   const form = h(
     "form",
     { class: "filter", "aria-label": "Report period" },
     h("label", {}, "From", from),
-    h("label", {}, "To", to),
+    h("label", {}, "To (included)", to),
     h("label", {}, "Interval", interval),
     h("button", { type: "submit" }, "Show"),
   );
@@ -58,17 +53,19 @@ function rendered(report) {
   const figures = [
     { label: "Balance", value: outstanding.balance, className: "outstanding" },
     { label: "Pending", value: outstanding.pending, className: "pending" },
-    ...expiring.map((e) => ({ label: `Expiring by\n${day(e.before)}`, value: e.points, className: "expiring" })),
+    // Each `before` is now + 30, 60 or 90 days; the points are cumulative.
+    ...expiring.map((e) => ({ label: `Expiring within\n${Math.round((Date.parse(e.before) - Date.now()) / DAY_MS)} days`, value: e.points, className: "expiring" })),
   ];
   const labels = periods.map((p) => day(p.start));
   return [
+    h("p", { class: "period" }, `From ${report.from} to ${report.to}, both included, by ${report.interval}; UTC days.`),
     h(
       "div",
       { class: "figures" },
-      h("div", { class: "figure big" }, h("span", { class: "label" }, "Points outstanding"), h("span", { class: "value" }, points(outstanding.balance))),
-      h("div", { class: "figure" }, h("span", { class: "label" }, "Pending"), h("span", { class: "value" }, points(outstanding.pending))),
+      h("div", { class: "figure big" }, h("span", { class: "label" }, "Points outstanding"), h("span", { class: "value", "data-testid": "outstanding" }, points(outstanding.balance))),
+      h("div", { class: "figure" }, h("span", { class: "label" }, "Pending"), h("span", { class: "value", "data-testid": "pending" }, points(outstanding.pending))),
       report.members
-        ? h("div", { class: "figure" }, h("span", { class: "label" }, "Members (active in period)"), h("span", { class: "value" }, `${points(report.members.total)} (${points(report.members.active_in_period)})`))
+        ? h("div", { class: "figure" }, h("span", { class: "label" }, "Members (active in period)"), h("span", { class: "value", "data-testid": "members" }, `${points(report.members.total)} (${points(report.members.active_in_period)})`))
         : null,
     ),
     section("Points outstanding", bars({ title: "Points outstanding now, and what expires soon", figures })),
