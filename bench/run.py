@@ -43,7 +43,7 @@ from harness.report import (
 )
 from harness.report import write_json as write_results
 
-ALL_SCENARIOS = (*LOAD_SCENARIOS, "bulk", "webhooks", "history")
+ALL_SCENARIOS = (*LOAD_SCENARIOS, "bulk", "webhooks", "history", "past")
 BUSY_LOAD = 1.5  # the load average right after a run of ours alone stays below this
 
 
@@ -315,12 +315,20 @@ def busy_note(before: tuple[float, ...], after: tuple[float, ...]) -> str | None
     )
 
 
+def run_past(args: argparse.Namespace) -> None:
+    """Balances in the past and the program report, in-process through the service, no server
+    (bench/past.py): at a million ledger rows, or 20,000 in a smoke run (so it cannot rot)."""
+    import past
+
+    print("\nBalances in the past and the program report (bench/past.py):\n", flush=True)
+    size = ["--rows", "20000", "--members", "200", "--samples", "30"] if args.smoke else []
+    past.main(["--backends", args.backends, "--pg-admin-url", args.pg_url, *size])
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    if args.scenarios == "past":  # in-process through the service, no server: bench/past.py
-        import past
-
-        past.main(["--backends", args.backends, "--pg-admin-url", args.pg_url])
+    if args.scenarios == "past":
+        run_past(args)
         return 0
     wrk = wrk_version()
     if wrk is None:
@@ -361,6 +369,8 @@ def main(argv: list[str]) -> int:
     }
     path = write_results(args.out, mode.name, payload)
     print(f"\nResults: {path} ({payload['seconds_total']} s)")
+    if "past" in args.scenarios.split(","):
+        run_past(args)
     problems = outcome.failures + broken(outcome.runs, outcome.refs)
     for problem in problems:
         print(f"HARNESS PROBLEM: {problem}", file=sys.stderr)
