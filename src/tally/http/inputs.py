@@ -243,6 +243,11 @@ def moment_param(request: Request, name: str) -> datetime | None:
     if text is None:
         return None
     problem = f"{name} must be an RFC 3339 time with a zone, such as 2024-06-15T14:30:00Z."
+    return _rfc3339(text, name, problem)
+
+
+def _rfc3339(text: str, name: str, problem: str) -> datetime | None:
+    """`text` as an RFC 3339 time with a zone, in UTC; `problem` (naming `name`) if it is not."""
     try:
         moment = datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError:
@@ -302,10 +307,4 @@ def _moment(text: str | None, name: str, *, end_of_day: bool) -> datetime | None
         except ValueError:
             raise invalid(name, problem) from None
         return datetime.combine(day, time.max if end_of_day else time.min, tzinfo=UTC)
-    try:
-        moment = datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError:
-        raise invalid(name, problem) from None
-    if "T" not in text.upper() or moment.tzinfo is None:
-        raise invalid(name, problem)
-    return utc(moment, field=name)
+    return _rfc3339(text, name, problem)
