@@ -2,12 +2,17 @@
 
 Random runs of awards (now, later, expiring), deducts, transfers, redemptions, cancels,
 reversals of awards (partial, whole, into debt) and of deducts, policy changes, sweeps, clock
-moves and switches between two keys. After every step, for every member: the balance and its
-counters match the model; `balance == earned + transferred_in - redeemed - deducted - expired
-- transferred_out`; the lots hold what the model says (so their remainders sum to the balance,
-or to nothing while the member owes points); the history's balance_after chain adds up in
-ledger order; each row names the key that made it (`system` for an expiry); and `verify` finds
-nothing.
+moves, switches between two keys, enrol_on_award on and off with awards (alone or in a bulk) to
+ids that are not members yet, profile changes and erasures. After every step, for every member:
+the balance and its counters match the model; `balance == earned + transferred_in - redeemed -
+deducted - expired - transferred_out`; the lots hold what the model says (so their remainders
+sum to the balance, or to nothing while the member owes points); the history's balance_after
+chain adds up in ledger order; each row names the key that made it (`system` for an expiry); the
+members list shows each profile as the model has it (an erased member's empty for good, its
+points kept); the program report's outstanding, expiring and member figures match the model and
+its periods add up, per row type, to what the model moved since the start; and `verify` finds
+nothing. A balance asked `as_of` an earlier moment the clock stopped at matches the model's
+record of that moment (now: the balance; before enrolment: zeros).
 
 The model keeps its own lots and spends them in the order the spec gives: soonest expiry
 first, never-expiring last, oldest (first posted) first among equals. A reversal takes from its
@@ -35,6 +40,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
+    initialize,
     invariant,
     multiple,
     precondition,
@@ -59,6 +65,7 @@ from tests.support import Api, FakeClock, postgres_copy, serve_app
 
 START = datetime(2026, 1, 1, 12, tzinfo=UTC)
 MEMBERS = ("alice", "bob")
+NEWCOMERS = ("carol", "dave")  # unknown until an award enrols them (with enrol_on_award on)
 # name: (points_cost, stock, active)
 REWARDS: dict[str, tuple[int, int | None, bool]] = {
     "Mug": (40, 3, True),
@@ -68,8 +75,18 @@ REWARDS: dict[str, tuple[int, int | None, bool]] = {
 
 points = st.integers(1, 300)
 hours = st.sampled_from([1, 2, 12, 24, 24 * 3, 24 * 10, 24 * 30, 24 * 60])
-members = st.sampled_from(MEMBERS)
-PARTIES = [("alice", "bob"), ("bob", "alice"), ("alice", "bob"), ("bob", "alice"), ("bob", "bob")]
+# A profile change: each field left out, cleared (null) or set.
+profile_changes = st.fixed_dictionaries(
+    {},
+    optional={
+        "email": st.none() | st.sampled_from(["ann@example.com", "bo@example.org"]),
+        "name": st.none() | st.sampled_from(["Ann", "Bo Ek"]),
+    },
+)
+# When balance_as_of asks: an earlier moment (twice as often), now, or before enrolment.
+MOMENTS = ("earlier", "earlier", "now", "before")
+# The figures a report sums, by period field, signed as in history.
+MOVES = ("awarded", "deducted", "redeemed", "refunded", "expired", "transferred", "reversed")
 
 DatabaseFactory = Callable[[], contextlib.AbstractContextManager[str]]
 
@@ -102,6 +119,7 @@ class Lot:
 class Account:
     """A member as the model sees it."""
 
+    created_at: datetime
     lots: list[Lot] = field(default_factory=list)
     pending: int = 0
     earned: int = 0
@@ -113,6 +131,34 @@ class Account:
     rows: int = 0
     debt: int = 0  # points reversals took beyond what the lots held
     made_by: Counter[str] = field(default_factory=Counter)  # rows by `created_by`
+    email: str | None = None
+    name: str | None = None
+    erased_at: datetime | None = None
+
+    def figures(self) -> dict[str, Any]:
+        """The balance's fields (all but member_id) as the model has them."""
+        return {
+            "balance": self.balance,
+            "pending": self.pending,
+            "lifetime_earned": self.earned,
+            "lifetime_redeemed": self.redeemed,
+            "lifetime_deducted": self.deducted,
+            "lifetime_expired": self.expired,
+            "lifetime_transferred_in": self.transferred_in,
+            "lifetime_transferred_out": self.transferred_out,
+            "next_expiration": self.next_expiration(),
+        }
+
+    def profile(self, member_id: str) -> dict[str, Any]:
+        """The member as GET /v1/members/{id} shows it."""
+        return {
+            "member_id": member_id,
+            "email": self.email,
+            "name": self.name,
+            "metadata": None,
+            "created_at": stamp(self.created_at),
+            "erased_at": self.erased_at and stamp(self.erased_at),
+        }
 
     def row(self, by: str) -> None:
         """One more ledger row, made by the key `by` (or by `system`)."""
@@ -144,7 +190,7 @@ class Account:
         lot.remaining -= own
         rest = points - own
         held = sum(other.remaining for other in self.lots)
-        if rest:
+        if rest and held:
             self.spend(min(rest, held))
         if rest > held:
             event("a reversal made a debt")
@@ -179,6 +225,9 @@ class Account:
         assert soonest is not None
         points = sum(lot.remaining for lot in expiring if lot.expires_at == soonest)
         return {"points": points, "expires_at": stamp(soonest)}
+
+
+NOTHING = Account(START).figures()  # every figure before a member was enrolled
 
 
 @dataclass
@@ -218,6 +267,7 @@ class LedgerMachine(RuleBasedStateMachine):
     pending_awards = Bundle("pending_awards")
     redemptions = Bundle("redemptions")
     deducts = Bundle("deducts")
+    enrolled = Bundle("enrolled")  # member ids: alice and bob, then the newcomers enrolled
 
     def __init__(self, make_database: DatabaseFactory) -> None:
         super().__init__()
@@ -233,7 +283,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.key_id = self.keys[0].key_id
         client = self.resources.enter_context(serve_app(self.store, clock=self.clock))
         self.api = Api(client, self.keys[0].secret, store=self.store, clock=self.clock)
-        self.accounts = {member: Account() for member in MEMBERS}
+        self.accounts = {member: Account(START) for member in MEMBERS}
         for member in MEMBERS:
             self.api.member(member)
         self.reward_ids: dict[str, str] = {}
@@ -249,6 +299,15 @@ class LedgerMachine(RuleBasedStateMachine):
         self.redeemed: dict[str, Redemption] = {}
         self.awards: dict[str, Award] = {}  # posted ones, by transaction id
         self.deducted: dict[str, Deduct] = {}
+        self.enrol_on_award = False
+        self.moved: Counter[str] = Counter()  # what the report sums, but expiries and transfers
+        # Each member's figures as they stood at each moment the clock stopped at: the last
+        # state recorded at a moment is final once the clock has moved on.
+        self.past: dict[datetime, dict[str, dict[str, Any]]] = {}
+
+    @initialize(target=enrolled)
+    def enrol(self) -> Any:
+        return multiple(*MEMBERS)
 
     def teardown(self) -> None:
         self.resources.close()
@@ -272,6 +331,7 @@ class LedgerMachine(RuleBasedStateMachine):
             self.awards[transaction_id] = Award(pending.member, pending.points, lot)
             account.pending -= pending.points
             account.earned += pending.points
+            self.moved["awarded"] += pending.points
             pending.posted = True
             event("a pending award posted")
         for account in self.accounts.values():
@@ -301,9 +361,12 @@ class LedgerMachine(RuleBasedStateMachine):
         response = self.api.post("/v1/points/award", body)
         assert response.status_code == 201, response.text
         self.accounts[member].row(self.key_id)
+        if self.accounts[member].erased_at:
+            event("an erased member earned")
+        self.moved["awarded"] += points if "available_at" not in times else 0
         return dict(response.json()["data"])
 
-    @rule(target=posted_awards, member=members, points=points)
+    @rule(target=posted_awards, member=enrolled, points=points)
     def award(self, member: str, points: int) -> str:
         data = self._award(member, points)
         expires_at = self.policy_expiry(self.now)
@@ -315,7 +378,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert data["expires_at"] == (expires_at and stamp(expires_at))
         return str(data["transaction_id"])
 
-    @rule(target=posted_awards, member=members, points=points, lasts=hours)
+    @rule(target=posted_awards, member=enrolled, points=points, lasts=hours)
     def award_with_expiry(self, member: str, points: int, lasts: int) -> str:
         expires_at = self.now + timedelta(hours=lasts)
         data = self._award(member, points, expires_at=expires_at)
@@ -328,7 +391,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(
         target=pending_awards,
-        member=members,
+        member=enrolled,
         points=points,
         wait=hours,
         lasts=st.none() | hours,
@@ -346,7 +409,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.pending[data["transaction_id"]] = Pending(member, points, available_at, expires_at)
         return str(data["transaction_id"])
 
-    @rule(target=deducts, member=members, points=st.integers(1, 600))
+    @rule(target=deducts, member=enrolled, points=st.integers(1, 600))
     def deduct(self, member: str, points: int) -> Any:
         self.catch_up()
         account = self.accounts[member]
@@ -361,12 +424,13 @@ class LedgerMachine(RuleBasedStateMachine):
         account.spend(points)
         account.deducted += points
         account.row(self.key_id)
+        self.moved["deducted"] -= points
         data = response.json()["data"]
         assert data["new_balance"] == account.balance
         self.deducted[data["transaction_id"]] = Deduct(member, points)
         return data["transaction_id"]
 
-    @rule(target=deducts, member=members)
+    @rule(target=deducts, member=enrolled)
     def deduct_everything(self, member: str) -> Any:
         """Spend the whole balance: a reversal after it needs allow_negative and makes a debt."""
         self.catch_up()
@@ -409,6 +473,7 @@ class LedgerMachine(RuleBasedStateMachine):
         account.take_back(award.lot, taken)
         account.earned -= taken
         account.row(self.key_id)
+        self.moved["reversed"] -= taken
         award.reversed += taken
         data = response.json()["data"]
         assert (data["points"], data["balance_after"]) == (-taken, account.balance)
@@ -444,14 +509,112 @@ class LedgerMachine(RuleBasedStateMachine):
         account.add_lot(given, self.policy_expiry(self.now))
         account.deducted -= given
         account.row(self.key_id)
+        self.moved["reversed"] += given
         deduct.reversed += given
         assert response.json()["data"]["balance_after"] == account.balance
 
-    # Mostly between two members, sometimes to oneself (refused); `share` percent of the
-    # sender's balance, so most succeed and some (over 100) are refused.
-    @rule(parties=st.sampled_from(PARTIES), share=st.integers(1, 120))
-    def transfer(self, parties: tuple[str, str], share: int) -> None:
-        sender, receiver = parties
+    @initialize(on=st.booleans())
+    def start_with_enrol_on_award(self, on: bool) -> None:
+        self.set_enrol_on_award(on)
+
+    @rule(on=st.booleans())
+    def set_enrol_on_award(self, on: bool) -> None:
+        response = self.api.patch("/v1/program", {"enrol_on_award": on})
+        assert response.status_code == 200, response.text
+        assert response.json()["data"]["enrol_on_award"] is on
+        self.enrol_on_award = on
+
+    @rule(target=enrolled, newcomer=st.sampled_from(NEWCOMERS), points=points, bulk=st.booleans())
+    def award_to_a_newcomer(self, newcomer: str, points: int, bulk: bool) -> Any:
+        """An award (alone or as a bulk item) to an id that may not be a member yet: with
+        enrol_on_award on, it enrols the member; off, it is 404 member_not_found."""
+        self.catch_up()
+        known = newcomer in self.accounts
+        item = {"member_id": newcomer, "points": points, "reason": "machine award"}
+        if bulk:
+            response = self.api.post("/v1/points/award/bulk", {"awards": [item]})
+            assert response.status_code == 200, response.text
+            answer = response.json()["data"]
+            refused = [error["error"]["code"] for error in answer["errors"]]
+            data = answer["transactions"][0] if answer["transactions"] else None
+        else:
+            response = self.api.post("/v1/points/award", item)
+            refused = [] if response.status_code == 201 else [response.json()["error"]["code"]]
+            data = response.json()["data"] if response.status_code == 201 else None
+        if not known and not self.enrol_on_award:
+            event("award to an unknown id refused")
+            assert refused == ["member_not_found"], response.text
+            return multiple()
+        event("award to a known newcomer" if known else "award enrolled a newcomer")
+        assert data is not None and not refused, response.text
+        if not known:
+            self.accounts[newcomer] = Account(self.now)
+        account = self.accounts[newcomer]
+        account.row(self.key_id)
+        expires_at = self.policy_expiry(self.now)
+        lot = account.add_lot(points, expires_at)
+        self.awards[data["transaction_id"]] = Award(newcomer, points, lot)
+        account.earned += points
+        self.moved["awarded"] += points
+        assert data["new_balance"] == account.balance
+        return multiple() if known else newcomer
+
+    @rule(member=enrolled, changes=profile_changes)
+    def update_member(self, member: str, changes: dict[str, str | None]) -> None:
+        account = self.accounts[member]
+        response = self.api.patch(f"/v1/members/{member}", changes)
+        if account.erased_at:
+            event("update of an erased member refused")
+            assert response.status_code == 409, response.text
+            assert response.json()["error"]["code"] == "member_erased"
+            return
+        event("member updated" if changes else "member updated with nothing")
+        assert response.status_code == 200, response.text
+        account.email = changes.get("email", account.email)
+        account.name = changes.get("name", account.name)
+        assert response.json()["data"] == account.profile(member)
+
+    @rule(member=enrolled)
+    def erase_member(self, member: str) -> None:
+        """Erase the member's personal data; its points and history stay (checked after every
+        step), and it goes on earning and spending."""
+        account = self.accounts[member]
+        response = self.api.post(f"/v1/members/{member}/erase")
+        assert response.status_code == 200, response.text
+        event("member erased again" if account.erased_at else "member erased")
+        account.email = account.name = None
+        account.erased_at = account.erased_at or self.now
+        assert response.json()["data"] == account.profile(member)
+
+    @rule(member=enrolled, when=st.sampled_from(MOMENTS), pick=st.integers())
+    def balance_as_of(self, member: str, when: str, pick: int) -> None:
+        """The balance at an earlier moment the model recorded (one the clock has left, so
+        nothing more happens at it), now, or before the member was enrolled (all zeros)."""
+        self.catch_up()
+        account = self.accounts[member]
+        moments = sorted(moment for moment, members in self.past.items() if member in members)
+        moments = [moment for moment in moments if moment < self.now]
+        if when == "earlier" and moments:
+            event("balance as of an earlier moment")
+            moment = moments[pick % len(moments)]
+            expected = self.past[moment][member]
+        elif when == "before":
+            event("balance as of before enrolment")
+            moment, expected = account.created_at - timedelta(microseconds=1), NOTHING
+        else:
+            event("balance as of now")
+            moment, expected = self.now, account.figures()
+        response = self.api.get(f"/v1/members/{member}/balance", as_of=stamp(moment))
+        assert response.status_code == 200, response.text
+        balance = response.json()["data"]
+        assert {k: v for k, v in balance.items() if k != "member_id"} == expected, (member, moment)
+
+    # Mostly between two members, to oneself (refused) one time in five when both draws agree;
+    # `share` percent of the sender's balance, so most succeed and some (over 100) are refused.
+    @rule(sender=enrolled, receiver=enrolled, share=st.integers(1, 120), oneself=st.integers(0, 4))
+    def transfer(self, sender: str, receiver: str, share: int, oneself: int) -> None:
+        if sender == receiver and oneself:
+            receiver = next(member for member in self.accounts if member != sender)
         self.catch_up()
         points = max(1, self.accounts[sender].balance * share // 100)
         body = {
@@ -489,7 +652,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(
         target=redemptions,
-        member=members,
+        member=enrolled,
         reward=st.sampled_from(sorted(REWARDS)),
         quantity=st.integers(1, 3),
     )
@@ -516,6 +679,7 @@ class LedgerMachine(RuleBasedStateMachine):
         account.spend(cost * quantity)
         account.redeemed += cost * quantity
         account.row(self.key_id)
+        self.moved["redeemed"] -= cost * quantity
         if stock is not None:
             self.stock[reward] = stock - quantity
         data = response.json()["data"]
@@ -540,6 +704,7 @@ class LedgerMachine(RuleBasedStateMachine):
         account.add_lot(redemption.points, self.policy_expiry(self.now))
         account.redeemed -= redemption.points
         account.row(self.key_id)
+        self.moved["refunded"] += redemption.points
         stock = self.stock[redemption.reward]
         if stock is not None:
             self.stock[redemption.reward] = stock + redemption.quantity
@@ -602,17 +767,7 @@ class LedgerMachine(RuleBasedStateMachine):
             balance = self.api.balance(member)
             assert balance["balance"] >= 0 or account.debt, balance
             assert counters_add_up(balance), balance
-            assert {k: balance[k] for k in balance if k != "member_id"} == {
-                "balance": account.balance,
-                "pending": account.pending,
-                "lifetime_earned": account.earned,
-                "lifetime_redeemed": account.redeemed,
-                "lifetime_deducted": account.deducted,
-                "lifetime_expired": account.expired,
-                "lifetime_transferred_in": account.transferred_in,
-                "lifetime_transferred_out": account.transferred_out,
-                "next_expiration": account.next_expiration(),
-            }, member
+            assert {k: balance[k] for k in balance if k != "member_id"} == account.figures(), member
             assert lot_remainders(self.store, member) == [
                 lot.remaining for lot in account.open_lots()
             ], member
@@ -620,6 +775,62 @@ class LedgerMachine(RuleBasedStateMachine):
             assert len(rows) == account.rows, member
             assert Counter(row["created_by"] for row in rows) == account.made_by, member
             assert_ledger_order(rows, balance["balance"])
+
+    @invariant()
+    def record_the_moment(self) -> None:
+        """Keep each member's figures as they stand now, for balance_as_of."""
+        self.catch_up()
+        self.past[self.now] = {member: a.figures() for member, a in self.accounts.items()}
+
+    @invariant()
+    def members_agree_with_the_model(self) -> None:
+        listed = self.api.get("/v1/members", per_page=100).json()["data"]
+        assert listed == [account.profile(member) for member, account in self.accounts.items()]
+
+    @invariant()
+    def the_report_agrees_with_the_model(self) -> None:
+        """Over every day since the start: what is outstanding and expiring now, the members,
+        and each row type's points summed over the periods, in days, weeks or months."""
+        self.catch_up()
+        days = (self.now - START).days + 1
+        interval = ("day", "week", "month")[LedgerMachine.steps % 3]
+        if interval == "day" and days > 400:
+            interval = "week"
+        if interval == "week" and days > 400 * 7 - 7:
+            interval = "month"
+        response = self.api.get(
+            "/v1/program/report",
+            **{"from": START.date().isoformat(), "to": self.now.date().isoformat()},
+            interval=interval,
+        )
+        assert response.status_code == 200, response.text
+        report = response.json()["data"]
+        accounts = self.accounts.values()
+        lots = [lot for account in accounts for lot in account.open_lots()]
+        # What the program owes: the points in lots. A debt is owed to the program, and does
+        # not lower what the program owes the other members.
+        assert report["outstanding"] == {
+            "balance": sum(lot.remaining for lot in lots),
+            "pending": sum(account.pending for account in accounts),
+        }
+        assert report["expiring"] == [
+            {
+                "before": stamp(self.now + timedelta(days=days)),
+                "points": sum(
+                    lot.remaining for lot in lots if lot.expires_at and lot.expires_at < before
+                ),
+            }
+            for days in (30, 60, 90)
+            for before in [self.now + timedelta(days=days)]
+        ]
+        never_posted = Counter(p.member for p in self.pending.values() if not p.posted)
+        active = [m for m, a in self.accounts.items() if a.rows > never_posted[m]]
+        assert report["members"] == {"total": len(accounts), "active_in_period": len(active)}
+        summed = {move: sum(period[move] for period in report["periods"]) for move in MOVES}
+        assert summed == {move: self.moved[move] for move in MOVES} | {
+            "expired": -sum(account.expired for account in accounts),
+            "transferred": sum(account.transferred_in for account in accounts),
+        }
 
     @invariant()
     def stock_agrees_with_the_model(self) -> None:
