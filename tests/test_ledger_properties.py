@@ -83,8 +83,9 @@ profile_changes = st.fixed_dictionaries(
         "name": st.none() | st.sampled_from(["Ann", "Bo Ek"]),
     },
 )
-# When balance_as_of asks: an earlier moment (twice as often), now, or before enrolment.
-MOMENTS = ("earlier", "earlier", "now", "before")
+# When balance_as_of asks: at an earlier moment the clock stopped at, the instant before
+# anything happened after it, now, or before enrolment.
+MOMENTS = ("earlier", "in between", "now", "before")
 # The figures a report sums, by period field, signed as in history.
 MOVES = ("awarded", "deducted", "redeemed", "refunded", "expired", "transferred", "reversed")
 
@@ -301,9 +302,11 @@ class LedgerMachine(RuleBasedStateMachine):
         self.deducted: dict[str, Deduct] = {}
         self.enrol_on_award = False
         self.moved: Counter[str] = Counter()  # what the report sums, but expiries and transfers
-        # Each member's figures as they stood at each moment the clock stopped at: the last
-        # state recorded at a moment is final once the clock has moved on.
+        # Each member's figures as they stood at each moment the clock stopped at (the last
+        # state recorded at a moment is final once the clock has moved on), and when the next
+        # thing was due to post or expire after it.
         self.past: dict[datetime, dict[str, dict[str, Any]]] = {}
+        self.next_due: dict[datetime, datetime | None] = {}
 
     @initialize(target=enrolled)
     def enrol(self) -> Any:
@@ -589,25 +592,28 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(member=enrolled, when=st.sampled_from(MOMENTS), pick=st.integers())
     def balance_as_of(self, member: str, when: str, pick: int) -> None:
         """The balance at an earlier moment the model recorded (one the clock has left, so
-        nothing more happens at it), now, or before the member was enrolled (all zeros)."""
+        nothing more happens at it), or at the last instant before the next recorded moment or
+        the next posting or expiry after it (so still as it was), now, or before the member was
+        enrolled (all zeros)."""
         self.catch_up()
         account = self.accounts[member]
-        moments = sorted(moment for moment, members in self.past.items() if member in members)
-        moments = [moment for moment in moments if moment < self.now]
-        if when == "earlier" and moments:
-            event("balance as of an earlier moment")
+        recorded = sorted(self.past)
+        moments = [m for m in recorded if m < self.now and member in self.past[m]]
+        if when in ("earlier", "in between") and moments:
+            event(f"balance as of {when}")
             moment = moments[pick % len(moments)]
             expected = self.past[moment][member]
+            if when == "in between":
+                following = recorded[recorded.index(moment) + 1]
+                due = self.next_due[moment]
+                moment = min(following, due or following) - timedelta(microseconds=1)
         elif when == "before":
             event("balance as of before enrolment")
             moment, expected = account.created_at - timedelta(microseconds=1), NOTHING
         else:
             event("balance as of now")
             moment, expected = self.now, account.figures()
-        response = self.api.get(f"/v1/members/{member}/balance", as_of=stamp(moment))
-        assert response.status_code == 200, response.text
-        balance = response.json()["data"]
-        assert {k: v for k, v in balance.items() if k != "member_id"} == expected, (member, moment)
+        self.assert_balance_as_of(member, moment, expected)
 
     # Mostly between two members, to oneself (refused) one time in five when both draws agree;
     # `share` percent of the sender's balance, so most succeed and some (over 100) are refused.
@@ -776,11 +782,28 @@ class LedgerMachine(RuleBasedStateMachine):
             assert Counter(row["created_by"] for row in rows) == account.made_by, member
             assert_ledger_order(rows, balance["balance"])
 
+    def assert_balance_as_of(self, member: str, moment: datetime, expected: dict[str, Any]) -> None:
+        response = self.api.get(f"/v1/members/{member}/balance", as_of=stamp(moment))
+        assert response.status_code == 200, response.text
+        balance = response.json()["data"]
+        assert {k: v for k, v in balance.items() if k != "member_id"} == expected, (member, moment)
+
     @invariant()
-    def record_the_moment(self) -> None:
-        """Keep each member's figures as they stand now, for balance_as_of."""
+    def the_past_stays_as_recorded(self) -> None:
+        """Keep each member's figures as they stand now, for balance_as_of. Once the clock has
+        left a moment, every member's balance as of it, and as of the last instant before
+        anything followed (the clock's next stop, or a posting or expiry falling due before
+        it), is what the model recorded there."""
         self.catch_up()
+        if self.past and self.now not in self.past:
+            left = max(self.past)
+            due = self.next_due[left]
+            instant = min(self.now, due or self.now) - timedelta(microseconds=1)
+            for member, figures in self.past[left].items():
+                self.assert_balance_as_of(member, left, figures)
+                self.assert_balance_as_of(member, instant, figures)
         self.past[self.now] = {member: a.figures() for member, a in self.accounts.items()}
+        self.next_due[self.now] = next(iter(self.due_times()), None)
 
     @invariant()
     def members_agree_with_the_model(self) -> None:
@@ -912,3 +935,19 @@ def test_random_ledger_histories_keep_every_invariant_on_postgres(
     record_property("hypothesis_examples", examples)
     print(f"\nPostgreSQL state machine: {examples} examples, {steps} checked states")
     assert examples > 0
+
+
+@pytest.mark.soak
+def test_long_random_ledger_histories_keep_every_invariant(
+    request: pytest.FixtureRequest,
+    sqlite_template: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    """`pytest -m soak` (TALLY_SOAK=1): longer histories, on PostgreSQL too when it is set."""
+    examples, steps = run_machine(sqlite_copies(sqlite_template), examples=300, steps=60)
+    record_property("hypothesis_examples", examples)
+    print(f"\nSQLite state machine (soak): {examples} examples, {steps} checked states")
+    if POSTGRES_URL is not None:
+        template = request.getfixturevalue("postgres_template")
+        examples, steps = run_machine(postgres_copies(template), examples=60, steps=40)
+        print(f"PostgreSQL state machine (soak): {examples} examples, {steps} checked states")
