@@ -693,6 +693,13 @@ class LedgerMachine(RuleBasedStateMachine):
         self.redeemed[data["redemption_id"]] = Redemption(member, reward, quantity, cost * quantity)
         return data["redemption_id"]
 
+    @rule(target=redemptions, member=enrolled, reward=st.sampled_from(sorted(REWARDS)))
+    def earn_and_redeem(self, member: str, reward: str) -> Any:
+        """An award of the reward's cost, then the reward: redeemed unless it is inactive, out of
+        stock or a debt took the points (most random redemptions lack the points)."""
+        self.award(member, REWARDS[reward][0])
+        return self.redeem(member, reward, 1)
+
     @rule(redemption_id=redemptions)
     def cancel_redemption(self, redemption_id: str) -> None:
         self.catch_up()
