@@ -2,17 +2,18 @@
 
 Random runs of awards (now, later, expiring), deducts, transfers, redemptions, cancels,
 reversals of awards (partial, whole, into debt) and of deducts, policy changes, sweeps, clock
-moves, switches between two keys, enrol_on_award on and off with awards (alone or in a bulk) to
-ids that are not members yet, profile changes and erasures. After every step, for every member:
-the balance and its counters match the model; `balance == earned + transferred_in - redeemed -
-deducted - expired - transferred_out`; the lots hold what the model says (so their remainders
-sum to the balance, or to nothing while the member owes points); the history's balance_after
-chain adds up in ledger order; each row names the key that made it (`system` for an expiry); the
-members list shows each profile as the model has it (an erased member's empty for good, its
-points kept); the program report's outstanding, expiring and member figures match the model and
-its periods add up, per row type, to what the model moved since the start; and `verify` finds
-nothing. A balance asked `as_of` an earlier moment the clock stopped at matches the model's
-record of that moment (now: the balance; before enrolment: zeros).
+moves, switches between two keys, enrol_on_award on and off with awards (alone or in a bulk) and
+transfers to ids that are not members yet, profile changes and erasures. After every step, for
+every member: the balance and its counters match the model; `balance == earned + transferred_in
+- redeemed - deducted - expired - transferred_out`; the lots hold what the model says (so their
+remainders sum to the balance, or to nothing while the member owes points); the history's
+balance_after chain adds up in ledger order; each row names the key that made it (`system` for
+an expiry); the members list shows each profile as the model has it (an erased member's empty
+for good, its points kept); the program report's outstanding, expiring and member figures match
+the model and its periods add up, per row type, to what the model moved since the start; and
+`verify` finds nothing. Once the clock leaves a moment, each balance `as_of` it, and as of the
+last instant before anything followed, is what the model recorded there; a rule asks `as_of`
+older moments, now (the balance) and before enrolment (zeros).
 
 The model keeps its own lots and spends them in the order the spec gives: soonest expiry
 first, never-expiring last, oldest (first posted) first among equals. A reversal takes from its
@@ -562,6 +563,44 @@ class LedgerMachine(RuleBasedStateMachine):
         assert data["new_balance"] == account.balance
         return multiple() if known else newcomer
 
+    @rule(
+        target=enrolled,
+        sender=enrolled,
+        newcomer=st.sampled_from(NEWCOMERS),
+        share=st.integers(1, 120),
+    )
+    def transfer_to_a_newcomer(self, sender: str, newcomer: str, share: int) -> Any:
+        """A transfer to an id that may not be a member yet: with enrol_on_award on it enrols
+        the receiver, unless the transfer is refused; off, it is 404 member_not_found."""
+        if newcomer in self.accounts:
+            self.transfer(sender, newcomer, share, oneself=1)
+            return multiple()
+        self.catch_up()
+        source = self.accounts[sender]
+        points = max(1, source.balance * share // 100)
+        body = {
+            "from_member_id": sender,
+            "to_member_id": newcomer,
+            "points": points,
+            "reason": "machine transfer",
+        }
+        response = self.api.post("/v1/points/transfer", body)
+        if not self.enrol_on_award:
+            event("transfer to an unknown id refused")
+            assert response.status_code == 404, response.text
+            assert response.json()["error"]["code"] == "member_not_found"
+            return multiple()
+        if points > source.balance:
+            event("refused transfer enrolled no one")
+            assert response.status_code == 422, response.text
+            assert response.json()["error"]["code"] == "insufficient_points"
+            return multiple()
+        event("transfer enrolled a newcomer")
+        assert response.status_code == 201, response.text
+        self.accounts[newcomer] = Account(self.now)
+        self.transferred(source, self.accounts[newcomer], points, response.json()["data"])
+        return newcomer
+
     @rule(member=enrolled, changes=profile_changes)
     def update_member(self, member: str, changes: dict[str, str | None]) -> None:
         account = self.accounts[member]
@@ -643,6 +682,10 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         event("transfer made")
         assert response.status_code == 201, response.text
+        self.transferred(source, target, points, response.json()["data"])
+
+    def transferred(self, source: Account, target: Account, points: int, data: Any) -> None:
+        """The model's side of a transfer the server made (`data`: its answer)."""
         # The receiver gets one lot per expiry date drawn on, keeping the date.
         for expires_at, taken in source.spend(points).items():
             target.add_lot(taken, expires_at)
@@ -650,7 +693,6 @@ class LedgerMachine(RuleBasedStateMachine):
         target.transferred_in += points
         source.row(self.key_id)
         target.row(self.key_id)
-        data = response.json()["data"]
         assert (data["from"]["balance_after"], data["to"]["balance_after"]) == (
             source.balance,
             target.balance,
