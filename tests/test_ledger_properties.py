@@ -2,12 +2,18 @@
 
 Random runs of awards (now, later, expiring), deducts, transfers, redemptions, cancels,
 reversals of awards (partial, whole, into debt) and of deducts, policy changes, sweeps, clock
-moves and switches between two keys. After every step, for every member: the balance and its
-counters match the model; `balance == earned + transferred_in - redeemed - deducted - expired
-- transferred_out`; the lots hold what the model says (so their remainders sum to the balance,
-or to nothing while the member owes points); the history's balance_after chain adds up in
-ledger order; each row names the key that made it (`system` for an expiry); and `verify` finds
-nothing.
+moves, switches between two keys, enrol_on_award on and off with awards (alone or in a bulk) and
+transfers to ids that are not members yet, profile changes and erasures. After every step, for
+every member: the balance and its counters match the model; `balance == earned + transferred_in
+- redeemed - deducted - expired - transferred_out`; the lots hold what the model says (so their
+remainders sum to the balance, or to nothing while the member owes points); the history's
+balance_after chain adds up in ledger order; each row names the key that made it (`system` for
+an expiry); the members list shows each profile as the model has it (an erased member's empty
+for good, its points kept); the program report's outstanding, expiring and member figures match
+the model and its periods add up, per row type, to what the model moved since the start; and
+`verify` finds nothing. Once the clock leaves a moment, each balance `as_of` it, and as of the
+last instant before anything followed, is what the model recorded there; a rule asks `as_of`
+older moments, now (the balance) and before enrolment (zeros).
 
 The model keeps its own lots and spends them in the order the spec gives: soonest expiry
 first, never-expiring last, oldest (first posted) first among equals. A reversal takes from its
@@ -35,6 +41,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
+    initialize,
     invariant,
     multiple,
     precondition,
@@ -59,6 +66,7 @@ from tests.support import Api, FakeClock, postgres_copy, serve_app
 
 START = datetime(2026, 1, 1, 12, tzinfo=UTC)
 MEMBERS = ("alice", "bob")
+NEWCOMERS = ("carol", "dave")  # unknown until an award enrols them (with enrol_on_award on)
 # name: (points_cost, stock, active)
 REWARDS: dict[str, tuple[int, int | None, bool]] = {
     "Mug": (40, 3, True),
@@ -68,8 +76,19 @@ REWARDS: dict[str, tuple[int, int | None, bool]] = {
 
 points = st.integers(1, 300)
 hours = st.sampled_from([1, 2, 12, 24, 24 * 3, 24 * 10, 24 * 30, 24 * 60])
-members = st.sampled_from(MEMBERS)
-PARTIES = [("alice", "bob"), ("bob", "alice"), ("alice", "bob"), ("bob", "alice"), ("bob", "bob")]
+# A profile change: each field left out, cleared (null) or set.
+profile_changes = st.fixed_dictionaries(
+    {},
+    optional={
+        "email": st.none() | st.sampled_from(["ann@example.com", "bo@example.org"]),
+        "name": st.none() | st.sampled_from(["Ann", "Bo Ek"]),
+    },
+)
+# When balance_as_of asks: at an earlier moment the clock stopped at, the instant before
+# anything happened after it, now, or before enrolment.
+MOMENTS = ("earlier", "in between", "now", "before")
+# The figures a report sums, by period field, signed as in history.
+MOVES = ("awarded", "deducted", "redeemed", "refunded", "expired", "transferred", "reversed")
 
 DatabaseFactory = Callable[[], contextlib.AbstractContextManager[str]]
 
@@ -102,6 +121,7 @@ class Lot:
 class Account:
     """A member as the model sees it."""
 
+    created_at: datetime
     lots: list[Lot] = field(default_factory=list)
     pending: int = 0
     earned: int = 0
@@ -113,6 +133,34 @@ class Account:
     rows: int = 0
     debt: int = 0  # points reversals took beyond what the lots held
     made_by: Counter[str] = field(default_factory=Counter)  # rows by `created_by`
+    email: str | None = None
+    name: str | None = None
+    erased_at: datetime | None = None
+
+    def figures(self) -> dict[str, Any]:
+        """The balance's fields (all but member_id) as the model has them."""
+        return {
+            "balance": self.balance,
+            "pending": self.pending,
+            "lifetime_earned": self.earned,
+            "lifetime_redeemed": self.redeemed,
+            "lifetime_deducted": self.deducted,
+            "lifetime_expired": self.expired,
+            "lifetime_transferred_in": self.transferred_in,
+            "lifetime_transferred_out": self.transferred_out,
+            "next_expiration": self.next_expiration(),
+        }
+
+    def profile(self, member_id: str) -> dict[str, Any]:
+        """The member as GET /v1/members/{id} shows it."""
+        return {
+            "member_id": member_id,
+            "email": self.email,
+            "name": self.name,
+            "metadata": None,
+            "created_at": stamp(self.created_at),
+            "erased_at": self.erased_at and stamp(self.erased_at),
+        }
 
     def row(self, by: str) -> None:
         """One more ledger row, made by the key `by` (or by `system`)."""
@@ -181,6 +229,9 @@ class Account:
         return {"points": points, "expires_at": stamp(soonest)}
 
 
+NOTHING = Account(START).figures()  # every figure before a member was enrolled
+
+
 @dataclass
 class Award:
     """A posted award as reversals see it: its member, points, lot and what was reversed."""
@@ -218,6 +269,7 @@ class LedgerMachine(RuleBasedStateMachine):
     pending_awards = Bundle("pending_awards")
     redemptions = Bundle("redemptions")
     deducts = Bundle("deducts")
+    enrolled = Bundle("enrolled")  # member ids: alice and bob, then the newcomers enrolled
 
     def __init__(self, make_database: DatabaseFactory) -> None:
         super().__init__()
@@ -233,7 +285,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.key_id = self.keys[0].key_id
         client = self.resources.enter_context(serve_app(self.store, clock=self.clock))
         self.api = Api(client, self.keys[0].secret, store=self.store, clock=self.clock)
-        self.accounts = {member: Account() for member in MEMBERS}
+        self.accounts = {member: Account(START) for member in MEMBERS}
         for member in MEMBERS:
             self.api.member(member)
         self.reward_ids: dict[str, str] = {}
@@ -249,6 +301,17 @@ class LedgerMachine(RuleBasedStateMachine):
         self.redeemed: dict[str, Redemption] = {}
         self.awards: dict[str, Award] = {}  # posted ones, by transaction id
         self.deducted: dict[str, Deduct] = {}
+        self.enrol_on_award = False
+        self.moved: Counter[str] = Counter()  # what the report sums, but expiries and transfers
+        # Each member's figures as they stood at each moment the clock stopped at (the last
+        # state recorded at a moment is final once the clock has moved on), and when the next
+        # thing was due to post or expire after it.
+        self.past: dict[datetime, dict[str, dict[str, Any]]] = {}
+        self.next_due: dict[datetime, datetime | None] = {}
+
+    @initialize(target=enrolled)
+    def enrol(self) -> Any:
+        return multiple(*MEMBERS)
 
     def teardown(self) -> None:
         self.resources.close()
@@ -272,6 +335,7 @@ class LedgerMachine(RuleBasedStateMachine):
             self.awards[transaction_id] = Award(pending.member, pending.points, lot)
             account.pending -= pending.points
             account.earned += pending.points
+            self.moved["awarded"] += pending.points
             pending.posted = True
             event("a pending award posted")
         for account in self.accounts.values():
@@ -301,9 +365,12 @@ class LedgerMachine(RuleBasedStateMachine):
         response = self.api.post("/v1/points/award", body)
         assert response.status_code == 201, response.text
         self.accounts[member].row(self.key_id)
+        if self.accounts[member].erased_at:
+            event("an erased member earned")
+        self.moved["awarded"] += points if "available_at" not in times else 0
         return dict(response.json()["data"])
 
-    @rule(target=posted_awards, member=members, points=points)
+    @rule(target=posted_awards, member=enrolled, points=points)
     def award(self, member: str, points: int) -> str:
         data = self._award(member, points)
         expires_at = self.policy_expiry(self.now)
@@ -315,7 +382,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert data["expires_at"] == (expires_at and stamp(expires_at))
         return str(data["transaction_id"])
 
-    @rule(target=posted_awards, member=members, points=points, lasts=hours)
+    @rule(target=posted_awards, member=enrolled, points=points, lasts=hours)
     def award_with_expiry(self, member: str, points: int, lasts: int) -> str:
         expires_at = self.now + timedelta(hours=lasts)
         data = self._award(member, points, expires_at=expires_at)
@@ -328,7 +395,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(
         target=pending_awards,
-        member=members,
+        member=enrolled,
         points=points,
         wait=hours,
         lasts=st.none() | hours,
@@ -346,7 +413,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.pending[data["transaction_id"]] = Pending(member, points, available_at, expires_at)
         return str(data["transaction_id"])
 
-    @rule(target=deducts, member=members, points=st.integers(1, 600))
+    @rule(target=deducts, member=enrolled, points=st.integers(1, 600))
     def deduct(self, member: str, points: int) -> Any:
         self.catch_up()
         account = self.accounts[member]
@@ -361,12 +428,13 @@ class LedgerMachine(RuleBasedStateMachine):
         account.spend(points)
         account.deducted += points
         account.row(self.key_id)
+        self.moved["deducted"] -= points
         data = response.json()["data"]
         assert data["new_balance"] == account.balance
         self.deducted[data["transaction_id"]] = Deduct(member, points)
         return data["transaction_id"]
 
-    @rule(target=deducts, member=members)
+    @rule(target=deducts, member=enrolled)
     def deduct_everything(self, member: str) -> Any:
         """Spend the whole balance: a reversal after it needs allow_negative and makes a debt."""
         self.catch_up()
@@ -409,6 +477,7 @@ class LedgerMachine(RuleBasedStateMachine):
         account.take_back(award.lot, taken)
         account.earned -= taken
         account.row(self.key_id)
+        self.moved["reversed"] -= taken
         award.reversed += taken
         data = response.json()["data"]
         assert (data["points"], data["balance_after"]) == (-taken, account.balance)
@@ -444,14 +513,153 @@ class LedgerMachine(RuleBasedStateMachine):
         account.add_lot(given, self.policy_expiry(self.now))
         account.deducted -= given
         account.row(self.key_id)
+        self.moved["reversed"] += given
         deduct.reversed += given
         assert response.json()["data"]["balance_after"] == account.balance
 
-    # Mostly between two members, sometimes to oneself (refused); `share` percent of the
-    # sender's balance, so most succeed and some (over 100) are refused.
-    @rule(parties=st.sampled_from(PARTIES), share=st.integers(1, 120))
-    def transfer(self, parties: tuple[str, str], share: int) -> None:
-        sender, receiver = parties
+    @initialize(on=st.booleans())
+    def start_with_enrol_on_award(self, on: bool) -> None:
+        self.set_enrol_on_award(on)
+
+    @rule(on=st.booleans())
+    def set_enrol_on_award(self, on: bool) -> None:
+        response = self.api.patch("/v1/program", {"enrol_on_award": on})
+        assert response.status_code == 200, response.text
+        assert response.json()["data"]["enrol_on_award"] is on
+        self.enrol_on_award = on
+
+    @rule(target=enrolled, newcomer=st.sampled_from(NEWCOMERS), points=points, bulk=st.booleans())
+    def award_to_a_newcomer(self, newcomer: str, points: int, bulk: bool) -> Any:
+        """An award (alone or as a bulk item) to an id that may not be a member yet: with
+        enrol_on_award on, it enrols the member; off, it is 404 member_not_found."""
+        self.catch_up()
+        known = newcomer in self.accounts
+        item = {"member_id": newcomer, "points": points, "reason": "machine award"}
+        if bulk:
+            response = self.api.post("/v1/points/award/bulk", {"awards": [item]})
+            assert response.status_code == 200, response.text
+            answer = response.json()["data"]
+            refused = [error["error"]["code"] for error in answer["errors"]]
+            data = answer["transactions"][0] if answer["transactions"] else None
+        else:
+            response = self.api.post("/v1/points/award", item)
+            refused = [] if response.status_code == 201 else [response.json()["error"]["code"]]
+            data = response.json()["data"] if response.status_code == 201 else None
+        if not known and not self.enrol_on_award:
+            event("award to an unknown id refused")
+            assert refused == ["member_not_found"], response.text
+            return multiple()
+        event("award to a known newcomer" if known else "award enrolled a newcomer")
+        assert data is not None and not refused, response.text
+        if not known:
+            self.accounts[newcomer] = Account(self.now)
+        account = self.accounts[newcomer]
+        account.row(self.key_id)
+        expires_at = self.policy_expiry(self.now)
+        lot = account.add_lot(points, expires_at)
+        self.awards[data["transaction_id"]] = Award(newcomer, points, lot)
+        account.earned += points
+        self.moved["awarded"] += points
+        assert data["new_balance"] == account.balance
+        return multiple() if known else newcomer
+
+    @rule(
+        target=enrolled,
+        sender=enrolled,
+        newcomer=st.sampled_from(NEWCOMERS),
+        share=st.integers(1, 120),
+    )
+    def transfer_to_a_newcomer(self, sender: str, newcomer: str, share: int) -> Any:
+        """A transfer to an id that may not be a member yet: with enrol_on_award on it enrols
+        the receiver, unless the transfer is refused; off, it is 404 member_not_found."""
+        if newcomer in self.accounts:
+            self.transfer(sender, newcomer, share, oneself=1)
+            return multiple()
+        self.catch_up()
+        source = self.accounts[sender]
+        points = max(1, source.balance * share // 100)
+        body = {
+            "from_member_id": sender,
+            "to_member_id": newcomer,
+            "points": points,
+            "reason": "machine transfer",
+        }
+        response = self.api.post("/v1/points/transfer", body)
+        if not self.enrol_on_award:
+            event("transfer to an unknown id refused")
+            assert response.status_code == 404, response.text
+            assert response.json()["error"]["code"] == "member_not_found"
+            return multiple()
+        if points > source.balance:
+            event("refused transfer enrolled no one")
+            assert response.status_code == 422, response.text
+            assert response.json()["error"]["code"] == "insufficient_points"
+            return multiple()
+        event("transfer enrolled a newcomer")
+        assert response.status_code == 201, response.text
+        self.accounts[newcomer] = Account(self.now)
+        self.transferred(source, self.accounts[newcomer], points, response.json()["data"])
+        return newcomer
+
+    @rule(member=enrolled, changes=profile_changes)
+    def update_member(self, member: str, changes: dict[str, str | None]) -> None:
+        account = self.accounts[member]
+        response = self.api.patch(f"/v1/members/{member}", changes)
+        if account.erased_at:
+            event("update of an erased member refused")
+            assert response.status_code == 409, response.text
+            assert response.json()["error"]["code"] == "member_erased"
+            return
+        event("member updated" if changes else "member updated with nothing")
+        assert response.status_code == 200, response.text
+        account.email = changes.get("email", account.email)
+        account.name = changes.get("name", account.name)
+        assert response.json()["data"] == account.profile(member)
+
+    @rule(member=enrolled)
+    def erase_member(self, member: str) -> None:
+        """Erase the member's personal data; its points and history stay (checked after every
+        step), and it goes on earning and spending."""
+        account = self.accounts[member]
+        response = self.api.post(f"/v1/members/{member}/erase")
+        assert response.status_code == 200, response.text
+        event("member erased again" if account.erased_at else "member erased")
+        account.email = account.name = None
+        account.erased_at = account.erased_at or self.now
+        assert response.json()["data"] == account.profile(member)
+
+    @rule(member=enrolled, when=st.sampled_from(MOMENTS), pick=st.integers())
+    def balance_as_of(self, member: str, when: str, pick: int) -> None:
+        """The balance at an earlier moment the model recorded (one the clock has left, so
+        nothing more happens at it), or at the last instant before the next recorded moment or
+        the next posting or expiry after it (so still as it was), now, or before the member was
+        enrolled (all zeros)."""
+        self.catch_up()
+        account = self.accounts[member]
+        recorded = sorted(self.past)
+        moments = [m for m in recorded if m < self.now and member in self.past[m]]
+        if when in ("earlier", "in between") and moments:
+            event(f"balance as of {when}")
+            moment = moments[pick % len(moments)]
+            expected = self.past[moment][member]
+            if when == "in between":
+                following = recorded[recorded.index(moment) + 1]
+                due = self.next_due[moment]
+                moment = min(following, due or following) - timedelta(microseconds=1)
+        elif when == "before":
+            event("balance as of before enrolment")
+            moment, expected = account.created_at - timedelta(microseconds=1), NOTHING
+        else:
+            event("balance as of now")
+            moment, expected = self.now, account.figures()
+        self.assert_balance_as_of(member, moment, expected)
+
+    # Mostly between two members, to oneself (refused) one time in five when both draws agree;
+    # `share` percent of the sender's balance, so most succeed and some (over 100) are refused.
+    @rule(sender=enrolled, receiver=enrolled, share=st.integers(1, 120), oneself=st.integers(0, 4))
+    def transfer(self, sender: str, receiver: str, share: int, oneself: int) -> None:
+        if sender == receiver and oneself:
+            receiver = next(member for member in self.accounts if member != sender)
         self.catch_up()
         points = max(1, self.accounts[sender].balance * share // 100)
         body = {
@@ -474,6 +682,10 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         event("transfer made")
         assert response.status_code == 201, response.text
+        self.transferred(source, target, points, response.json()["data"])
+
+    def transferred(self, source: Account, target: Account, points: int, data: Any) -> None:
+        """The model's side of a transfer the server made (`data`: its answer)."""
         # The receiver gets one lot per expiry date drawn on, keeping the date.
         for expires_at, taken in source.spend(points).items():
             target.add_lot(taken, expires_at)
@@ -481,7 +693,6 @@ class LedgerMachine(RuleBasedStateMachine):
         target.transferred_in += points
         source.row(self.key_id)
         target.row(self.key_id)
-        data = response.json()["data"]
         assert (data["from"]["balance_after"], data["to"]["balance_after"]) == (
             source.balance,
             target.balance,
@@ -489,7 +700,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(
         target=redemptions,
-        member=members,
+        member=enrolled,
         reward=st.sampled_from(sorted(REWARDS)),
         quantity=st.integers(1, 3),
     )
@@ -516,12 +727,20 @@ class LedgerMachine(RuleBasedStateMachine):
         account.spend(cost * quantity)
         account.redeemed += cost * quantity
         account.row(self.key_id)
+        self.moved["redeemed"] -= cost * quantity
         if stock is not None:
             self.stock[reward] = stock - quantity
         data = response.json()["data"]
         assert (data["status"], data["points"]) == ("completed", cost * quantity)
         self.redeemed[data["redemption_id"]] = Redemption(member, reward, quantity, cost * quantity)
         return data["redemption_id"]
+
+    @rule(target=redemptions, member=enrolled, reward=st.sampled_from(sorted(REWARDS)))
+    def earn_and_redeem(self, member: str, reward: str) -> Any:
+        """An award of the reward's cost, then the reward: redeemed unless it is inactive, out of
+        stock or a debt took the points (most random redemptions lack the points)."""
+        self.award(member, REWARDS[reward][0])
+        return self.redeem(member, reward, 1)
 
     @rule(redemption_id=redemptions)
     def cancel_redemption(self, redemption_id: str) -> None:
@@ -540,6 +759,7 @@ class LedgerMachine(RuleBasedStateMachine):
         account.add_lot(redemption.points, self.policy_expiry(self.now))
         account.redeemed -= redemption.points
         account.row(self.key_id)
+        self.moved["refunded"] += redemption.points
         stock = self.stock[redemption.reward]
         if stock is not None:
             self.stock[redemption.reward] = stock + redemption.quantity
@@ -602,17 +822,7 @@ class LedgerMachine(RuleBasedStateMachine):
             balance = self.api.balance(member)
             assert balance["balance"] >= 0 or account.debt, balance
             assert counters_add_up(balance), balance
-            assert {k: balance[k] for k in balance if k != "member_id"} == {
-                "balance": account.balance,
-                "pending": account.pending,
-                "lifetime_earned": account.earned,
-                "lifetime_redeemed": account.redeemed,
-                "lifetime_deducted": account.deducted,
-                "lifetime_expired": account.expired,
-                "lifetime_transferred_in": account.transferred_in,
-                "lifetime_transferred_out": account.transferred_out,
-                "next_expiration": account.next_expiration(),
-            }, member
+            assert {k: balance[k] for k in balance if k != "member_id"} == account.figures(), member
             assert lot_remainders(self.store, member) == [
                 lot.remaining for lot in account.open_lots()
             ], member
@@ -620,6 +830,79 @@ class LedgerMachine(RuleBasedStateMachine):
             assert len(rows) == account.rows, member
             assert Counter(row["created_by"] for row in rows) == account.made_by, member
             assert_ledger_order(rows, balance["balance"])
+
+    def assert_balance_as_of(self, member: str, moment: datetime, expected: dict[str, Any]) -> None:
+        response = self.api.get(f"/v1/members/{member}/balance", as_of=stamp(moment))
+        assert response.status_code == 200, response.text
+        balance = response.json()["data"]
+        assert {k: v for k, v in balance.items() if k != "member_id"} == expected, (member, moment)
+
+    @invariant()
+    def the_past_stays_as_recorded(self) -> None:
+        """Keep each member's figures as they stand now, for balance_as_of. Once the clock has
+        left a moment, every member's balance as of it, and as of the last instant before
+        anything followed (the clock's next stop, or a posting or expiry falling due before
+        it), is what the model recorded there."""
+        self.catch_up()
+        if self.past and self.now not in self.past:
+            left = max(self.past)
+            due = self.next_due[left]
+            instant = min(self.now, due or self.now) - timedelta(microseconds=1)
+            for member, figures in self.past[left].items():
+                self.assert_balance_as_of(member, left, figures)
+                self.assert_balance_as_of(member, instant, figures)
+        self.past[self.now] = {member: a.figures() for member, a in self.accounts.items()}
+        self.next_due[self.now] = next(iter(self.due_times()), None)
+
+    @invariant()
+    def members_agree_with_the_model(self) -> None:
+        listed = self.api.get("/v1/members", per_page=100).json()["data"]
+        assert listed == [account.profile(member) for member, account in self.accounts.items()]
+
+    @invariant()
+    def the_report_agrees_with_the_model(self) -> None:
+        """Over every day since the start: what is outstanding and expiring now, the members,
+        and each row type's points summed over the periods, in days, weeks or months."""
+        self.catch_up()
+        days = (self.now - START).days + 1
+        interval = ("day", "week", "month")[LedgerMachine.steps % 3]
+        if interval == "day" and days > 400:
+            interval = "week"
+        if interval == "week" and days > 400 * 7 - 7:
+            interval = "month"
+        response = self.api.get(
+            "/v1/program/report",
+            **{"from": START.date().isoformat(), "to": self.now.date().isoformat()},
+            interval=interval,
+        )
+        assert response.status_code == 200, response.text
+        report = response.json()["data"]
+        accounts = self.accounts.values()
+        lots = [lot for account in accounts for lot in account.open_lots()]
+        # What the program owes: the points in lots. A debt is owed to the program, and does
+        # not lower what the program owes the other members.
+        assert report["outstanding"] == {
+            "balance": sum(lot.remaining for lot in lots),
+            "pending": sum(account.pending for account in accounts),
+        }
+        assert report["expiring"] == [
+            {
+                "before": stamp(self.now + timedelta(days=days)),
+                "points": sum(
+                    lot.remaining for lot in lots if lot.expires_at and lot.expires_at < before
+                ),
+            }
+            for days in (30, 60, 90)
+            for before in [self.now + timedelta(days=days)]
+        ]
+        never_posted = Counter(p.member for p in self.pending.values() if not p.posted)
+        active = [m for m, a in self.accounts.items() if a.rows > never_posted[m]]
+        assert report["members"] == {"total": len(accounts), "active_in_period": len(active)}
+        summed = {move: sum(period[move] for period in report["periods"]) for move in MOVES}
+        assert summed == {move: self.moved[move] for move in MOVES} | {
+            "expired": -sum(account.expired for account in accounts),
+            "transferred": sum(account.transferred_in for account in accounts),
+        }
 
     @invariant()
     def stock_agrees_with_the_model(self) -> None:
@@ -701,3 +984,19 @@ def test_random_ledger_histories_keep_every_invariant_on_postgres(
     record_property("hypothesis_examples", examples)
     print(f"\nPostgreSQL state machine: {examples} examples, {steps} checked states")
     assert examples > 0
+
+
+@pytest.mark.soak
+def test_long_random_ledger_histories_keep_every_invariant(
+    request: pytest.FixtureRequest,
+    sqlite_template: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    """`pytest -m soak` (TALLY_SOAK=1): longer histories, on PostgreSQL too when it is set."""
+    examples, steps = run_machine(sqlite_copies(sqlite_template), examples=300, steps=60)
+    record_property("hypothesis_examples", examples)
+    print(f"\nSQLite state machine (soak): {examples} examples, {steps} checked states")
+    if POSTGRES_URL is not None:
+        template = request.getfixturevalue("postgres_template")
+        examples, steps = run_machine(postgres_copies(template), examples=60, steps=40)
+        print(f"PostgreSQL state machine (soak): {examples} examples, {steps} checked states")

@@ -11,10 +11,15 @@ resent with its Idempotency-Key gets the same status and the same bytes with
 `Idempotent-Replayed: true` and has no second effect; the key reused for another request is
 `422 idempotency_key_reused`.
 
+Members' profiles change and members are erased (their points stay, they go on earning and
+spending; a change after erasure is `409 member_erased`).
+
 After every step, for every member: the balance and every counter equal the model's, and
 `balance == lifetime_earned + lifetime_transferred_in - lifetime_redeemed - lifetime_deducted -
-lifetime_expired - lifetime_transferred_out`; each reward's stock equals the model's. At the end
-`tally verify` (the command) exits 0.
+lifetime_expired - lifetime_transferred_out`; each reward's stock equals the model's; the members
+list shows each profile as the model has it; the program report's outstanding balance and
+pending, member count, and period figures summed since the example began match the model. At
+the end `tally verify` (the command) exits 0.
 
 The server uses the wall clock, so the model stays honest by keeping time out of it: pending
 awards fall due tomorrow and expiring ones in 30 days, long after a run ends. Each example is a
@@ -26,6 +31,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -98,6 +104,16 @@ bulk_items = st.lists(
     max_size=8,
 )
 ITEM_FIELD = re.compile(r"^awards\[(\d+)\]")
+# A profile change: each field left out, cleared (null) or set.
+profile_changes = st.fixed_dictionaries(
+    {},
+    optional={
+        "email": st.none() | st.sampled_from(["ann@example.com", "ben@example.org"]),
+        "name": st.none() | st.sampled_from(["Ann", "Ben Ek"]),
+    },
+)
+# The figures the program report sums per period (no expiries here: nothing expires in a run).
+MOVES = ("awarded", "deducted", "redeemed", "refunded", "expired", "transferred", "reversed")
 
 
 @dataclass
@@ -111,6 +127,9 @@ class Account:
     deducted: int = 0
     transferred_in: int = 0
     transferred_out: int = 0
+    email: str | None = None
+    name: str | None = None
+    erased: bool = False
 
     def award(self, points: int) -> None:
         self.balance += points
@@ -191,6 +210,8 @@ class LiveLedgerMachine(RuleBasedStateMachine):
         ).secret
         self.api = Api(self.live.api.client, key, store=self.live.store)
         self.accounts = {member: Account() for member in MEMBERS}
+        self.started = datetime.now(UTC).date()
+        self.moved: Counter[str] = Counter()  # what the report's periods add up to, by figure
         self.stock: dict[str, int | None] = {}
         self.reward_ids: dict[str, str] = {}
         self.awards: dict[str, Award] = {}
@@ -264,6 +285,7 @@ class LiveLedgerMachine(RuleBasedStateMachine):
             account.pending += points
         else:
             account.award(points)
+            self.moved["awarded"] += points
         assert (data["status"], data["new_balance"]) == (
             "pending" if later else "posted",
             account.balance,
@@ -282,6 +304,7 @@ class LiveLedgerMachine(RuleBasedStateMachine):
         assert response.status_code == 201, response.text
         account.balance -= points
         account.deducted += points
+        self.moved["deducted"] -= points
         data = response.json()["data"]
         assert data["new_balance"] == account.balance
         self.deducts[data["transaction_id"]] = Deduct(member, points)
@@ -309,6 +332,7 @@ class LiveLedgerMachine(RuleBasedStateMachine):
         source.transferred_out += points
         target.balance += points
         target.transferred_in += points
+        self.moved["transferred"] += points
         data = response.json()["data"]
         assert (data["from"]["balance_after"], data["to"]["balance_after"]) == (
             source.balance,
@@ -342,6 +366,7 @@ class LiveLedgerMachine(RuleBasedStateMachine):
         for i, (_, member, pts) in enumerate(items):
             if i not in bad:
                 self.accounts[member].award(pts)
+                self.moved["awarded"] += pts
                 expected.append((i, member, self.accounts[member].balance))
         assert (data["processed"], data["failed"]) == (len(items) - len(bad), len(bad))
         got = [(t["index"], t["member_id"], t["new_balance"]) for t in data["transactions"]]
@@ -380,6 +405,7 @@ class LiveLedgerMachine(RuleBasedStateMachine):
         assert (data["points"], data["status"]) == (cost * quantity, "completed")
         account.balance -= cost * quantity
         account.redeemed += cost * quantity
+        self.moved["redeemed"] -= cost * quantity
         if stock is not None:
             self.stock[reward] = stock - quantity
         self.redemptions[data["redemption_id"]] = Redemption(
@@ -401,6 +427,7 @@ class LiveLedgerMachine(RuleBasedStateMachine):
         account = self.accounts[redemption.member]
         account.balance += redemption.points
         account.redeemed -= redemption.points
+        self.moved["refunded"] += redemption.points
         stock = self.stock[redemption.reward]
         if stock is not None:
             self.stock[redemption.reward] = stock + redemption.quantity
@@ -445,6 +472,7 @@ class LiveLedgerMachine(RuleBasedStateMachine):
         account = self.accounts[award.member]
         account.balance -= taken
         account.earned -= taken
+        self.moved["reversed"] -= taken
         award.reversed += taken
         reversal = response.json()["data"]
         assert (reversal["points"], reversal["balance_after"], reversal["reverses"]) == (
@@ -474,8 +502,50 @@ class LiveLedgerMachine(RuleBasedStateMachine):
         account = self.accounts[deduct.member]
         account.balance += given
         account.deducted -= given
+        self.moved["reversed"] += given
         deduct.reversed += given
         assert response.json()["data"]["balance_after"] == account.balance
+
+    @rule(member=members, changes=profile_changes)
+    def update_member(self, member: str, changes: dict[str, str | None]) -> None:
+        account = self.accounts[member]
+        response = self.send("PATCH", f"/v1/members/{member}", changes)
+        if account.erased:
+            self.refused(response, 409, "member_erased")
+            return
+        assert response.status_code == 200, response.text
+        account.email = changes.get("email", account.email)
+        account.name = changes.get("name", account.name)
+        assert self.shown(response.json()["data"]) == self.profile(member)
+
+    @rule(member=members)
+    def erase_member(self, member: str) -> None:
+        """The member's personal data goes for good; its points stay and it goes on earning and
+        spending (the other rules and the invariants check)."""
+        account = self.accounts[member]
+        response = self.send("POST", f"/v1/members/{member}/erase")
+        assert response.status_code == 200, response.text
+        account.email = account.name = None
+        account.erased = True
+        assert self.shown(response.json()["data"]) == self.profile(member)
+
+    def profile(self, member: str) -> dict[str, Any]:
+        """The member as the model has it (the times as whether it was erased)."""
+        account = self.accounts[member]
+        return {
+            "member_id": member,
+            "email": account.email,
+            "name": account.name,
+            "metadata": None,
+            "erased": account.erased,
+        }
+
+    @staticmethod
+    def shown(member: dict[str, Any]) -> dict[str, Any]:
+        """A member as the API shows it, in the model's terms."""
+        assert set(member) == {"member_id", "email", "name", "metadata", "created_at", "erased_at"}
+        fields = {k: v for k, v in member.items() if k not in ("created_at", "erased_at")}
+        return fields | {"erased": member["erased_at"] is not None}
 
     @precondition(lambda self: self.sent)
     @rule(data=st.data())
@@ -525,6 +595,37 @@ class LiveLedgerMachine(RuleBasedStateMachine):
                 - got["lifetime_expired"]
                 - got["lifetime_transferred_out"]
             )
+
+    @invariant()
+    def members_match_the_model(self) -> None:
+        if not self.reward_ids:
+            return
+        listed = self.api.get("/v1/members", per_page=100).json()["data"]
+        assert [self.shown(member) for member in listed] == [
+            self.profile(member) for member in self.accounts
+        ]
+
+    @invariant()
+    def the_report_matches_the_model(self) -> None:
+        """What is outstanding (a debt does not lower it), the members, and every period
+        figure since the example began, summed, against the model."""
+        if not self.reward_ids:
+            return
+        today = datetime.now(UTC).date()
+        response = self.api.get(
+            "/v1/program/report",
+            **{"from": self.started.isoformat(), "to": today.isoformat()},
+        )
+        assert response.status_code == 200, response.text
+        report = response.json()["data"]
+        accounts = self.accounts.values()
+        assert report["outstanding"] == {
+            "balance": sum(max(account.balance, 0) for account in accounts),
+            "pending": sum(account.pending for account in accounts),
+        }
+        assert report["members"]["total"] == len(self.accounts)
+        summed = {move: sum(period[move] for period in report["periods"]) for move in MOVES}
+        assert summed == {move: self.moved[move] for move in MOVES}
 
     @invariant()
     def stock_matches_the_model(self) -> None:
