@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from tests.support import local_http_server
+
 HOP_BY_HOP = {"connection", "content-length", "transfer-encoding", "keep-alive", "host"}
 
 
@@ -105,16 +107,10 @@ class Proxy:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        thread.start()
         try:
-            yield self
+            with local_http_server(Handler) as self._server:
+                yield self
         finally:
-            self._server.shutdown()
-            self._server.server_close()
-            thread.join(timeout=10)
             client.close()
 
 

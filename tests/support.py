@@ -14,10 +14,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
 
@@ -503,3 +505,19 @@ def verified(database_url: str) -> None:
     """`tally verify` on `database_url`, as an operator runs it, finds nothing wrong."""
     result = run_cli("verify", "--database", database_url)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@contextlib.contextmanager
+def local_http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTPServer]:
+    """A threaded HTTP server on a free port of 127.0.0.1 answering with `handler`, serving
+    until the block ends (then shut down, its thread joined)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -20,7 +20,7 @@ from tally.maintenance import create_key, run_async, verify
 from tally.ports import Store
 from tally.service import Ledger, WebhookPolicy
 from tally.storage import open_store
-from tests.support import Api, FakeClock, serve_app
+from tests.support import Api, FakeClock, local_http_server, serve_app
 
 FAST = (0.0, 0.0, 0.0)  # three attempts, each at once
 
@@ -125,17 +125,11 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self._stopping.set()
-            self._server.shutdown()
-            self._server.server_close()
-            thread.join(timeout=10)
+        with local_http_server(Handler) as self._server:
+            try:
+                yield self
+            finally:
+                self._stopping.set()  # before the shutdown: hanging answers let go
 
 
 def hooks_api(store: Store, clock: FakeClock) -> Iterator[Api]:
