@@ -44,8 +44,10 @@ function signInView(message) {
     try {
       who = await signIn(field.value.trim());
       field.value = "";
+      // A new hash routes by its hashchange event; the same hash needs routing here (once, so the
+      // page and its requests are not made twice).
       if (!window.location.hash || window.location.hash === "#/") window.location.hash = "#/members";
-      route();
+      else route();
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       show(result, error.status === 401 ? notice("error", "This key was refused: it is unknown or revoked.") : refusal(error));
