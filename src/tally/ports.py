@@ -548,7 +548,10 @@ class AuditQueries(Protocol):
         for every rolled-up day where the two differ."""
         ...
 
-    def ledger_checks(self) -> Iterator[LedgerCheck]: ...
+    def ledger_checks(self) -> Iterator[LedgerCheck]:
+        """Every member's figures, one member at a time, each read once for all members (a
+        fixed number of passes over the tables, not a number per member)."""
+        ...
 
     def unbalanced_spends(self) -> list[tuple[str, int, int]]:
         """(entry or lot id, points it should account for, points its draws or lots account

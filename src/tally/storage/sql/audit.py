@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
-from tally.domain import EntryStatus, EntryType
+from tally.domain import EntryStatus
 from tally.ports import LedgerCheck
 from tally.storage.sql import rows
 from tally.storage.sql.reports import DAY
 from tally.storage.sql.rows import MEMBER_COLUMNS, from_micros, to_micros
 from tally.storage.sql.session import Session
+
+# The balance_after breaks reported per member: the first ones show where its chain went wrong.
+CHAIN_BREAKS = 20
 
 
 class SqlAudit:
@@ -20,61 +24,72 @@ class SqlAudit:
         self._s = session
 
     def ledger_checks(self) -> Iterator[LedgerCheck]:
-        # Each member, and its balance as stored: what it holds and what it owes.
-        found = self._s.all(f"SELECT {MEMBER_COLUMNS}, balance, debt FROM members ORDER BY pk")
-        members = [(rows.member(r), (int(r[-2]), int(r[-1]))) for r in found]
-        for member, stored in members:
-            groups = self._s.all(
-                "SELECT type, status, COUNT(*), SUM(points) FROM entries WHERE member_pk = ? "
-                "GROUP BY type, status",
-                (member.pk,),
+        # One query per figure over every member at once, each read in member order beside the
+        # members themselves: a fixed number of passes over each table, whatever the number of
+        # members, and only per-member sums held in memory.
+        members = self._s.stream(f"SELECT {MEMBER_COLUMNS}, balance, debt FROM members ORDER BY pk")
+        groups = _PerMember(
+            self._s.stream(
+                "SELECT member_pk, type, status, COUNT(*), SUM(points) FROM entries "
+                "GROUP BY member_pk, type, status ORDER BY member_pk"
             )
-            # The balance_after chain, checked in the database so no history is held in memory.
-            breaks = self._s.all(
-                "SELECT id, balance_after, running FROM (SELECT id, balance_after, seq, "
-                "SUM(points) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS running "
-                "FROM entries WHERE member_pk = ? AND status = 'posted') chain "
-                "WHERE balance_after IS NULL OR balance_after <> running ORDER BY seq LIMIT 20",
-                (member.pk,),
+        )
+        # The balance_after chain, checked in the database so no history is held in memory;
+        # the first CHAIN_BREAKS breaks of each member.
+        breaks = _PerMember(
+            self._s.stream(
+                "SELECT member_pk, id, balance_after, running FROM (SELECT member_pk, id, "
+                "balance_after, running, seq, "
+                "ROW_NUMBER() OVER (PARTITION BY member_pk ORDER BY seq) AS nth FROM ("
+                "SELECT member_pk, id, balance_after, seq, SUM(points) OVER "
+                "(PARTITION BY member_pk ORDER BY seq ROWS UNBOUNDED PRECEDING) AS running "
+                "FROM entries WHERE status = 'posted') chain "
+                "WHERE balance_after IS NULL OR balance_after <> running) broken "
+                f"WHERE nth <= {CHAIN_BREAKS} ORDER BY member_pk, seq"
             )
-            lots = self._s.one(
-                "SELECT COALESCE(SUM(remaining), 0) FROM lots WHERE member_pk = ? "
-                "AND remaining > 0",  # the same sum, read from the partial index lots_open
-                (member.pk,),
+        )
+        lots = _PerMember(
+            self._s.stream(
+                "SELECT member_pk, SUM(remaining) FROM lots WHERE remaining > 0 "
+                "GROUP BY member_pk ORDER BY member_pk"
             )
-            posted = EntryStatus.POSTED.value
-            reversed_sums: dict[str, int] = {}
-            owed = 0
-            if any(g[0] == EntryType.REVERSAL.value for g in groups):
-                reversed_sums, owed = self._reversals_of(member.pk)
+        )
+        # Posted reversals summed by the type of the row each reverses. (The join needs
+        # `reverses`; saying so lets PostgreSQL find them in the partial index entries_reverses.)
+        reversed_sums = _PerMember(
+            self._s.stream(
+                "SELECT r.member_pk, o.type, SUM(r.points) FROM entries r "
+                "JOIN entries o ON o.id = r.reverses WHERE r.reverses IS NOT NULL "
+                "AND r.type = 'reversal' AND r.status = 'posted' "
+                "GROUP BY r.member_pk, o.type ORDER BY r.member_pk"
+            )
+        )
+        # What reversals of awards are still owed: their points no draw covers.
+        owed = _PerMember(
+            self._s.stream(
+                "SELECT member_pk, SUM(unpaid) FROM (SELECT e.member_pk, "
+                "-e.points - COALESCE(SUM(d.points), 0) AS unpaid FROM entries e "
+                "LEFT JOIN draws d ON d.spend_id = e.id "
+                "WHERE e.type = 'reversal' AND e.points < 0 "
+                "GROUP BY e.id, e.member_pk, e.points) reversal GROUP BY member_pk "
+                "ORDER BY member_pk"
+            )
+        )
+        posted, pending = EntryStatus.POSTED.value, EntryStatus.PENDING.value
+        for found in members:
+            member = rows.member(found)
+            mine = groups.of(member.pk)
             yield LedgerCheck(
                 member=member,
-                posted_sums={g[0]: int(g[3]) for g in groups if g[1] == posted},
-                pending_total=sum(int(g[3]) for g in groups if g[1] == EntryStatus.PENDING.value),
-                entry_count=sum(int(g[2]) for g in groups),
-                open_lot_total=int(lots[0]),
-                chain_breaks=[(b[0], b[1], int(b[2])) for b in breaks],
-                reversed_sums=reversed_sums,
-                owed=owed,
-                held_and_owed=stored,
+                posted_sums={g[1]: int(g[4]) for g in mine if g[2] == posted},
+                pending_total=sum(int(g[4]) for g in mine if g[2] == pending),
+                entry_count=sum(int(g[3]) for g in mine),
+                open_lot_total=lots.total(member.pk),
+                chain_breaks=[(b[1], b[2], int(b[3])) for b in breaks.of(member.pk)],
+                reversed_sums={r[1]: int(r[2]) for r in reversed_sums.of(member.pk)},
+                owed=owed.total(member.pk),
+                held_and_owed=(int(found[-2]), int(found[-1])),
             )
-
-    def _reversals_of(self, member_pk: int) -> tuple[dict[str, int], int]:
-        """A member's posted reversals summed by the type of the row each reverses, and what
-        its reversals of awards are still owed (their points no draw covers)."""
-        sums = self._s.all(
-            "SELECT o.type, SUM(r.points) FROM entries r JOIN entries o ON o.id = r.reverses "
-            "WHERE r.member_pk = ? AND r.type = 'reversal' AND r.status = 'posted' "
-            "GROUP BY o.type",
-            (member_pk,),
-        )
-        owed = self._s.one(
-            "SELECT COALESCE(SUM(-e.points - COALESCE((SELECT SUM(d.points) FROM draws d "
-            "WHERE d.spend_id = e.id), 0)), 0) FROM entries e "
-            "WHERE e.member_pk = ? AND e.type = 'reversal' AND e.points < 0",
-            (member_pk,),
-        )
-        return {row[0]: int(row[1]) for row in sums}, int(owed[0])
 
     def unbalanced_reversals(self) -> list[tuple[str, int, int]]:
         found = self._s.all(
@@ -165,3 +180,29 @@ class SqlAudit:
             (at, at, limit),
         )
         return [(r[0], r[1]) for r in found]
+
+
+class _PerMember:
+    """A query's rows in member order (its first column the member's pk), handed out one member
+    at a time while members are read in the same order."""
+
+    __slots__ = ("_rows", "_next")
+
+    def __init__(self, found: Iterator[Any]) -> None:
+        self._rows = found
+        self._next = next(found, None)
+
+    def of(self, member_pk: int) -> list[Any]:
+        """The rows of `member_pk`. Rows of a pk no member has (foreign keys forbid them) are
+        passed over."""
+        mine = []
+        while self._next is not None and self._next[0] <= member_pk:
+            if self._next[0] == member_pk:
+                mine.append(self._next)
+            self._next = next(self._rows, None)
+        return mine
+
+    def total(self, member_pk: int) -> int:
+        """The figure of a query of one (pk, figure) row per member: 0 for a member it lacks."""
+        mine = self.of(member_pk)
+        return int(mine[0][1]) if mine else 0

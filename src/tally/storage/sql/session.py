@@ -7,7 +7,7 @@ the queries; the backends (`tally.storage.sqlite`, `tally.storage.postgres`) hol
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -92,6 +92,11 @@ class Session:
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return list(self.run(sql, params).fetchall())
+
+    def stream(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Any]:
+        """The rows one at a time, for results too long to hold as a list; several streams of
+        one transaction may be read side by side."""
+        return iter(self.run(sql, params).fetchone, None)
 
     def feed_horizon(self) -> tuple[str, tuple[Any, ...]]:
         """The feed's horizon, as an expression and its parameters, for the next statement.
