@@ -31,7 +31,7 @@ class SqlAudit:
         groups = _PerMember(
             self._s.stream(
                 "SELECT member_pk, type, status, COUNT(*), SUM(points) FROM entries "
-                "GROUP BY member_pk, type, status ORDER BY member_pk"
+                "GROUP BY member_pk, type, status ORDER BY member_pk, type, status"
             )
         )
         # The balance_after chain, checked in the database so no history is held in memory;
