@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint soak bench bench-smoke screenshots clean
+.PHONY: run test test-pgbouncer lint soak bench bench-smoke screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,26 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests bench clients/python
 	$(BIN)/mypy
 
+# With TALLY_TEST_PGBOUNCER=1 (as CI sets it), `make test` also runs `make test-pgbouncer`.
 test: lint
 	$(BIN)/pytest
+	@if [ "$$TALLY_TEST_PGBOUNCER" = 1 ]; then $(MAKE) --no-print-directory test-pgbouncer; fi
+
+# The PostgreSQL tests that matter most behind a pooler, again, with Tally's connections through
+# a PgBouncer in transaction mode that the run starts (README, Testing): the API, the storage
+# contract, idempotency, the events feed and webhooks, migrations, the command line (but the
+# table of `verify`'s corruptions), the client against a live server, and the races between two
+# servers. About three minutes; needs `pgbouncer` (`apt-get install pgbouncer`) and
+# TALLY_TEST_POSTGRES_URL.
+PGBOUNCER_TESTS := tests/test_points_api.py tests/test_storage_contract.py \
+	tests/test_idempotency.py tests/test_events.py tests/test_event_feed_concurrency.py \
+	tests/test_webhooks.py tests/test_migrations.py tests/test_cli.py tests/test_client.py \
+	tests/test_concurrency.py
+PGBOUNCER_LEAVES_OUT := one-process or two-workers or corrupted or traces_every
+
+test-pgbouncer: $(VENV)/.dev-installed
+	@test -n "$$TALLY_TEST_POSTGRES_URL" || { echo "make test-pgbouncer: set TALLY_TEST_POSTGRES_URL (see README, Testing)"; exit 2; }
+	$(BIN)/pytest --pgbouncer -k "not ($(PGBOUNCER_LEAVES_OUT))" $(PGBOUNCER_TESTS)
 
 # The durability tests at more points (kill -9 at six points per backend, then the SIGTERM,
 # database-fault and backup tests), then the long variants marked `soak` (schemathesis and the

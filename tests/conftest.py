@@ -3,6 +3,10 @@
 With TALLY_TEST_POSTGRES_URL set, each backend-parametrised test also runs on PostgreSQL, in a
 database of its own copied from a migrated template. If that server cannot be reached the run
 fails: CI asked for PostgreSQL, so skipping would hide the backend.
+
+`pytest --pgbouncer` runs only the PostgreSQL tests, and hands Tally its databases through a
+PgBouncer in transaction mode that the run starts (`tests.support.pgbouncer`); the tests' own
+administration (creating and dropping databases) still goes straight to the server.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from tally.domain import Scope
 from tally.maintenance import create_key, verify
 from tally.ports import Store
 from tally.storage import open_store
-from tests.support import Api, FakeClock, postgres_copy, serve_app
+from tests.support import POOLER, Api, FakeClock, pgbouncer, postgres_copy, serve_app
 from tests.webhook_support import Receiver, hooks_api
 
 warnings.filterwarnings("ignore", message=".*httpx.*", category=DeprecationWarning)
@@ -31,14 +35,48 @@ BACKENDS = ["sqlite", "postgres"]
 SOAK = os.environ.get("TALLY_SOAK") == "1"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--pgbouncer",
+        action="store_true",
+        help="run only the PostgreSQL tests, through a PgBouncer in transaction mode",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `soak` take minutes: they run only when TALLY_SOAK=1 asks for them."""
-    if SOAK:
+    """Tests marked `soak` take minutes: they run only when TALLY_SOAK=1 asks for them. With
+    `--pgbouncer`, only the tests parametrised onto PostgreSQL run."""
+    pgbouncer = config.getoption("pgbouncer")
+
+    def runs(item: pytest.Item) -> bool:
+        soaking = item.get_closest_marker("soak") is not None
+        return (SOAK or not soaking) and (_on_postgres(item) or not pgbouncer)
+
+    dropped = [item for item in items if not runs(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if runs(item)]
+
+
+def _on_postgres(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "postgres" in callspec.params.values()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pooler(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With `--pgbouncer`, the PgBouncer every test database is handed out through."""
+    if not request.config.getoption("pgbouncer"):
+        yield
         return
-    soaking = [item for item in items if item.get_closest_marker("soak")]
-    if soaking:
-        config.hook.pytest_deselected(items=soaking)
-        items[:] = [item for item in items if not item.get_closest_marker("soak")]
+    if POSTGRES_URL is None:
+        pytest.fail("--pgbouncer needs TALLY_TEST_POSTGRES_URL (the server behind it)")
+    with pgbouncer(POSTGRES_URL) as port:
+        POOLER.port = port
+        try:
+            yield
+        finally:
+            POOLER.port = None
 
 
 def with_database(url: str, name: str) -> str:

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 from starlette.testclient import TestClient
@@ -356,10 +357,9 @@ def everything(api: Api, key: str | None = None) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def postgres_copy(admin_url: str, template: str | None, *, prefix: str) -> Iterator[str]:
-    """A fresh database (its URL) copied from `template`, or empty when it is None; dropped
-    afterwards."""
+    """A fresh database (its URL, through the run's PgBouncer if it has one) copied from
+    `template`, or empty when it is None; dropped afterwards."""
     import uuid
-    from urllib.parse import urlsplit, urlunsplit
 
     import psycopg
 
@@ -368,10 +368,86 @@ def postgres_copy(admin_url: str, template: str | None, *, prefix: str) -> Itera
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"{copied}')
     try:
-        yield urlunsplit(urlsplit(admin_url)._replace(path="/" + name))
+        yield POOLER.route(urlunsplit(urlsplit(admin_url)._replace(path="/" + name)))
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Pooler:
+    """Where the tests hand Tally its PostgreSQL databases: straight to the server, or through
+    the run's PgBouncer (`port`) when `pytest --pgbouncer` started one (tests/conftest.py)."""
+
+    port: int | None = None
+
+    def route(self, url: str) -> str:
+        """`url` with the PgBouncer's address in place of the server's (when there is one)."""
+        if self.port is None:
+            return url
+        parts = urlsplit(url)
+        credentials = parts.netloc.rpartition("@")[0]
+        address = f"127.0.0.1:{self.port}"
+        return urlunsplit(
+            parts._replace(netloc=f"{credentials}@{address}" if credentials else address)
+        )
+
+
+POOLER = Pooler()
+
+
+@contextlib.contextmanager
+def pgbouncer(server_url: str) -> Iterator[int]:
+    """Debian's PgBouncer (1.18) in transaction mode, in front of `server_url`'s server for
+    any database, on a free port of 127.0.0.1 (yielded); stopped afterwards.
+
+    Set up to show any session state leaking between clients: fewer server connections than
+    Tally opens (4 per database), handed out in turn (`server_round_robin`), so that
+    consecutive transactions of one connection seldom meet the same server session.
+    """
+    binary = shutil.which("pgbouncer", path=os.environ.get("PATH", "") + ":/usr/sbin")
+    assert binary is not None, "pgbouncer is not installed (apt-get install pgbouncer)"
+    server = urlsplit(server_url)
+    user = unquote(server.username or "postgres")
+    password = unquote(server.password or "")
+    root = Path(tempfile.mkdtemp(prefix="tally-pgbouncer-"))
+    port = free_port()
+    (root / "users.txt").write_text(f'"{user}" "{password}"\n')
+    # It refuses to run as root; told `user`, it switches to that account (which must still
+    # read these files).
+    switch = ""
+    if os.geteuid() == 0:
+        shutil.chown(root, user="postgres", group="postgres")
+        switch = "user = postgres\n"
+    (root / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        f"* = host={server.hostname or '127.0.0.1'} port={server.port or 5432}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {root / 'users.txt'}\n"
+        "pool_mode = transaction\ndefault_pool_size = 4\nserver_round_robin = 1\n"
+        f"max_client_conn = 1000\nquery_wait_timeout = 60\n{switch}"
+    )
+    log = (root / "log").open("wb")
+    process = subprocess.Popen(
+        [binary, str(root / "pgbouncer.ini")], stdout=log, stderr=log, start_new_session=True
+    )
+    try:
+        wait_until(
+            lambda: process.poll() is not None or _accepts(port), timeout=30, what="pgbouncer"
+        )
+        assert process.poll() is None, (root / "log").read_text()
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def postgres_bindir() -> Path | None:

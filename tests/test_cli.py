@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,22 @@ def test_migrate_applies_the_schema_then_says_it_is_up_to_date(empty_database_ur
     second = tally("migrate", "--database", empty_database_url)
     assert second.returncode == 0, second.stderr
     assert "up to date" in second.stdout.lower()
+    assert key_ids(empty_database_url) == []
+
+
+def test_migrations_run_together_apply_the_schema_once(empty_database_url: str) -> None:
+    """Three `tally migrate` at once on one empty database, as servers deployed together run
+    them. yoyo's lock is a row of its lock table, not a session lock, so it holds through
+    PgBouncer in transaction mode too (`pytest --pgbouncer`): one applies every migration,
+    the others find the schema up to date."""
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(
+            pool.map(lambda _: tally("migrate", "--database", empty_database_url), "abc")
+        )
+    assert [result.returncode for result in results] == [0, 0, 0], [r.stderr for r in results]
+    said = sorted(result.stdout.strip() for result in results)
+    assert said[:2] == ["Already up to date."] * 2
+    assert re.fullmatch(r"Applied \d+ migration\(s\)\.", said[2]), said
     assert key_ids(empty_database_url) == []
 
 

@@ -20,12 +20,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from yoyo import get_backend, read_migrations
+from yoyo import read_migrations
 
 from tally.commands import ReverseCommand, TransferCommand
 from tally.maintenance import run_async, verify
 from tally.service import Ledger
 from tally.storage import open_store
+from tally.storage.migrate import open_backend
 from tally.storage.sql.rows import from_micros
 from tests.conftest import POSTGRES_URL
 from tests.support import postgres_copy
@@ -50,7 +51,7 @@ def migrate_before(url: str, first_left_out: str) -> None:
     folder = resources.files("tally.storage") / "migrations" / backend_name
     older = read_migrations(str(folder)).filter(lambda m: m.id < first_left_out)
     yoyo_url = url if backend_name == "sqlite" else "postgresql+psycopg://" + url.split("://")[1]
-    backend = get_backend(yoyo_url)
+    backend = open_backend(yoyo_url, backend_name=backend_name)
     try:
         with backend.lock():
             backend.apply_migrations(backend.to_apply(older))

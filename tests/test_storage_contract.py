@@ -32,7 +32,9 @@ from tally.maintenance import run_async, verify
 from tally.ports import Store, StoredReply, Tx
 from tally.rules import points as point_rules
 from tally.service import Ledger, accounts
+from tally.storage.postgres import prepare_if_own_session
 from tally.storage.sqlite import SqliteStore
+from tests.support import POOLER
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -587,3 +589,16 @@ def test_rolled_up_days_and_the_entries_after_them_add_up_the_same(store: Store)
     assert store.transact(lambda tx: tx.reports.rolled_up_until(program_id)) == next_day
     assert totals(next_day) == [(day, "award", 12)]
     assert verify(store) == []
+
+
+def test_a_connection_prepares_statements_only_when_its_server_session_is_its_own(
+    database_url: str,
+) -> None:
+    """Straight to PostgreSQL a connection prepares what it runs often; through PgBouncer
+    (`pytest --pgbouncer` hands this test its database through one) it prepares nothing, as its
+    next transaction may run in another client's session."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server sessions")
+    with psycopg.connect(database_url, autocommit=True, prepare_threshold=None) as conn:
+        prepare_if_own_session(conn)
+        assert (conn.prepare_threshold is not None) == (POOLER.port is None)

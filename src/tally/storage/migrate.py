@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 from importlib import resources
+from typing import Any
 
 from yoyo import get_backend, read_migrations
 
@@ -13,7 +14,7 @@ def apply_migrations(*, yoyo_url: str, backend_name: str) -> list[str]:
     """Apply the migrations in `migrations/<backend_name>` not yet applied; return their ids."""
     folder = resources.files("tally.storage") / "migrations" / backend_name
     migrations = read_migrations(str(folder))
-    backend = get_backend(yoyo_url)
+    backend = open_backend(yoyo_url, backend_name=backend_name)
     try:
         with backend.lock():
             pending = backend.to_apply(migrations)
@@ -25,3 +26,16 @@ def apply_migrations(*, yoyo_url: str, backend_name: str) -> list[str]:
             return [m.id for m in pending]
     finally:
         backend.connection.close()
+
+
+def open_backend(yoyo_url: str, *, backend_name: str) -> Any:
+    """yoyo's backend on the database, over a connection of its own.
+
+    On PostgreSQL that connection prepares no statement: PgBouncer in transaction mode may be
+    in between (`tally.storage.postgres`), and migrations run too seldom to gain from it.
+    yoyo's lock is a row of its lock table, not a session lock, so it holds there too.
+    """
+    backend = get_backend(yoyo_url)
+    if backend_name == "postgres":
+        backend.connection.prepare_threshold = None
+    return backend
