@@ -29,12 +29,30 @@ from harness.databases import (
     postgres_reachable,
     verify,
 )
-from harness.load import WRK_INSTALL_HINT, LoadResult, run_wrk, time_bulk, time_history, wrk_version
+from harness.load import (
+    WRK_INSTALL_HINT,
+    LoadResult,
+    run_wrk,
+    run_wrk_across,
+    time_bulk,
+    time_history,
+    wrk_version,
+)
+from harness.pgbench import (
+    PGBENCH_HINT,
+    PGLEDGER_ENV,
+    PGLEDGER_HINT,
+    pgbench_path,
+    pgledger_transfer,
+    raw_awards,
+)
+from harness.pooler import PGBOUNCER_HINT, pgbouncer, pgbouncer_path
 from harness.procs import Server, reference_server, tally_server
 from harness.profile import Profiler
 from harness.report import (
     BackendRun,
     check_targets,
+    comparisons,
     machine,
     source_revision,
     table,
@@ -43,7 +61,7 @@ from harness.report import (
 )
 from harness.report import write_json as write_results
 
-ALL_SCENARIOS = (*LOAD_SCENARIOS, "bulk", "webhooks", "history", "past")
+ALL_SCENARIOS = (*LOAD_SCENARIOS, "scaleout", "pgbouncer", "bulk", "webhooks", "history", "past")
 BUSY_LOAD = 1.5  # the load average right after a run of ours alone stays below this
 
 
@@ -57,13 +75,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="measured seconds per wrk scenario")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers (default 1)")
     parser.add_argument("--pg-url", default=DEFAULT_PG_ADMIN_URL, help="PostgreSQL admin URL")
-    parser.add_argument("--no-refs", action="store_true", help="skip the floor and ceiling")
+    parser.add_argument("--no-refs", action="store_true", help="skip the references")
+    parser.add_argument(
+        "--pgledger",
+        type=Path,
+        default=os.environ.get(PGLEDGER_ENV) or None,
+        help=f"pgledger.sql to measure as the peer (default ${PGLEDGER_ENV})",
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip `tally verify` after")
     parser.add_argument("--history-load", choices=("sql", "http"), help="how to seed history")
     parser.add_argument("--profile", type=Path, help="py-spy award and balance into this folder")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON goes")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.pgledger is not None and not args.pgledger.is_file():
+        parser.error(f"--pgledger {args.pgledger}: no such file")
+    return args
 
 
 def choose_mode(args: argparse.Namespace) -> Mode:
@@ -98,28 +125,33 @@ class Bench:
             with reference_server(
                 f"refs.{name}", workers=self.args.workers, log_dir=self.log_dir
             ) as server:
-                result = self.wrk(server, "", "ref")
+                result = self.wrk([server], "", "ref")
                 found[name] = replace(result, scenario=name)
                 self.say(f"reference {name}: {result.rps:,.0f}/s")
         return found
 
-    def wrk(self, server: Server, key: str, scenario: str) -> LoadResult:
-        """Warm up (full run only), then measure; RSS is read right after the load stops."""
+    def wrk(self, servers: list[Server], key: str, scenario: str) -> LoadResult:
+        """Warm up (full run only), then measure; RSS is read right after the load stops. With
+        several servers, the load is split between them (`run_wrk_across`)."""
+        urls = [server.url for server in servers]
         if self.mode.warmup:
-            run_wrk(server.url, key, scenario, self.mode, self.mode.warmup)
-        result = self.measured_wrk(server, key, scenario)
-        result.rss_mb = round(server.rss_mb(), 1)
-        if not server.alive():
-            raise RuntimeError(f"{server.name} died during {scenario}; see {server.log}")
+            run_wrk_across(urls, key, scenario, self.mode, self.mode.warmup)
+        result = self.measured_wrk(servers, key, scenario)
+        result.rss_mb = round(max(server.rss_mb() for server in servers), 1)
+        for server in servers:
+            if not server.alive():
+                raise RuntimeError(f"{server.name} died during {scenario}; see {server.log}")
         return result
 
-    def measured_wrk(self, server: Server, key: str, scenario: str) -> LoadResult:
-        """One measured wrk run, with the server's CPU time per request it answered (what the
+    def measured_wrk(self, servers: list[Server], key: str, scenario: str) -> LoadResult:
+        """One measured wrk run, with the servers' CPU time per request they answered (what the
         webhooks ratio is made of: what a request costs the server with and without
         deliveries, on the same cores)."""
-        cpu = server.cpu_seconds()
-        result = run_wrk(server.url, key, scenario, self.mode, self.mode.seconds)
-        used = server.cpu_seconds() - cpu
+        cpu = sum(server.cpu_seconds() for server in servers)
+        result = run_wrk_across(
+            [server.url for server in servers], key, scenario, self.mode, self.mode.seconds
+        )
+        used = sum(server.cpu_seconds() for server in servers) - cpu
         result.extra["server_cpu_ms_per_request"] = round(used * 1000 / max(1, result.requests), 3)
         result.extra["server_cpu_share"] = round(used / result.seconds, 2)  # cores kept busy
         return result
@@ -153,6 +185,8 @@ class Bench:
             seed.fund_hot_member(server.url, db.key)
             self.say(f"{db.backend}: {self.mode.members:,} members in {setup['members']} s")
             results = self.load_scenarios(server, db)
+            if db.backend == "postgresql" and "pgbouncer" in self.scenarios:
+                results += self.behind_pgbouncer(db)
             if "bulk" in self.scenarios:
                 results.append(self.measured(server, time_bulk(server.url, db.key, self.mode)))
             if "webhooks" in self.scenarios:
@@ -196,13 +230,73 @@ class Bench:
         results = []
         for scenario in (s for s in LOAD_SCENARIOS if s in self.scenarios):
             with self.profiling(server, db.backend, scenario):
-                result = self.wrk(server, db.key, scenario)
-            results.append(result)
-            self.say(
-                f"{db.backend} {scenario}: {result.rps:,.0f}/s, p99 {result.p99_ms:.1f} ms, "
-                f"{result.errors} errors, {result.rss_mb:.0f} MiB, {cpu_note(result)}"
-            )
+                result = self.wrk([server], db.key, scenario)
+            results.append(self.logged(db.backend, result))
+            if scenario == "award" and db.backend == "postgresql":
+                results += self.beside_award(server, db)
         return results
+
+    def logged(self, backend: str, result: LoadResult) -> LoadResult:
+        """`result`, said on the log as it comes (the servers' CPU when they were measured)."""
+        cost = f", {cpu_note(result)}" if "server_cpu_ms_per_request" in result.extra else ""
+        memory = f", {result.rss_mb:.0f} MiB" if result.rss_mb else ""
+        self.say(
+            f"{backend} {result.scenario}: {result.rps:,.0f}/s, p99 {result.p99_ms:.1f} ms, "
+            f"{result.errors} errors{memory}{cost}"
+        )
+        return result
+
+    def beside_award(self, server: Server, db: Database) -> list[LoadResult]:
+        """What PostgreSQL's `award` is compared with: the database's own references (pgbench)
+        and two servers on the database. Measured right after it, so that the machine, shared
+        and drifting, is as alike as it gets for the ratios."""
+        results = [] if self.args.no_refs else self.database_references(db)
+        if "scaleout" in self.scenarios:
+            results.append(self.scale_out(server, db))
+        return results
+
+    def database_references(self, db: Database) -> list[LoadResult]:
+        """Tally's award statements replayed by pgbench on this database (the raw reference,
+        and the same unprepared), and pgledger's transfer in a database of its own when its SQL
+        was given."""
+        if pgbench_path() is None:
+            self.notes.append(PGBENCH_HINT)
+            return []
+        found = [self.logged(db.backend, raw) for raw in raw_awards(db, self.mode)]
+        if self.args.pgledger is None:
+            self.notes.append(PGLEDGER_HINT)
+        else:
+            peer = pgledger_transfer(self.args.pg_url, self.args.pgledger, self.mode)
+            found.append(self.logged(db.backend, peer))
+        return found
+
+    def scale_out(self, server: Server, db: Database) -> LoadResult:
+        """`award` split between this server and a second `tally serve` on the same database."""
+        with tally_server(
+            db.url, workers=self.args.workers, log_dir=self.log_dir, label="tally-postgresql-2"
+        ) as second:
+            result = self.wrk([server, second], db.key, "award")
+        return self.logged(db.backend, replace(result, scenario="award 2srv"))
+
+    def behind_pgbouncer(self, db: Database) -> list[LoadResult]:
+        """`award` and `balance` against a `tally serve` whose database URL is PgBouncer's
+        (transaction pool mode), with nothing else changed."""
+        if pgbouncer_path() is None:
+            self.notes.append(PGBOUNCER_HINT)
+            return []
+        with (
+            pgbouncer(db.url, log_dir=self.log_dir) as url,
+            tally_server(
+                url, workers=self.args.workers, log_dir=self.log_dir, label="tally-pgbouncer"
+            ) as server,
+        ):
+            return [
+                self.logged(
+                    db.backend,
+                    replace(self.wrk([server], db.key, scenario), scenario=f"{scenario} pgbouncer"),
+                )
+                for scenario in ("award", "balance")
+            ]
 
     def webhooks(self, server: Server, db: Database) -> list[LoadResult]:
         """`award` again with a webhook endpoint for every event (the dispatcher delivering
@@ -215,7 +309,7 @@ class Bench:
             if self.mode.warmup:
                 run_wrk(server.url, db.key, "award", self.mode, self.mode.warmup)
             before = hooks.received(receiver.url)
-            result = self.measured_wrk(server, db.key, "award")
+            result = self.measured_wrk([server], db.key, "award")
             during = hooks.received(receiver.url) - before
             result = replace(result, scenario="award webhooks", rss_mb=round(server.rss_mb(), 1))
             result.extra["delivered_during_load_per_s"] = round(during / result.seconds, 1)
@@ -347,6 +441,9 @@ def main(argv: list[str]) -> int:
         f"{mode.seconds:g} s per scenario, {args.workers} worker(s), {wrk}\n"
     )
     print(table(outcome.runs, floor, ceiling))
+    if compared := [line for run in outcome.runs for line in comparisons(run)]:
+        print("\nPostgreSQL, side by side:\n")
+        print("\n".join(f"- {line}" for line in compared))
     if lines := cpu_lines(outcome.runs):
         print("\nServer CPU per request (user + system, every server process):\n")
         print("\n".join(f"- {line}" for line in lines))
@@ -358,11 +455,12 @@ def main(argv: list[str]) -> int:
         "mode": mode.name,
         "command": " ".join(["bench/run.py", *argv]),
         "seconds_total": round(time.perf_counter() - started, 1),
-        "settings": {**vars(mode), "workers": args.workers},
+        "settings": {**vars(mode), "workers": args.workers, "pgledger": str(args.pgledger or "")},
         "machine": {**machine(), "loadavg_before": load_before, "loadavg_after": load_after},
         "versions": versions({"tally_git": revision, "wrk": wrk, **outcome.db_versions}),
         "references": {k: r.as_json() for k, r in outcome.refs.items()},
         "backends": {run.backend: run.as_json() for run in outcome.runs},
+        "comparisons": compared,
         "targets": [vars(c) for c in checks],
         "notes": outcome.notes,
         "failures": outcome.failures,

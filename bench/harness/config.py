@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
+
+from tally.storage.postgres import PostgresStore
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
 ROOT = BENCH_DIR.parent
@@ -14,6 +17,9 @@ MEMBER_PREFIX = "m"
 HOT_MEMBER = "hot"
 HISTORY_MEMBER = "history"
 LOAD_SCENARIOS = ("award", "hot", "balance", "mixed")
+# One `tally serve` process's connections to PostgreSQL: the database references get as many
+# clients, and PgBouncer as many server connections per database.
+POOL_SIZE: int = inspect.signature(PostgresStore).parameters["pool_size"].default
 
 
 @dataclass(frozen=True)

@@ -78,14 +78,25 @@ def postgres_reachable(admin_url: str) -> bool:
 
 @contextmanager
 def fresh_postgres(admin_url: str) -> Iterator[Database]:
-    """`CREATE DATABASE bench_<pid>_<time>` on the server of `admin_url`, dropped afterwards."""
-    name = f"bench_{os.getpid()}_{int(time.time())}"
+    """A new PostgreSQL database, migrated, with a key of the `bench` program; dropped after."""
+    with new_postgres_database(admin_url, "bench") as url:
+        yield _prepare("postgresql", url, server_version(url))
+
+
+@contextmanager
+def new_postgres_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """`CREATE DATABASE <prefix>_<pid>_<time>` on the server of `admin_url`, dropped afterwards;
+    its URL."""
+    name = f"{prefix}_{os.getpid()}_{int(time.time())}"
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-        version = str(admin.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-    url = admin_url.rsplit("/", 1)[0] + "/" + name
     try:
-        yield _prepare("postgresql", url, version)
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def server_version(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        return str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]

@@ -62,6 +62,14 @@ class LoadResult:
 
 def run_wrk(url: str, key: str, scenario: str, mode: Mode, seconds: float) -> LoadResult:
     """Run wrk against `url` for `seconds` (it stops by itself) and parse its summary."""
+    return run_wrk_across([url], key, scenario, mode, seconds)
+
+
+def run_wrk_across(
+    urls: list[str], key: str, scenario: str, mode: Mode, seconds: float
+) -> LoadResult:
+    """One wrk per server in `urls`, all at once, sharing the mode's connections and threads
+    between them; their summaries merged (`merged`)."""
     env = {
         **os.environ,
         "BENCH_SCENARIO": scenario,
@@ -70,22 +78,54 @@ def run_wrk(url: str, key: str, scenario: str, mode: Mode, seconds: float) -> Lo
         "BENCH_PREFIX": MEMBER_PREFIX,
         "BENCH_HOT": HOT_MEMBER,
     }
+    share = len(urls)
     command = [
         "wrk",
-        f"-t{mode.threads}",
-        f"-c{mode.connections}",
+        f"-t{max(1, mode.threads // share)}",
+        f"-c{mode.connections // share}",
         f"-d{max(1, round(seconds))}s",
         "--timeout",
         "10s",
         "-s",
         str(LUA_SCRIPT),
-        url,
     ]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=seconds + 60)
-    lines = [line for line in done.stdout.splitlines() if line.startswith(MARKER)]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
-    return _parse(json.loads(lines[-1][len(MARKER) :]))
+    running = [
+        subprocess.Popen([*command, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        for url in urls
+    ]
+    results = []
+    for process in running:
+        out, err = process.communicate(timeout=seconds + 60)
+        lines = [ln for ln in out.decode().splitlines() if ln.startswith(MARKER)]
+        if process.returncode != 0 or not lines:
+            raise RuntimeError(f"wrk failed ({process.returncode}): {out.decode()}{err.decode()}")
+        results.append(_parse(json.loads(lines[-1][len(MARKER) :])))
+    return merged(results)
+
+
+def merged(results: list[LoadResult]) -> LoadResult:
+    """Load generators that ran at the same time, as one: requests, throughput and answers add
+    up; each latency is the largest of theirs. A percentile of the combined requests lies between
+    the smallest and the largest of the generators' own, so the largest is an upper bound."""
+    if len(results) == 1:
+        return results[0]
+    statuses: dict[str, int] = {}
+    for result in results:
+        for status, count in result.statuses.items():
+            statuses[status] = statuses.get(status, 0) + count
+    return LoadResult(
+        scenario=results[0].scenario,
+        requests=sum(r.requests for r in results),
+        seconds=max(r.seconds for r in results),
+        rps=round(sum(r.rps for r in results), 1),
+        p50_ms=max(r.p50_ms for r in results),
+        p99_ms=max(r.p99_ms for r in results),
+        max_ms=max(r.max_ms for r in results),
+        statuses=statuses,
+        socket_errors=sum(r.socket_errors for r in results),
+        expected_refusals=sum(r.expected_refusals for r in results),
+        extra={"rps_by_generator": [r.rps for r in results]},
+    )
 
 
 def _parse(raw: dict[str, Any]) -> LoadResult:

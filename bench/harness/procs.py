@@ -136,8 +136,10 @@ def _wait_listening(server: Server, port: int) -> None:
 
 
 @contextmanager
-def tally_server(database_url: str, *, workers: int, log_dir: Path) -> Iterator[Server]:
-    """`tally serve` exactly as a user runs it."""
+def tally_server(
+    database_url: str, *, workers: int, log_dir: Path, label: str | None = None
+) -> Iterator[Server]:
+    """`tally serve` exactly as a user runs it; `label` names its log (several may run)."""
     port = free_port()
     command = [
         str(BIN / "tally"),
@@ -153,7 +155,8 @@ def tally_server(database_url: str, *, workers: int, log_dir: Path) -> Iterator[
     # would refuse most of them. Everything else is as a user runs it.
     # The webhooks scenario's receiver listens on 127.0.0.1, which the SSRF guard refuses.
     unlimited = {"TALLY_RATE_LIMIT": "off", "TALLY_WEBHOOKS_ALLOW_PRIVATE": "true"}
-    server = _start("tally-" + database_url.split(":", 1)[0], command, port, log_dir, unlimited)
+    name = label or "tally-" + database_url.split(":", 1)[0]
+    server = _start(name, command, port, log_dir, unlimited)
     try:
         yield server
     finally:

@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.config import ROOT
 from harness.load import LoadResult
+from harness.pgbench import PGLEDGER, RAW, RAW_UNPREPARED
 
 MEMORY_LIMIT_MB = 200.0
 PACKAGES = (
@@ -64,11 +65,14 @@ class Check:
     met: bool
 
 
-# Targets of the issue, on a 2-core machine: (award/s, award p99 ms, hot/s, balance/s, bulk s).
+# Targets of the issues, on a 2-core machine: (award/s, award p99 ms, hot/s, balance/s, bulk s).
 _GOALS = {
     "sqlite": {"award": 6000, "award_p99": 25, "hot": 2000, "balance": 10000, "bulk": 1.0},
     "postgresql": {"award": 4000, "award_p99": 40, "hot": 1500, "balance": 6000, "bulk": 2.0},
 }
+# PostgreSQL's award against the database references measured in the same run (issue 15).
+_OF_RAW = 0.6
+_OF_PGLEDGER = 1.2
 
 
 def _at_least(backend: str, name: str, got: float, want: float, unit: str) -> Check:
@@ -88,6 +92,14 @@ def check_targets(run: BackendRun, ceiling: LoadResult | None) -> list[Check]:
         if b == "sqlite" and ceiling is not None:
             share = award.rps / ceiling.rps
             checks.append(Check(b, "award >= 25% of ceiling", f"{share:.1%}", share >= 0.25))
+        if raw := run.get(RAW):
+            share = award.rps / raw.rps
+            target = f"award >= {_OF_RAW} x raw reference"
+            checks.append(Check(b, target, f"{share:.2f}", share >= _OF_RAW))
+        if peer := run.get(PGLEDGER):
+            share = award.rps / peer.rps
+            target = f"award >= {_OF_PGLEDGER} x pgledger"
+            checks.append(Check(b, target, f"{share:.2f}", share >= _OF_PGLEDGER))
     if hot := run.get("hot"):
         checks.append(_at_least(b, "hot", hot.rps, goal["hot"], "/s"))
         if b == "sqlite":
@@ -116,14 +128,39 @@ def _ratio(value: float, reference: LoadResult | None) -> str:
     return "-" if reference is None or not reference.rps else f"{value / reference.rps:.2f}"
 
 
-def _row(backend: str, r: LoadResult, floor: LoadResult | None, ceil: LoadResult | None) -> str:
-    """One table row; bulk shows awards/s, and its p50/p99 are the median/max request time."""
+def comparisons(run: BackendRun) -> list[str]:
+    """The PostgreSQL-only scenarios against their counterparts of the same run."""
+    pairs = [
+        ("award", RAW, "the raw reference (Tally's award statements, pgbench)"),
+        ("award", PGLEDGER, "pgledger's transfer (pgbench)"),
+        (RAW_UNPREPARED, RAW, "the raw reference (the same statements prepared)"),
+        ("award 2srv", "award", "award on one server"),
+        ("award pgbouncer", "award", "award without PgBouncer"),
+        ("balance pgbouncer", "balance", "balance without PgBouncer"),
+    ]
+    lines = []
+    for name, reference_name, what in pairs:
+        result, reference = run.get(name), run.get(reference_name)
+        if result is not None and reference is not None and reference.rps:
+            share = result.rps / reference.rps
+            lines.append(f"{run.backend} {name}: {share:.2f} x {what}")
+    return lines
+
+
+def _row(backend: str, r: LoadResult, refs: list[LoadResult | None]) -> str:
+    """One table row; bulk shows awards/s, and its p50/p99 are the median/max request time.
+
+    `refs`: the floor, the ceiling, the raw reference and pgledger. The database references are
+    not HTTP, so they are compared with awards (and each other) only; history and deliveries
+    are one request at a time, so with nothing."""
     rps = r.rps
     if r.scenario == "bulk" or r.scenario.startswith("deliver "):
         rps = r.extra["items"] / (r.p50_ms / 1000)
-    ratios = [_ratio(rps, floor), _ratio(rps, ceil)]
-    if r.scenario.startswith(("history", "deliver")):
-        ratios = ["-", "-"]  # one request at a time: nothing to compare with a throughput
+    database_ref = r.scenario in (RAW, RAW_UNPREPARED, PGLEDGER)
+    http_rate = not database_ref and not r.scenario.startswith(("history", "deliver"))
+    awards = database_ref or r.scenario.startswith("award")
+    shown = [http_rate, http_rate, awards, awards]
+    ratios = [_ratio(rps, ref) if show else "-" for ref, show in zip(refs, shown, strict=True)]
     cells = [
         backend,
         r.scenario,
@@ -138,8 +175,9 @@ def _row(backend: str, r: LoadResult, floor: LoadResult | None, ceil: LoadResult
 
 
 TABLE_HEAD = (
-    "| backend | scenario | req/s | p50 ms | p99 ms | errors | RSS MiB | x floor | x ceiling |\n"
-    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    "| backend | scenario | req/s | p50 ms | p99 ms | errors | RSS MiB | x floor | x ceiling "
+    "| x raw | x pgledger |\n"
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 
 
@@ -148,9 +186,10 @@ def table(runs: list[BackendRun], floor: LoadResult | None, ceiling: LoadResult 
     rows = [TABLE_HEAD]
     for ref in (floor, ceiling):
         if ref is not None:
-            rows.append(_row("reference", ref, floor, ceiling))
+            rows.append(_row("reference", ref, [floor, ceiling, None, None]))
     for run in runs:
-        rows.extend(_row(run.backend, r, floor, ceiling) for r in run.results)
+        refs = [floor, ceiling, run.get(RAW), run.get(PGLEDGER)]
+        rows.extend(_row(run.backend, r, refs) for r in run.results)
     return "\n".join(rows)
 
 
