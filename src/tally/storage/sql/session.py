@@ -94,8 +94,9 @@ class Session:
         return list(self.run(sql, params).fetchall())
 
     def stream(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Any]:
-        """The rows one at a time, for results too long to hold as a list; several streams of
-        one transaction may be read side by side."""
+        """The rows one at a time; several streams of one transaction may be read side by side.
+        SQLite steps through a result as it is read; psycopg's cursor holds the whole result, so
+        on PostgreSQL this only spares a second copy as a list."""
         return iter(self.run(sql, params).fetchone, None)
 
     def feed_horizon(self) -> tuple[str, tuple[Any, ...]]:
