@@ -1,4 +1,4 @@
-"""Running the synchronous `Tx` code over psycopg's asyncio driver, on the event loop.
+"""Running the synchronous `Tx` code on the event loop, over asyncio database calls.
 
 Driver calls from many threads make every statement wait for the GIL behind a busy event loop.
 Here the unit of work runs in a greenlet instead: each time it needs the database it hands the
@@ -8,11 +8,10 @@ thread is involved. (SQLAlchemy's asyncio support works the same way.)
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import greenlet
-from psycopg import AsyncConnection, AsyncCursor
 
 T = TypeVar("T")
 
@@ -39,35 +38,3 @@ def wait_for(awaitable: Awaitable[T]) -> T:
         raise RuntimeError("wait_for() called outside run_in_greenlet()")
     result: T = parent.switch(awaitable)
     return result
-
-
-class BridgedCursor:
-    def __init__(self, cursor: AsyncCursor[Any]) -> None:
-        self._cursor = cursor
-
-    def fetchone(self) -> Any:
-        return wait_for(self._cursor.fetchone())
-
-    def fetchall(self) -> list[Any]:
-        return wait_for(self._cursor.fetchall())
-
-
-class BridgedConnection:
-    """The part of a DB-API connection `SqlTx` uses, over an `AsyncConnection`."""
-
-    def __init__(self, connection: AsyncConnection[Any]) -> None:
-        self._connection = connection
-
-    def execute(self, sql: Any, params: Sequence[Any] = ()) -> BridgedCursor:
-        return BridgedCursor(wait_for(self._connection.execute(sql, params)))
-
-    def cursor(self) -> BridgedManyCursor:
-        return BridgedManyCursor(self._connection)
-
-
-class BridgedManyCursor:
-    def __init__(self, connection: AsyncConnection[Any]) -> None:
-        self._connection = connection
-
-    def executemany(self, sql: Any, rows: Sequence[Sequence[Any]]) -> None:
-        wait_for(self._connection.cursor().executemany(sql, rows))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -23,8 +24,9 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from tally.errors import Unavailable
 from tally.ports import Conflict, Tx
-from tally.storage.bridge import BridgedConnection, run_in_greenlet
+from tally.storage.bridge import run_in_greenlet
 from tally.storage.migrate import apply_migrations
+from tally.storage.pipeline import PREPARE_AFTER, Pipe, Prepared
 from tally.storage.sql import Connection, Dialect, SqlTx
 
 T = TypeVar("T")
@@ -33,20 +35,19 @@ log = logging.getLogger("tally.storage")
 
 _CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
-# psycopg prepares a statement once a connection has run it a few times, in the server session:
-# the server parses and plans it no more (over HTTP on the bench machine, unprepared awards and
-# balance reads ran about a quarter slower), which is right only while that session is the
-# connection's own. Behind PgBouncer in transaction mode, or any pooler sharing server sessions
-# among its clients, the next transaction may run in another session, where the name is unknown
-# or names another client's statement, which would run in its place (about half the API
-# answered 500 there). Such a pooler answers a connection's start-up with a process id of its
-# own (it routes cancel requests itself), so a connection prepares only when the server's
-# `pg_backend_pid()` is the one its start-up gave: straight to PostgreSQL, never behind a
-# pooler, with no setting either way. Nothing else Tally does outlives a transaction: its locks
-# are row locks and transaction-scoped advisory locks, and it never SETs, LISTENs or keeps a
-# cursor or a temporary table.
+# A statement is prepared once a connection has run it a few times (by `tally.storage.pipeline`
+# for the server, by psycopg for the command line), in the server session: the server parses and
+# plans it no more (over HTTP on the bench machine, unprepared awards and balance reads ran about
+# a quarter slower), which is right only while that session is the connection's own. Behind
+# PgBouncer in transaction mode, or any pooler sharing server sessions among its clients, the
+# next transaction may run in another session, where the name is unknown or names another
+# client's statement, which would run in its place (about half the API answered 500 there). Such
+# a pooler answers a connection's start-up with a process id of its own (it routes cancel
+# requests itself), so a connection prepares only when the server's `pg_backend_pid()` is the one
+# its start-up gave: straight to PostgreSQL, never behind a pooler, with no setting either way.
+# Nothing else Tally does outlives a transaction: its locks are row locks and transaction-scoped
+# advisory locks, and it never SETs, LISTENs or keeps a cursor or a temporary table.
 _CONNECTION: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
-PREPARE_AFTER = 5  # uses; psycopg's default
 _SERVER_PID = "SELECT pg_backend_pid()"
 
 
@@ -74,6 +75,8 @@ OUTAGE_POOL_WAIT = 1.0
 # then the next request asks for a new one at once. Without it the retries, spaced ever wider
 # (up to minutes), kept a recovered database waiting.
 RECONNECT_FOR = 2.0
+# How long a cancelled request waits for the server to cancel its statement.
+CANCEL_WAIT = 1.0
 
 
 def _claim_advisory(conn: Connection, program_id: int, key: str) -> bool:
@@ -138,8 +141,9 @@ DIALECT = Dialect(
 class PostgresStore:
     """`tally.ports.Store` on a PostgreSQL database.
 
-    The server's reads and writes use psycopg's asyncio driver on the event loop (through
-    `tally.storage.bridge`); the command line's `transact` uses the blocking driver.
+    The server's reads and writes run on the event loop: psycopg's asyncio connections, driven
+    through libpq's pipeline (`tally.storage.pipeline`) by units of work in greenlets
+    (`tally.storage.bridge`); the command line's `transact` uses psycopg's blocking driver.
     """
 
     long_work_in_thread = False
@@ -151,8 +155,14 @@ class PostgresStore:
         self.url = url
         self._pool: ConnectionPool[Any] | None = None
         self._async_pools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = {}
+        # In front of each pool, one permit per connection (see `_connection`).
+        self._gates: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         self._pool_size = pool_size
         self._reachable = True  # False from a lost connection until a request succeeds
+        # What each of the server's connections has prepared (`tally.storage.pipeline`).
+        self._prepared: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], Prepared] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def migrate(self) -> list[str]:
         yoyo_url = "postgresql+psycopg://" + self.url.split("://", 1)[1]
@@ -176,30 +186,23 @@ class PostgresStore:
                 raise
 
     async def write(self, work: Callable[[Tx], T]) -> T:
-        # Pipelined: a write's INSERTs, UPDATEs and COMMIT go in one round trip, which shortens
-        # how long the member's row lock is held. Reads gain nothing from it and psycopg's
-        # pipeline costs CPU, so they run plain.
-        return await self._run(work, "BEGIN", pipelined=True)
+        # A write's INSERTs, UPDATEs and COMMIT go in one round trip (`tally.storage.pipeline`),
+        # which shortens how long the member's row lock is held.
+        return await self._run(work, "BEGIN", _Commit())
 
     async def read(self, work: Callable[[Tx], T]) -> T:
-        return await self._run(
-            work, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", pipelined=False
-        )
+        return await self._run(work, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", None)
 
     async def lookup(self, work: Callable[[Tx], T]) -> T:
         """One statement on an autocommit connection: it sees one snapshot by itself, so no
         BEGIN and no COMMIT, one round trip. (Nothing enforces READ ONLY here; `SqlTx` refuses
         a second statement, and the reads that use this path are plain SELECTs.)"""
-        pool = await self._pool_for_loop()
-        with self._translated(None):
-            async with pool.connection(timeout=self._pool_wait()) as conn:
-                tx = SqlTx(BridgedConnection(conn), DIALECT, one_statement=True)
-                result = await run_in_greenlet(work, tx)
-        self._reachable = True
-        return result
+        return await self._run(work, None, None)
 
     async def aclose(self) -> None:
-        pool = self._async_pools.pop(asyncio.get_running_loop(), None)
+        loop = asyncio.get_running_loop()
+        self._gates.pop(loop, None)
+        pool = self._async_pools.pop(loop, None)
         if pool is not None:
             await pool.close()
 
@@ -236,29 +239,67 @@ class PostgresStore:
                 open=False,
             )
             self._async_pools[loop] = pool
+            self._gates[loop] = asyncio.Semaphore(self._pool_size)
             await pool.open()
         return pool
 
-    async def _run(self, work: Callable[[Tx], T], begin: str, *, pipelined: bool) -> T:
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection. Requests beyond the pool's size queue here, on a semaphore,
+        rather than in the pool: psycopg_pool starts a task for every client it makes wait
+        (about a fifth of a balance read's CPU when 32 requests shared 8 connections)."""
         pool = await self._pool_for_loop()
-        # Only writes are pipelined; a read's COMMIT has nothing to lose.
-        commit = _Commit() if pipelined else None
+        gate = self._gates[asyncio.get_running_loop()]
+        wait = self._pool_wait()
+        if gate.locked():
+            try:
+                async with asyncio.timeout(wait):
+                    await gate.acquire()
+            except TimeoutError:
+                raise PoolTimeout(f"no connection free after {wait:.2f} s") from None
+        else:
+            await gate.acquire()
+        try:
+            # getconn/putconn rather than `pool.connection()`, whose `async with conn` would
+            # COMMIT or ROLLBACK: `_run` has already ended the transaction either way.
+            conn = await pool.getconn(timeout=wait)
+            try:
+                yield conn
+            finally:
+                await pool.putconn(conn)
+        finally:
+            gate.release()
+
+    async def _run(self, work: Callable[[Tx], T], begin: str | None, commit: _Commit | None) -> T:
+        """`work` in a transaction opened by `begin` (None: one statement, no transaction);
+        `commit` is None for reads."""
         with self._translated(commit):
-            async with pool.connection(timeout=self._pool_wait()) as conn:
+            async with self._connection() as conn:
+                pipe = Pipe(conn, self._prepared_on(conn))
+                pipe.open()
                 try:
-                    async with conn.pipeline() if pipelined else _nothing():
-                        await conn.execute(begin)
-                        tx = SqlTx(BridgedConnection(conn), DIALECT)
-                        result = await run_in_greenlet(work, tx)
-                        if commit is not None:
-                            commit.sent = True
-                        await conn.execute("COMMIT")
-                except BaseException:
-                    if not conn.closed:
-                        await conn.execute("ROLLBACK")
+                    if begin is not None:
+                        pipe.send(begin, (), None)
+                    tx = SqlTx(pipe, DIALECT, one_statement=begin is None)
+                    result = await run_in_greenlet(work, tx)
+                    if commit is not None:
+                        commit.sent = True
+                    if begin is not None:
+                        pipe.send("COMMIT", (), None)
+                    await pipe.sync()
+                except BaseException as error:
+                    await _abandon(conn, pipe, error)
                     raise
+                pipe.close()
         self._reachable = True
         return result
+
+    def _prepared_on(self, conn: psycopg.AsyncConnection[Any]) -> Prepared:
+        prepared = self._prepared.get(conn)
+        if prepared is None:
+            # The pool's `configure` allowed preparing if the session is the connection's own.
+            prepared = self._prepared[conn] = Prepared(conn.prepare_threshold is not None)
+        return prepared
 
     def _pool_wait(self) -> float:
         return POOL_WAIT if self._reachable else OUTAGE_POOL_WAIT
@@ -316,6 +357,31 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-@contextlib.asynccontextmanager
-async def _nothing() -> AsyncIterator[None]:
-    yield
+async def _abandon(conn: psycopg.AsyncConnection[Any], pipe: Pipe, error: BaseException) -> None:
+    """Leave a unit of work that failed with `error` (a statement refused, or the work itself
+    refused: a rule, an overdraw): read what it left unread, roll its transaction back and leave
+    pipeline mode, so the pool can hand the connection out again. Close the connection instead,
+    so the pool replaces it, when it is lost, or when a wait on it was cancelled (a statement may
+    still be running: it is cancelled first)."""
+    try:
+        if not conn.closed and pipe.usable():
+            if isinstance(error, asyncio.CancelledError):
+                with contextlib.suppress(Exception):
+                    await conn.cancel_safe(timeout=CANCEL_WAIT)
+            else:
+                # The work's statements first: after a failed one the server skips the rest up
+                # to the Sync, and would skip a ROLLBACK sent with them.
+                with contextlib.suppress(psycopg.DatabaseError):
+                    await pipe.sync()
+                if pipe.in_transaction():
+                    pipe.send("ROLLBACK", (), None)
+                    await pipe.sync()
+                if pipe.finished():
+                    pipe.close()
+                    return
+    except Exception:  # noqa: S110 - the connection is closed below; the work's error stands
+        pass
+    except BaseException:
+        await conn.close()
+        raise
+    await conn.close()
