@@ -281,6 +281,8 @@ def day_param(request: Request, name: str, *, end: bool) -> date | None:
 
 def query_value(request: Request, name: str) -> str | None:
     """The query parameter `name`, or None; given twice it is refused, never silently the last."""
+    if not request.scope.get("query_string"):
+        return None  # most requests have none: no need to parse (a balance read, 3% of its CPU)
     values = request.query_params.getlist(name)
     if len(values) > 1:
         raise invalid(name, f"{name} is given more than once; give it once.")

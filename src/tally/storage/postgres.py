@@ -248,8 +248,9 @@ class PostgresStore:
         """A pooled connection. Requests beyond the pool's size queue here, on a semaphore,
         rather than in the pool: psycopg_pool starts a task for every client it makes wait
         (about a fifth of a balance read's CPU when 32 requests shared 8 connections)."""
-        pool = await self._pool_for_loop()
-        gate = self._gates[asyncio.get_running_loop()]
+        loop = asyncio.get_running_loop()
+        pool = self._async_pools.get(loop) or await self._pool_for_loop()
+        gate = self._gates[loop]
         wait = self._pool_wait()
         if gate.locked():
             try:
