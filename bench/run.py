@@ -47,7 +47,13 @@ from harness.pgbench import (
     raw_awards,
 )
 from harness.pooler import PGBOUNCER_HINT, pgbouncer, pgbouncer_path
-from harness.procs import Server, reference_server, tally_server
+from harness.procs import (
+    Server,
+    database_cpu_seconds,
+    record_database_cpu,
+    reference_server,
+    tally_server,
+)
 from harness.profile import Profiler
 from harness.report import (
     BackendRun,
@@ -130,30 +136,38 @@ class Bench:
                 self.say(f"reference {name}: {result.rps:,.0f}/s")
         return found
 
-    def wrk(self, servers: list[Server], key: str, scenario: str) -> LoadResult:
+    def wrk(
+        self, servers: list[Server], key: str, scenario: str, *, postgres: bool = False
+    ) -> LoadResult:
         """Warm up (full run only), then measure; RSS is read right after the load stops. With
-        several servers, the load is split between them (`run_wrk_across`)."""
+        several servers, the load is split between them (`run_wrk_across`). `postgres`: the
+        servers use this machine's PostgreSQL, whose CPU per request is measured too."""
         urls = [server.url for server in servers]
         if self.mode.warmup:
             run_wrk_across(urls, key, scenario, self.mode, self.mode.warmup)
-        result = self.measured_wrk(servers, key, scenario)
+        result = self.measured_wrk(servers, key, scenario, postgres=postgres)
         result.rss_mb = round(max(server.rss_mb() for server in servers), 1)
         for server in servers:
             if not server.alive():
                 raise RuntimeError(f"{server.name} died during {scenario}; see {server.log}")
         return result
 
-    def measured_wrk(self, servers: list[Server], key: str, scenario: str) -> LoadResult:
+    def measured_wrk(
+        self, servers: list[Server], key: str, scenario: str, *, postgres: bool = False
+    ) -> LoadResult:
         """One measured wrk run, with the servers' CPU time per request they answered (what the
         webhooks ratio is made of: what a request costs the server with and without
-        deliveries, on the same cores)."""
+        deliveries, on the same cores), and PostgreSQL's when `postgres`."""
         cpu = sum(server.cpu_seconds() for server in servers)
+        database = database_cpu_seconds() if postgres else 0.0
         result = run_wrk_across(
             [server.url for server in servers], key, scenario, self.mode, self.mode.seconds
         )
         used = sum(server.cpu_seconds() for server in servers) - cpu
         result.extra["server_cpu_ms_per_request"] = round(used * 1000 / max(1, result.requests), 3)
         result.extra["server_cpu_share"] = round(used / result.seconds, 2)  # cores kept busy
+        if postgres:
+            record_database_cpu(result, database_cpu_seconds() - database)
         return result
 
     # backends
@@ -230,7 +244,7 @@ class Bench:
         results = []
         for scenario in (s for s in LOAD_SCENARIOS if s in self.scenarios):
             with self.profiling(server, db.backend, scenario):
-                result = self.wrk([server], db.key, scenario)
+                result = self.wrk([server], db.key, scenario, postgres=db.backend == "postgresql")
             results.append(self.logged(db.backend, result))
             if scenario == "award" and db.backend == "postgresql":
                 results += self.beside_award(server, db)
@@ -238,7 +252,7 @@ class Bench:
 
     def logged(self, backend: str, result: LoadResult) -> LoadResult:
         """`result`, said on the log as it comes (the servers' CPU when they were measured)."""
-        cost = f", {cpu_note(result)}" if "server_cpu_ms_per_request" in result.extra else ""
+        cost = f", {note}" if (note := cpu_note(result)) else ""
         memory = f", {result.rss_mb:.0f} MiB" if result.rss_mb else ""
         self.say(
             f"{backend} {result.scenario}: {result.rps:,.0f}/s, p99 {result.p99_ms:.1f} ms, "
@@ -275,7 +289,7 @@ class Bench:
         with tally_server(
             db.url, workers=self.args.workers, log_dir=self.log_dir, label="tally-postgresql-2"
         ) as second:
-            result = self.wrk([server, second], db.key, "award")
+            result = self.wrk([server, second], db.key, "award", postgres=True)
         return self.logged(db.backend, replace(result, scenario="award 2srv"))
 
     def behind_pgbouncer(self, db: Database) -> list[LoadResult]:
@@ -293,7 +307,10 @@ class Bench:
             return [
                 self.logged(
                     db.backend,
-                    replace(self.wrk([server], db.key, scenario), scenario=f"{scenario} pgbouncer"),
+                    replace(
+                        self.wrk([server], db.key, scenario, postgres=True),
+                        scenario=f"{scenario} pgbouncer",
+                    ),
                 )
                 for scenario in ("award", "balance")
             ]
@@ -340,17 +357,23 @@ class Bench:
 
 
 def cpu_note(result: LoadResult) -> str:
-    cpu = result.extra["server_cpu_ms_per_request"]
-    return f"server CPU {cpu:.3f} ms per request ({result.extra['server_cpu_share']:.2f} cores)"
+    """The CPU a request cost each process that served it: Tally's server (or pgbench, the
+    client of the database references) and PostgreSQL, where they were measured."""
+    parts = []
+    for side, key in (("server", "server"), ("pgbench", "client"), ("PostgreSQL", "database")):
+        if f"{key}_cpu_ms_per_request" in result.extra:
+            cpu, share = result.extra[f"{key}_cpu_ms_per_request"], result.extra[f"{key}_cpu_share"]
+            parts.append(f"{side} CPU {cpu:.3f} ms per request ({share:.2f} cores)")
+    return ", ".join(parts)
 
 
 def cpu_lines(runs: list[BackendRun]) -> list[str]:
-    """Server CPU per request of the scenarios measured with wrk (the table leaves it out)."""
+    """CPU per request of each process, where measured (the table leaves it out)."""
     return [
-        f"{run.backend} {r.scenario}: {cpu_note(r)}"
+        f"{run.backend} {r.scenario}: {note}"
         for run in runs
         for r in run.results
-        if "server_cpu_ms_per_request" in r.extra
+        if (note := cpu_note(r))
     ]
 
 
@@ -445,7 +468,7 @@ def main(argv: list[str]) -> int:
         print("\nPostgreSQL, side by side:\n")
         print("\n".join(f"- {line}" for line in compared))
     if lines := cpu_lines(outcome.runs):
-        print("\nServer CPU per request (user + system, every server process):\n")
+        print("\nCPU per request (user + system): every server process, pgbench, PostgreSQL:\n")
         print("\n".join(f"- {line}" for line in lines))
     print("\nTargets (2-core machine):\n")
     print(targets_table(checks))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -21,6 +22,12 @@ import psycopg
 from harness.config import BENCH_DIR, MEMBER_PREFIX, POOL_SIZE, Mode
 from harness.databases import Database, new_postgres_database
 from harness.load import LoadResult
+from harness.procs import (
+    database_cpu_seconds,
+    record_database_cpu,
+    settled_backends_of,
+    wait_for_backends,
+)
 
 AWARD_SCRIPT = BENCH_DIR / "refs" / "award.pgbench"
 TRANSFER_SCRIPT = BENCH_DIR / "refs" / "transfer.pgbench"
@@ -121,14 +128,33 @@ def _measure(
     pgbench = partial(
         _pgbench, url, script, variables=variables, protocol=protocol, threads=mode.threads
     )
+    # The backends already there (a `tally serve`'s pool) stay; pgbench's come and go.
+    database_name = url.rsplit("/", 1)[1]
+    resident = settled_backends_of(database_name)
     if mode.warmup:
         pgbench(mode.warmup, log_prefix=None)
     with tempfile.TemporaryDirectory(prefix="tally-bench-pgbench-") as logs:
+        wait_for_backends(database_name, at_most=resident)  # the warm-up's have ended
+        client, database = _children_cpu_seconds(), database_cpu_seconds()
         out = pgbench(mode.seconds, log_prefix=Path(logs) / "tx")
+        wait_for_backends(database_name, at_most=resident)
+        database = database_cpu_seconds() - database
+        client = _children_cpu_seconds() - client
         latencies, failed = _read_logs(Path(logs))
     result = _result(name, script, out, latencies, failed)
     result.extra["protocol"] = protocol
+    # What each transaction cost pgbench and PostgreSQL: beside Tally's server and PostgreSQL
+    # per award, the CPU budget of an award on these cores (bench/README.md).
+    result.extra["client_cpu_ms_per_request"] = round(client * 1000 / max(1, result.requests), 3)
+    result.extra["client_cpu_share"] = round(client / max(result.seconds, 1e-9), 2)
+    record_database_cpu(result, database)
     return result
+
+
+def _children_cpu_seconds() -> float:
+    """CPU time (user and system) of this process's children that have ended (pgbench)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def _pgbench(

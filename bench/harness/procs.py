@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from harness.config import BENCH_DIR
+from harness.load import LoadResult
 
 BIN = Path(sys.executable).parent
 START_TIMEOUT = 30.0
@@ -77,6 +78,96 @@ class Server:
             self.process.wait(timeout=15)
 
 
+def database_cpu_seconds() -> float:
+    """CPU time (user and system) PostgreSQL on this machine has used so far: every live process
+    of it (backends, background writers), plus what its ended backends used, which the
+    postmaster collected when it reaped them (pgbench's connections end with its run). The
+    bench machine runs one PostgreSQL, and nothing else uses it during a run. 0 where none is
+    visible: a database on another machine is not measured."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or _name(entry) != "postgres":
+            continue
+        ticks += _cpu_ticks(int(entry.name))
+        parent = _parent_pid(entry)
+        if parent is not None and _name(Path(f"/proc/{parent}")) != "postgres":
+            ticks += _cpu_ticks(int(entry.name), ended_children=True)  # the postmaster
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def backends_of(database: str) -> int:
+    """How many PostgreSQL backends on this machine are connected to `database`."""
+    marker = f" {database} ".encode()
+    return sum(
+        1
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _name(entry) == "postgres" and marker in _cmdline(entry)
+    )
+
+
+def settled_backends_of(database: str, *, timeout: float = 5.0) -> int:
+    """`backends_of(database)` once it has stopped falling for 0.2 s: the backends that stay
+    (a `tally serve`'s pool), not those of clients that have just disconnected."""
+    deadline = time.monotonic() + timeout
+    count = backends_of(database)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = backends_of(database)
+        if now >= count:
+            return now
+        count = now
+    return count
+
+
+def wait_for_backends(database: str, *, at_most: int, timeout: float = 10.0) -> None:
+    """Wait until `database` has at most `at_most` backends: a client that has disconnected
+    leaves its backend to end and be reaped a moment later, and the CPU it used should fall
+    on the side of a measurement it belongs to."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        # An ended backend the postmaster has not reaped yet still shows its CPU, which moves to
+        # the postmaster's total when it is reaped: reading both at that moment counts it twice.
+        if backends_of(database) <= at_most and not _unreaped_postgres():
+            return
+        time.sleep(0.05)
+
+
+def _unreaped_postgres() -> bool:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _name(entry) == "postgres":
+            try:
+                state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state == "Z":
+                return True
+    return False
+
+
+def _cmdline(proc_dir: Path) -> bytes:
+    try:
+        return (proc_dir / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def record_database_cpu(result: LoadResult, seconds: float) -> None:
+    """Put PostgreSQL's CPU `seconds` over `result`'s run into it, per request and in cores
+    (nothing when no PostgreSQL process was visible)."""
+    if seconds > 0:
+        result.extra["database_cpu_ms_per_request"] = round(
+            seconds * 1000 / max(1, result.requests), 3
+        )
+        result.extra["database_cpu_share"] = round(seconds / max(result.seconds, 1e-9), 2)
+
+
+def _name(proc_dir: Path) -> str:
+    try:
+        return (proc_dir / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def _parent_pid(proc_dir: Path) -> int | None:
     try:
         stat = (proc_dir / "stat").read_text()
@@ -85,12 +176,15 @@ def _parent_pid(proc_dir: Path) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[1])  # the name in (...) may hold spaces
 
 
-def _cpu_ticks(pid: int) -> int:
-    """utime + stime of `pid` in clock ticks (0 once it has gone)."""
+def _cpu_ticks(pid: int, *, ended_children: bool = False) -> int:
+    """utime + stime of `pid` in clock ticks (0 once it has gone); with `ended_children`, the
+    cutime + cstime of the children it has waited for instead."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
         return 0
+    if ended_children:
+        return int(fields[13]) + int(fields[14])  # fields 16 and 17 of proc(5)
     return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5), after the name
 
 
