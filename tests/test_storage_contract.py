@@ -37,6 +37,7 @@ from tally.storage.sqlite import SqliteStore
 from tests.support import POOLER
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
+_INTEGRITY = (sqlite3.IntegrityError, psycopg.IntegrityError)
 
 
 def _program(store: Store, name: str = "p") -> int:
@@ -279,7 +280,7 @@ def test_writes_that_refuse_after_writing_leave_nothing_and_the_store_usable(
         for n in range(20):  # more times than the pool has connections
             with pytest.raises(MemberNotFound):
                 await store.write(refuses_after_writing(f"ghost{n}"))
-        with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
+        with pytest.raises(_INTEGRITY):
             await store.write(fails_in_the_database)
         # Every connection of the loop commits the next write on its own, and only it.
         added = await asyncio.gather(
@@ -337,6 +338,53 @@ def test_work_that_raises_a_base_exception_fails_alone_and_every_write_still_ans
     ]
     everyone = store.transact(lambda tx: tx.members.page(program_id, offset=0, limit=10))
     assert sorted(member.member_id for member in everyone) == ["a", "b", "c"]
+
+
+def test_writes_in_one_lane_commit_together_and_each_fails_alone(store: Store) -> None:
+    """Writes to one lane that arrive together go in one transaction on PostgreSQL (SQLite's
+    group commit takes every write): one the work refuses is undone alone; one the database
+    refuses undoes nothing of the others, which commit all the same."""
+    program_id = _program(store)
+
+    def enrol(name: str) -> Callable[[Tx], bool]:
+        return lambda tx: tx.members.insert(program_id, Profile(name), now=NOW)
+
+    def refuses(tx: Tx) -> None:
+        tx.members.insert(program_id, Profile("ghost"), now=NOW)
+        raise MemberNotFound("the work refused after writing")
+
+    def breaks_a_check(tx: Tx) -> None:
+        tx.members.insert(program_id, Profile("bad"), now=NOW)
+        member = tx.members.get(program_id, "bad")
+        assert member is not None
+        tx.members.save_account(member.pk, Account(pending=-1))
+
+    def interrupted(tx: Tx) -> None:
+        tx.members.insert(program_id, Profile("gone"), now=NOW)
+        raise Interrupted()
+
+    async def together(works: list[Callable[[Tx], object]]) -> list[str]:
+        writes = [store.write(work, lane=(program_id, "m")) for work in works]
+        outcomes = await asyncio.gather(*writes, return_exceptions=True)
+        return [
+            "IntegrityError" if isinstance(outcome, _INTEGRITY) else type(outcome).__name__
+            for outcome in outcomes
+        ]
+
+    async def writes() -> list[list[str]]:
+        first = [enrol(f"a{n}") for n in range(6)] + [refuses, interrupted, enrol("a6")]
+        second = [enrol("b0"), breaks_a_check, enrol("b1"), refuses, enrol("b2")]
+        return [await together(first), await together(second)]
+
+    first, second = run_async(store, writes)
+    assert first == ["bool"] * 6 + ["MemberNotFound", "Interrupted", "bool"]
+    assert second == ["bool", "IntegrityError", "bool", "MemberNotFound", "bool"]
+    everyone = store.transact(lambda tx: tx.members.page(program_id, offset=0, limit=20))
+    names = [f"a{n}" for n in range(7)] + ["b0", "b1", "b2"]
+    assert sorted(member.member_id for member in everyone) == names
+    if not isinstance(store, SqliteStore):
+        # The first nine in one transaction; the second batch ran again one by one.
+        assert (store.batches, store.batched_writes) == (1, 9)  # type: ignore[attr-defined]
 
 
 def _entry_for_lot(tx: Tx, program_id: int, pk: int, lot: Lot) -> None:

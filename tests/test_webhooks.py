@@ -320,9 +320,9 @@ class CountedWrites:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
-    async def write(self, work: Any) -> Any:
+    async def write(self, work: Any, **options: Any) -> Any:
         self.writes += 1
-        return await self.store.write(work)
+        return await self.store.write(work, **options)
 
 
 def test_while_many_attempts_are_in_flight_dispatcher_turns_are_paced(

@@ -18,7 +18,7 @@ Nothing here says SQL: `tally.storage` implements it, once, for SQLite and Postg
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -612,10 +612,12 @@ class Store(Protocol):
         """Run `work` in one transaction on the calling thread and commit it."""
         ...
 
-    async def write(self, work: Callable[[Tx], T]) -> T:
+    async def write(self, work: Callable[[Tx], T], *, lane: Hashable | None = None) -> T:
         """Run `work` atomically, possibly in a group commit; return after it is durable.
 
-        Raises `Conflict` when the database aborted it to break a lock conflict."""
+        `lane`: what the work locks, when that is one thing (a member): the store may then
+        commit it together with other work on the same lane. Raises `Conflict` when the
+        database aborted it to break a lock conflict."""
         ...
 
     async def read(self, work: Callable[[Tx], T]) -> T:

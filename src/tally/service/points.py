@@ -52,7 +52,8 @@ class Points:
             accounts.write_awards(tx, [posting], now)
             return posting
 
-        return await self._runner.change(program_id, idempotency, effect, render)
+        lane = (program_id, cmd.member_id)
+        return await self._runner.change(program_id, idempotency, effect, render, lane=lane)
 
     async def award_bulk(
         self,
@@ -101,7 +102,8 @@ class Points:
                 lots=locked.spend_lots,
             )
 
-        return await self._runner.change(program_id, idempotency, effect, render)
+        lane = (program_id, cmd.member_id)
+        return await self._runner.change(program_id, idempotency, effect, render, lane=lane)
 
     async def balance(self, program_id: int, member_id: str) -> BalanceView:
         def read(tx: Tx, now: datetime, writable: bool) -> BalanceView:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -70,21 +70,23 @@ class Runner:
         self._sleep = sleep
         self._inflight: set[tuple[int, str]] = set()
 
-    async def write(self, work: Callable[[Tx], T], *, in_thread: bool = False) -> T:
+    async def write(
+        self, work: Callable[[Tx], T], *, in_thread: bool = False, lane: Hashable | None = None
+    ) -> T:
         """Run `work` as one atomic, durable write; again, after a short random pause, if the
         database aborted it to break a lock conflict (at most `ATTEMPTS` runs in all).
 
         `in_thread`: the work is long enough to stall the event loop (a 10,000-item bulk award
         takes hundreds of milliseconds of CPU; on the loop every other request would wait for
         it): where the store says so (`Store.long_work_in_thread`), it runs on a worker thread
-        in a transaction of its own (`Store.transact`).
+        in a transaction of its own (`Store.transact`). `lane`: as for `Store.write`.
         """
         in_thread = in_thread and self.store.long_work_in_thread
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 if in_thread:
                     return await asyncio.to_thread(self.store.transact, work)
-                return await self.store.write(work)
+                return await self.store.write(work, lane=lane)
             except Conflict:
                 if attempt == ATTEMPTS:
                     raise Unavailable(
@@ -101,10 +103,11 @@ class Runner:
         render: Render[R],
         *,
         in_thread: bool = False,
+        lane: Hashable | None = None,
     ) -> Reply:
         """Apply `effect` once: its reply is stored under the Idempotency-Key in the same commit,
         and a retry with the key gets that reply back instead of a second effect. `in_thread`:
-        as for `write`."""
+        as for `write`. `lane`: the one member the change locks, if so (`Store.write`)."""
         marker = None if idempotency is None else (program_id, idempotency.key)
         if marker is not None:
             if marker in self._inflight:
@@ -124,7 +127,7 @@ class Runner:
             return Reply(status, body)
 
         try:
-            return await self.write(work, in_thread=in_thread)
+            return await self.write(work, in_thread=in_thread, lane=lane)
         finally:
             if marker is not None:
                 self._inflight.discard(marker)

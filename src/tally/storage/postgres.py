@@ -7,6 +7,11 @@ with a transaction-scoped advisory lock, so a concurrent duplicate is told it is
 A database that cannot be reached becomes `Unavailable`, saying whether the write happened:
 before COMMIT was sent nothing was; if the connection is lost once it was sent, nobody here can
 know, and a retry with the same Idempotency-Key settles it.
+
+Writes to one member commit together (`write`'s `lane`): while one of the server's transactions
+is at work on a lane, the writes that arrive for it wait, and then go in one transaction, each in
+its own SAVEPOINT, so that a hot member's awards take its row lock and flush the WAL once per
+batch instead of once each.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import psycopg
@@ -66,6 +72,11 @@ def _set_preparing(conn: psycopg.BaseConnection[Any], server_pid: tuple[int] | N
     if server_pid is not None and server_pid[0] == conn.info.backend_pid:
         conn.prepare_threshold = PREPARE_AFTER
 
+
+# Writes in one lane's transaction at most. PostgreSQL keeps a transaction's first 64
+# subtransactions (one per SAVEPOINT that writes) in shared memory; past that, every snapshot
+# taken by any session looks them up on disk (pg_subtrans).
+MAX_BATCH = 32
 
 # How long a request waits for a pooled connection: normally, and once the database was found
 # unreachable (until a request succeeds again), so that clients get their 503 in a second.
@@ -159,6 +170,9 @@ class PostgresStore:
         self._gates: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         self._pool_size = pool_size
         self._reachable = True  # False from a lost connection until a request succeeds
+        self._lanes: dict[asyncio.AbstractEventLoop, list[_Lane]] = {}
+        self.batches = 0  # transactions that carried more than one lane's write, and those writes
+        self.batched_writes = 0
         # What each of the server's connections has prepared (`tally.storage.pipeline`).
         self._prepared: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], Prepared] = (
             weakref.WeakKeyDictionary()
@@ -185,10 +199,27 @@ class PostgresStore:
                     conn.execute("ROLLBACK")
                 raise
 
-    async def write(self, work: Callable[[Tx], T]) -> T:
+    async def write(self, work: Callable[[Tx], T], *, lane: Hashable | None = None) -> T:
         # A write's INSERTs, UPDATEs and COMMIT go in one round trip (`tally.storage.pipeline`),
         # which shortens how long the member's row lock is held.
-        return await self._run(work, "BEGIN", _Commit())
+        if lane is None:
+            return await self._run(work, "BEGIN", _Commit())
+        # One of the pool's connections per lane, one transaction at a time: writes to one
+        # member (one lane) that arrive meanwhile go together in the next (`_drain`).
+        loop = asyncio.get_running_loop()
+        lanes = self._lanes.get(loop)
+        if lanes is None:
+            lanes = self._lanes[loop] = [_Lane() for _ in range(self._pool_size)]
+        queue = lanes[hash(lane) % len(lanes)]
+        job = _Job(work, loop.create_future())
+        queue.pending.append(job)
+        if queue.drainer is None:
+            queue.drainer = loop.create_task(self._drain(queue))
+        outcome = await job.future
+        if outcome is _ALONE:
+            return await self._run(work, "BEGIN", _Commit())
+        result: T = outcome
+        return result
 
     async def read(self, work: Callable[[Tx], T]) -> T:
         return await self._run(work, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", None)
@@ -201,6 +232,10 @@ class PostgresStore:
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()
+        # The lanes' transactions in progress, and what is queued behind them, finish first.
+        drainers = {lane.drainer for lane in self._lanes.pop(loop, []) if lane.drainer}
+        if drainers:
+            await asyncio.wait(drainers)
         self._gates.pop(loop, None)
         pool = self._async_pools.pop(loop, None)
         if pool is not None:
@@ -262,7 +297,7 @@ class PostgresStore:
             await gate.acquire()
         try:
             # getconn/putconn rather than `pool.connection()`, whose `async with conn` would
-            # COMMIT or ROLLBACK: `_run` has already ended the transaction either way.
+            # COMMIT or ROLLBACK: `_on_pipe` has already ended the transaction either way.
             conn = await pool.getconn(timeout=wait)
             try:
                 yield conn
@@ -274,19 +309,28 @@ class PostgresStore:
     async def _run(self, work: Callable[[Tx], T], begin: str | None, commit: _Commit | None) -> T:
         """`work` in a transaction opened by `begin` (None: one statement, no transaction);
         `commit` is None for reads."""
+
+        async def unit(pipe: Pipe) -> T:
+            if begin is not None:
+                pipe.send(begin, (), None)
+            result = await run_in_greenlet(work, SqlTx(pipe, DIALECT, one_statement=begin is None))
+            if commit is not None:
+                commit.sent = True
+            if begin is not None:
+                pipe.send("COMMIT", (), None)
+            return result
+
+        return await self._on_pipe(unit, commit)
+
+    async def _on_pipe(self, unit: Callable[[Pipe], Awaitable[T]], commit: _Commit | None) -> T:
+        """`unit` on a pooled connection's pipe, then every answer read: the connection goes
+        back to the pool clean, or is abandoned (`_abandon`) when anything failed."""
         with self._translated(commit):
             async with self._connection() as conn:
                 pipe = Pipe(conn, self._prepared_on(conn))
                 pipe.open()
                 try:
-                    if begin is not None:
-                        pipe.send(begin, (), None)
-                    tx = SqlTx(pipe, DIALECT, one_statement=begin is None)
-                    result = await run_in_greenlet(work, tx)
-                    if commit is not None:
-                        commit.sent = True
-                    if begin is not None:
-                        pipe.send("COMMIT", (), None)
+                    result = await unit(pipe)
                     await pipe.sync()
                 except BaseException as error:
                     await _abandon(conn, pipe, error)
@@ -294,6 +338,90 @@ class PostgresStore:
                 pipe.close()
         self._reachable = True
         return result
+
+    async def _drain(self, lane: _Lane) -> None:
+        try:
+            while lane.pending:
+                queued = lane.pending[:MAX_BATCH]
+                del lane.pending[:MAX_BATCH]
+                batch = [job for job in queued if not job.future.done()]  # not cancelled
+                if len(batch) == 1:
+                    await self._write_alone(batch[0])
+                elif batch:
+                    await self._write_together(batch)
+        finally:
+            lane.drainer = None
+            for job in lane.pending:  # cancelled (the loop is closing): nobody runs them
+                job.future.cancel()
+            lane.pending.clear()
+
+    async def _write_alone(self, job: _Job) -> None:
+        try:
+            outcome = await self._run(job.work, "BEGIN", _Commit())
+        except asyncio.CancelledError:
+            job.future.cancel()
+            raise
+        except BaseException as error:  # noqa: BLE001 - the job's, handed to its request
+            _settle(job, error=error)
+        else:
+            _settle(job, outcome)
+
+    async def _write_together(self, batch: list[_Job]) -> None:
+        """The batch in one transaction; each job is answered after COMMIT. A job that fails
+        is undone alone; when the transaction itself fails (a statement refused, a deadlock),
+        nothing of the batch happened, and each job runs again in a transaction of its own
+        (which meets the failure again, where it belongs, or not at all)."""
+        commit = _Commit()
+        try:
+            await self._run_together(batch, commit)
+        except Unavailable as error:
+            if commit.sent or not self._reachable:
+                # Once COMMIT is sent the batch may have happened, and a lost database would
+                # only be waited for again: each request is told what is known.
+                for job in batch:
+                    _settle(job, error=error)
+                return
+            for job in batch:  # refused, the database still there: try each by itself
+                _settle(job, _ALONE)
+            return
+        except asyncio.CancelledError:
+            for job in batch:
+                job.future.cancel()
+            raise
+        except Exception as error:
+            log.info(
+                "PostgreSQL: a batch of %d writes runs again one by one: %s",
+                len(batch),
+                _first_line(error),
+            )
+            for job in batch:
+                _settle(job, _ALONE)
+            return
+        self.batches += 1
+        self.batched_writes += len(batch)
+        for job in batch:
+            if job.failure is not None:
+                _settle(job, error=job.failure)
+            else:
+                _settle(job, job.outcome)
+
+    async def _run_together(self, batch: list[_Job], commit: _Commit) -> None:
+        async def unit(pipe: Pipe) -> None:
+            pipe.send("BEGIN", (), None)
+            for job in batch:
+                pipe.send("SAVEPOINT job", (), None)
+                try:
+                    job.outcome = await run_in_greenlet(job.work, SqlTx(pipe, DIALECT))
+                except (psycopg.Error, asyncio.CancelledError):
+                    raise  # the transaction's failure, not the job's own
+                except BaseException as error:  # noqa: BLE001 - it fails alone
+                    job.failure = error
+                    pipe.send("ROLLBACK TO SAVEPOINT job", (), None)
+                pipe.send("RELEASE SAVEPOINT job", (), None)
+            commit.sent = True
+            pipe.send("COMMIT", (), None)
+
+        await self._on_pipe(unit, commit)
 
     def _prepared_on(self, conn: psycopg.AsyncConnection[Any]) -> Prepared:
         prepared = self._prepared.get(conn)
@@ -326,6 +454,35 @@ class PostgresStore:
             if commit is not None and commit.sent and lost:
                 raise Unavailable(_UNKNOWN) from error
             raise Unavailable(_NOT_APPLIED if lost else _REFUSED) from error
+
+
+@dataclass(slots=True)
+class _Job:
+    """A write waiting in its lane, and once run with others, how it went."""
+
+    work: Callable[[Tx], Any]
+    future: asyncio.Future[Any]
+    outcome: Any = None
+    failure: BaseException | None = None
+
+
+@dataclass(slots=True)
+class _Lane:
+    pending: list[_Job] = field(default_factory=list)
+    drainer: asyncio.Task[None] | None = None
+
+
+# A job's answer meaning: run alone, in a transaction of your own (its batch failed as a whole).
+_ALONE = object()
+
+
+def _settle(job: _Job, outcome: Any = None, *, error: BaseException | None = None) -> None:
+    if job.future.done():  # its request was cancelled
+        return
+    if error is not None:
+        job.future.set_exception(error)
+    else:
+        job.future.set_result(outcome)
 
 
 class _Commit:

@@ -26,7 +26,7 @@ import os
 import resource
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,7 +234,8 @@ class SqliteStore:
                 raise _translate(error, self.path, committing=True) from error
             return result
 
-    async def write(self, work: Callable[[Tx], T]) -> T:
+    async def write(self, work: Callable[[Tx], T], *, lane: Hashable | None = None) -> T:
+        # Every write of the process already goes in one group commit: lanes change nothing.
         loop = asyncio.get_running_loop()
         job = _Job(work, loop, loop.create_future())
         with self._state:
