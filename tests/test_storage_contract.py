@@ -32,7 +32,7 @@ from tally.maintenance import run_async, verify
 from tally.ports import Store, StoredReply, Tx
 from tally.rules import points as point_rules
 from tally.service import Ledger, accounts
-from tally.storage.postgres import prepare_if_own_session
+from tally.storage.postgres import PostgresStore, prepare_if_own_session
 from tally.storage.sqlite import SqliteStore
 from tests.support import POOLER
 
@@ -385,6 +385,72 @@ def test_writes_in_one_lane_commit_together_and_each_fails_alone(store: Store) -
     if not isinstance(store, SqliteStore):
         # The first nine in one transaction; the second batch ran again one by one.
         assert (store.batches, store.batched_writes) == (1, 9)  # type: ignore[attr-defined]
+
+
+def test_writes_to_different_members_of_one_lane_share_their_round_trips(store: Store) -> None:
+    """Writes of different members that meet in one lane's transaction run side by side, one
+    round trip answering all their reads; a member's own writes still run one after the other,
+    each seeing the one before (no count is lost). A write refused before it wrote anything
+    leaves the others' to commit with it; one refused after writing is undone, and the others
+    of its wave run again by themselves."""
+    program_id = _program(store)
+    names = [f"m{n}" for n in range(5)]
+    for name in names:
+        _member(store, program_id, name)
+    # PostgreSQL: one lane (one connection), so that every write below meets in it.
+    lanes = store if isinstance(store, SqliteStore) else PostgresStore(store.url, pool_size=1)  # type: ignore[attr-defined]
+
+    def bump(name: str) -> Callable[[Tx], int]:
+        def work(tx: Tx) -> int:
+            state = tx.members.state(program_id, name, now=NOW, lock=True)
+            assert state is not None
+            pending = state.member.account.pending + 1
+            tx.members.save_account(state.member.pk, Account(pending=pending))
+            return pending
+
+        return work
+
+    def refuses_after_reading(tx: Tx) -> None:
+        if tx.members.state(program_id, "ghost", now=NOW, lock=True) is None:
+            raise MemberNotFound("no ghost")
+
+    def refuses_after_writing(tx: Tx) -> None:
+        state = tx.members.state(program_id, "m4", now=NOW, lock=True)
+        assert state is not None
+        tx.members.save_account(state.member.pk, Account(pending=100))
+        raise MemberNotFound("refused after writing")
+
+    async def together(works: list[tuple[str, Callable[[Tx], object]]]) -> list[object]:
+        writes = [lanes.write(work, lane=(program_id, name)) for name, work in works]
+        outcomes = await asyncio.gather(*writes, return_exceptions=True)
+        return [type(o).__name__ if isinstance(o, Exception) else o for o in outcomes]
+
+    async def writes() -> tuple[list[object], list[object], int]:
+        first = [("m0", bump("m0")), ("m1", bump("m1")), ("m0", bump("m0")), ("m2", bump("m2"))]
+        first += [("ghost", refuses_after_reading), ("m0", bump("m0")), ("m3", bump("m3"))]
+        before = getattr(lanes, "round_trips", 0)
+        done = await together(first)
+        trips = getattr(lanes, "round_trips", 0) - before
+        second = [("m1", bump("m1")), ("m4", refuses_after_writing), ("m2", bump("m2"))]
+        return done, await together(second), trips
+
+    try:
+        first, second, trips = run_async(lanes, writes)
+    finally:
+        if lanes is not store:
+            lanes.close()
+    assert first == [1, 1, 2, 1, "MemberNotFound", 3, 1]
+    assert second == [2, "MemberNotFound", 2]
+    pending = store.transact(
+        lambda tx: {n: tx.members.get(program_id, n).account.pending for n in names}  # type: ignore[union-attr]
+    )
+    assert pending == {"m0": 3, "m1": 2, "m2": 2, "m3": 1, "m4": 0}
+    if not isinstance(store, SqliteStore):
+        # The first seven in one transaction: the first of each member side by side (their
+        # reads in one round trip, their writes with m0's second read), then m0's second and
+        # third, then COMMIT: four round trips, against eight one after the other.
+        assert (lanes.batches, lanes.batched_writes) == (2, 10)  # type: ignore[attr-defined]
+        assert trips == 4
 
 
 def _entry_for_lot(tx: Tx, program_id: int, pk: int, lot: Lot) -> None:

@@ -121,7 +121,16 @@ class Pipe:
     connection in libpq's pipeline mode, for one transaction. Enter with `open`; leave with
     `close` once the last round trip is read (or `discard` the connection)."""
 
-    __slots__ = ("_conn", "_pg", "_tx", "_prepared", "_queue", "_encoding", "_since_turn")
+    __slots__ = (
+        "_conn",
+        "_pg",
+        "_tx",
+        "_prepared",
+        "_queue",
+        "_encoding",
+        "_since_turn",
+        "round_trips",
+    )
 
     def __init__(self, conn: psycopg.AsyncConnection[Any], prepared: Prepared) -> None:
         self._conn = conn
@@ -133,6 +142,7 @@ class Pipe:
         self._queue: list[Result | bytes | None] = []
         self._encoding = conn.info.encoding
         self._since_turn = 0  # statements queued since the event loop last ran
+        self.round_trips = 0  # Syncs sent, each answered before the next
 
     def open(self) -> None:
         self._pg.enter_pipeline_mode()
@@ -228,6 +238,7 @@ class Pipe:
             return
         pg = self._pg
         pg.pipeline_sync()
+        self.round_trips += 1
         self._since_turn = 0
         await self._flush()
         queue, self._queue = self._queue, []

@@ -9,18 +9,20 @@ before COMMIT was sent nothing was; if the connection is lost once it was sent, 
 know, and a retry with the same Idempotency-Key settles it.
 
 Writes to one member commit together (`write`'s `lane`): while one of the server's transactions
-is at work on a lane, the writes that arrive for it wait, and then go in one transaction, each in
-its own SAVEPOINT, so that a hot member's awards take its row lock and flush the WAL once per
-batch instead of once each.
+is at work on a lane, the writes that arrive for it wait, and then go in one transaction, so that
+a hot member's awards take its row lock and flush the WAL once per batch instead of once each. In
+that transaction a member's writes run one after the other, each in its own SAVEPOINT, and the
+writes of different members side by side, sharing their round trips.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -30,7 +32,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from tally.errors import Unavailable
 from tally.ports import Conflict, Tx
-from tally.storage.bridge import run_in_greenlet
+from tally.storage.bridge import run_in_greenlet, run_side_by_side
 from tally.storage.migrate import apply_migrations
 from tally.storage.pipeline import PREPARE_AFTER, Pipe, Prepared
 from tally.storage.sql import Connection, Dialect, SqlTx
@@ -173,6 +175,7 @@ class PostgresStore:
         self._lanes: dict[asyncio.AbstractEventLoop, list[_Lane]] = {}
         self.batches = 0  # transactions that carried more than one lane's write, and those writes
         self.batched_writes = 0
+        self.round_trips = 0  # of the server's units of work (`Pipe`), all together
         # What each of the server's connections has prepared (`tally.storage.pipeline`).
         self._prepared: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], Prepared] = (
             weakref.WeakKeyDictionary()
@@ -211,7 +214,7 @@ class PostgresStore:
         if lanes is None:
             lanes = self._lanes[loop] = [_Lane() for _ in range(self._pool_size)]
         queue = lanes[hash(lane) % len(lanes)]
-        job = _Job(work, loop.create_future())
+        job = _Job(work, loop.create_future(), lane)
         queue.pending.append(job)
         if queue.drainer is None:
             queue.drainer = loop.create_task(self._drain(queue))
@@ -265,7 +268,7 @@ class PostgresStore:
         if pool is None:
             pool = AsyncConnectionPool(
                 self.url,
-                min_size=2,
+                min_size=min(2, self._pool_size),
                 max_size=self._pool_size,
                 kwargs=_CONNECTION,
                 configure=_prepare_if_own_session_async,
@@ -335,6 +338,8 @@ class PostgresStore:
                 except BaseException as error:
                     await _abandon(conn, pipe, error)
                     raise
+                finally:
+                    self.round_trips += pipe.round_trips
                 pipe.close()
         self._reachable = True
         return result
@@ -402,22 +407,19 @@ class PostgresStore:
         for job in batch:
             if job.failure is not None:
                 _settle(job, error=job.failure)
+            elif job.alone:
+                _settle(job, _ALONE)
             else:
                 _settle(job, job.outcome)
 
     async def _run_together(self, batch: list[_Job], commit: _Commit) -> None:
         async def unit(pipe: Pipe) -> None:
             pipe.send("BEGIN", (), None)
-            for job in batch:
-                pipe.send("SAVEPOINT job", (), None)
-                try:
-                    job.outcome = await run_in_greenlet(job.work, SqlTx(pipe, DIALECT))
-                except (psycopg.Error, asyncio.CancelledError):
-                    raise  # the transaction's failure, not the job's own
-                except BaseException as error:  # noqa: BLE001 - it fails alone
-                    job.failure = error
-                    pipe.send("ROLLBACK TO SAVEPOINT job", (), None)
-                pipe.send("RELEASE SAVEPOINT job", (), None)
+            for wave in _waves(batch):
+                if len(wave) == 1:
+                    await _one_of_batch(pipe, wave[0])
+                else:
+                    await _side_by_side(pipe, wave)
             commit.sent = True
             pipe.send("COMMIT", (), None)
 
@@ -462,14 +464,104 @@ class _Job:
 
     work: Callable[[Tx], Any]
     future: asyncio.Future[Any]
+    member: Hashable  # its lane key: the one member it locks
     outcome: Any = None
     failure: BaseException | None = None
+    alone: bool = False  # undone with others of its wave: to run again by itself
 
 
 @dataclass(slots=True)
 class _Lane:
     pending: list[_Job] = field(default_factory=list)
     drainer: asyncio.Task[None] | None = None
+
+
+def _waves(batch: list[_Job]) -> list[list[_Job]]:
+    """The batch in waves that run one after the other, each with at most one job per member:
+    a member's jobs keep their order, one per wave, and the jobs of a wave run side by side."""
+    waves: list[list[_Job]] = []
+    seen: dict[Hashable, int] = {}
+    for job in batch:
+        index = seen.get(job.member, 0)
+        seen[job.member] = index + 1
+        if index == len(waves):
+            waves.append([])
+        waves[index].append(job)
+    return waves
+
+
+async def _one_of_batch(pipe: Pipe, job: _Job) -> None:
+    """One job of a batch, in its own SAVEPOINT: if it fails, it alone is undone."""
+    pipe.send("SAVEPOINT job", (), None)
+    try:
+        job.outcome = await run_in_greenlet(job.work, SqlTx(pipe, DIALECT))
+    except (psycopg.Error, asyncio.CancelledError):
+        raise  # the transaction's failure, not the job's own
+    except BaseException as error:  # noqa: BLE001 - it fails alone
+        job.failure = error
+        pipe.send("ROLLBACK TO SAVEPOINT job", (), None)
+    pipe.send("RELEASE SAVEPOINT job", (), None)
+
+
+async def _side_by_side(pipe: Pipe, wave: list[_Job]) -> None:
+    """Jobs for different members side by side (`run_side_by_side`): each runs until it needs an
+    answer, and one round trip answers them all, so that a wave of awards costs the round trips
+    of one (the members' reads, then the writes with the next wave's reads or `COMMIT`).
+
+    Their statements interleave, so a SAVEPOINT per job cannot undo one alone. A job that fails
+    before it wrote anything needs no undoing (its reads and row locks stay until `COMMIT`,
+    harmless); if one fails after writing, the whole wave goes back to its SAVEPOINT, the failed
+    jobs answer their errors (nothing of them happened), and the others run again each by
+    itself."""
+    pipe.send("SAVEPOINT wave", (), None)
+    views = [_JobsView(pipe) for _ in wave]
+    calls = [
+        functools.partial(job.work, SqlTx(view, DIALECT))
+        for job, view in zip(wave, views, strict=True)
+    ]
+    outcomes = await run_side_by_side(calls)
+    undo = False
+    for job, view, (result, error) in zip(wave, views, outcomes, strict=True):
+        if isinstance(error, psycopg.Error | asyncio.CancelledError):
+            raise error  # the transaction's failure, not the job's own
+        if error is None:
+            job.outcome = result
+        else:
+            job.failure = error
+            undo = undo or view.wrote
+    if undo:
+        pipe.send("ROLLBACK TO SAVEPOINT wave", (), None)
+        for job in wave:
+            job.alone = job.failure is None
+    pipe.send("RELEASE SAVEPOINT wave", (), None)
+
+
+class _JobsView:
+    """One job's way to the pipe it shares with its wave: the same statements, noting whether
+    any of them writes."""
+
+    __slots__ = ("_pipe", "wrote")
+
+    def __init__(self, pipe: Pipe) -> None:
+        self._pipe = pipe
+        self.wrote = False
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if not self.wrote and not _reads(sql):
+            self.wrote = True
+        return self._pipe.execute(sql, params)
+
+    def cursor(self) -> _JobsView:
+        return self
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.wrote = True
+        self._pipe.executemany(sql, rows)
+
+
+def _reads(sql: str) -> bool:
+    """Whether a statement only reads (and may lock what it reads): a plain SELECT."""
+    return sql.startswith("SELECT")
 
 
 # A job's answer meaning: run alone, in a transaction of your own (its batch failed as a whole).
