@@ -453,6 +453,53 @@ def test_writes_to_different_members_of_one_lane_share_their_round_trips(store: 
         assert trips == 4
 
 
+def test_lookups_that_find_every_connection_busy_share_a_round_trip(store: Store) -> None:
+    """Lookups that arrive while every connection is busy wait together and go in one round
+    trip per read lane (PostgreSQL), each with its own answer; one refused by its own code fails
+    alone, and one whose statement fails takes nobody else's answer with it."""
+    program_id = _program(store)
+    names = [f"m{n}" for n in range(12)]
+    for name in names:
+        _member(store, program_id, name)
+    # PostgreSQL: one connection, so that all but the first lookup find it busy.
+    reads = store if isinstance(store, SqliteStore) else PostgresStore(store.url, pool_size=1)  # type: ignore[attr-defined]
+
+    def member(name: str) -> Callable[[Tx], object]:
+        return lambda tx: tx.members.get(program_id, name).member_id  # type: ignore[union-attr]
+
+    def refuses(tx: Tx) -> None:
+        tx.members.get(program_id, "m0")
+        raise MemberNotFound("refused")
+
+    def bad_statement(tx: Tx) -> None:
+        tx.members.get(program_id, "nul\x00")  # PostgreSQL text holds no NUL: refused
+
+    async def together(works: list[Callable[[Tx], object]]) -> list[object]:
+        outcomes = await asyncio.gather(*(reads.lookup(w) for w in works), return_exceptions=True)
+        return [type(o).__name__ if isinstance(o, Exception) else o for o in outcomes]
+
+    async def lookups() -> tuple[list[object], int, list[object]]:
+        await reads.lookup(member("m0"))  # the pool is open
+        before = getattr(reads, "round_trips", 0)
+        first = await together([member(name) for name in names] + [refuses])
+        trips = getattr(reads, "round_trips", 0) - before
+        second = await together([member("m1"), bad_statement, member("m2"), member("m3")])
+        return first, trips, second
+
+    try:
+        first, trips, second = run_async(reads, lookups)
+    finally:
+        if reads is not store:
+            reads.close()
+    assert first == [*names, "MemberNotFound"]
+    refused = None if isinstance(store, SqliteStore) else "DataError"  # SQLite: not found
+    assert second == ["m1", refused, "m2", "m3"]
+    if not isinstance(store, SqliteStore):
+        # The first alone on the free connection; the twelve others in four read lanes, three
+        # each, one round trip per lane: five in all, against thirteen one by one.
+        assert trips == 5
+
+
 def _entry_for_lot(tx: Tx, program_id: int, pk: int, lot: Lot) -> None:
     entry = _entry(program_id, pk, lot.entry_id, seq=lot.seq, points=lot.remaining)
     tx.entries.insert(replace(entry, expires_at=lot.expires_at))

@@ -12,7 +12,8 @@ Writes to one member commit together (`write`'s `lane`): while one of the server
 is at work on a lane, the writes that arrive for it wait, and then go in one transaction, so that
 a hot member's awards take its row lock and flush the WAL once per batch instead of once each. In
 that transaction a member's writes run one after the other, each in its own SAVEPOINT, and the
-writes of different members side by side, sharing their round trips.
+writes of different members side by side, sharing their round trips. One-statement reads
+(`lookup`) that find every connection busy wait in read lanes and share round trips the same way.
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ def _set_preparing(conn: psycopg.BaseConnection[Any], server_pid: tuple[int] | N
 # subtransactions (one per SAVEPOINT that writes) in shared memory; past that, every snapshot
 # taken by any session looks them up on disk (pg_subtrans).
 MAX_BATCH = 32
+
+# Read lanes per process and event loop (`PostgresStore.lookup`): lookups that find every
+# connection busy wait in one, and go together in its next round trip.
+READ_LANES = 4
 
 # How long a request waits for a pooled connection: normally, and once the database was found
 # unreachable (until a request succeeds again), so that clients get their 503 in a second.
@@ -173,6 +178,7 @@ class PostgresStore:
         self._pool_size = pool_size
         self._reachable = True  # False from a lost connection until a request succeeds
         self._lanes: dict[asyncio.AbstractEventLoop, list[_Lane]] = {}
+        self._read_lanes: dict[asyncio.AbstractEventLoop, list[_Lane]] = {}
         self.batches = 0  # transactions that carried more than one lane's write, and those writes
         self.batched_writes = 0
         self.round_trips = 0  # of the server's units of work (`Pipe`), all together
@@ -217,7 +223,9 @@ class PostgresStore:
         job = _Job(work, loop.create_future(), lane)
         queue.pending.append(job)
         if queue.drainer is None:
-            queue.drainer = loop.create_task(self._drain(queue))
+            queue.drainer = loop.create_task(
+                self._drain(queue, self._write_alone, self._write_together)
+            )
         outcome = await job.future
         if outcome is _ALONE:
             return await self._run(work, "BEGIN", _Commit())
@@ -230,13 +238,35 @@ class PostgresStore:
     async def lookup(self, work: Callable[[Tx], T]) -> T:
         """One statement on an autocommit connection: it sees one snapshot by itself, so no
         BEGIN and no COMMIT, one round trip. (Nothing enforces READ ONLY here; `SqlTx` refuses
-        a second statement, and the reads that use this path are plain SELECTs.)"""
-        return await self._run(work, None, None)
+        a second statement, and the reads that use this path are plain SELECTs.)
+
+        While every connection is busy, lookups wait in a read lane instead, and a lane's next
+        round trip carries all of them side by side (`_read_together`)."""
+        loop = asyncio.get_running_loop()
+        gate = self._gates.get(loop)
+        if gate is None or not gate.locked():
+            return await self._run(work, None, None)
+        lanes = self._read_lanes.get(loop)
+        if lanes is None:
+            lanes = self._read_lanes[loop] = [_Lane() for _ in range(READ_LANES)]
+        queue = min(lanes, key=lambda lane: len(lane.pending))
+        job = _Job(work, loop.create_future(), None)
+        queue.pending.append(job)
+        if queue.drainer is None:
+            queue.drainer = loop.create_task(
+                self._drain(queue, self._read_alone, self._read_together)
+            )
+        outcome = await job.future
+        if outcome is _ALONE:
+            return await self._run(work, None, None)
+        result: T = outcome
+        return result
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()
         # The lanes' transactions in progress, and what is queued behind them, finish first.
-        drainers = {lane.drainer for lane in self._lanes.pop(loop, []) if lane.drainer}
+        lanes = self._lanes.pop(loop, []) + self._read_lanes.pop(loop, [])
+        drainers = {lane.drainer for lane in lanes if lane.drainer}
         if drainers:
             await asyncio.wait(drainers)
         self._gates.pop(loop, None)
@@ -344,25 +374,36 @@ class PostgresStore:
         self._reachable = True
         return result
 
-    async def _drain(self, lane: _Lane) -> None:
+    async def _drain(
+        self,
+        lane: _Lane,
+        alone: Callable[[_Job], Awaitable[None]],
+        together: Callable[[list[_Job]], Awaitable[None]],
+    ) -> None:
         try:
             while lane.pending:
                 queued = lane.pending[:MAX_BATCH]
                 del lane.pending[:MAX_BATCH]
                 batch = [job for job in queued if not job.future.done()]  # not cancelled
                 if len(batch) == 1:
-                    await self._write_alone(batch[0])
+                    await alone(batch[0])
                 elif batch:
-                    await self._write_together(batch)
+                    await together(batch)
         finally:
             lane.drainer = None
             for job in lane.pending:  # cancelled (the loop is closing): nobody runs them
                 job.future.cancel()
             lane.pending.clear()
 
+    async def _read_alone(self, job: _Job) -> None:
+        await self._alone(job, None)
+
     async def _write_alone(self, job: _Job) -> None:
+        await self._alone(job, _Commit())
+
+    async def _alone(self, job: _Job, commit: _Commit | None) -> None:
         try:
-            outcome = await self._run(job.work, "BEGIN", _Commit())
+            outcome = await self._run(job.work, None if commit is None else "BEGIN", commit)
         except asyncio.CancelledError:
             job.future.cancel()
             raise
@@ -409,6 +450,43 @@ class PostgresStore:
                 _settle(job, error=job.failure)
             elif job.alone:
                 _settle(job, _ALONE)
+            else:
+                _settle(job, job.outcome)
+
+    async def _read_together(self, batch: list[_Job]) -> None:
+        """Lookups side by side on one connection, with no BEGIN: their statements go in one
+        round trip (PostgreSQL runs statements sent together before a Sync as one implicit
+        transaction, each with a snapshot of its own at READ COMMITTED, as alone). If that
+        fails as a whole, each lookup runs again by itself and meets its own outcome."""
+
+        async def unit(pipe: Pipe) -> None:
+            calls = [
+                functools.partial(job.work, SqlTx(pipe, DIALECT, one_statement=True))
+                for job in batch
+            ]
+            outcomes = await run_side_by_side(calls)
+            for job, (result, error) in zip(batch, outcomes, strict=True):
+                if isinstance(error, psycopg.Error | asyncio.CancelledError):
+                    raise error  # the round trip's failure, not the lookup's own
+                job.outcome, job.failure = result, error
+
+        try:
+            await self._on_pipe(unit, None)
+        except asyncio.CancelledError:
+            for job in batch:
+                job.future.cancel()
+            raise
+        except Exception as error:
+            lost = isinstance(error, Unavailable) and not self._reachable
+            for job in batch:  # a lost database is not waited for again; else each alone
+                if lost:
+                    _settle(job, error=error)
+                else:
+                    _settle(job, _ALONE)
+            return
+        for job in batch:
+            if job.failure is not None:
+                _settle(job, error=job.failure)
             else:
                 _settle(job, job.outcome)
 
