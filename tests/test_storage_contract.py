@@ -32,6 +32,7 @@ from tally.maintenance import run_async, verify
 from tally.ports import Store, StoredReply, Tx
 from tally.rules import points as point_rules
 from tally.service import Ledger, accounts
+from tally.storage.bridge import wait_for
 from tally.storage.postgres import PostgresStore, prepare_if_own_session
 from tally.storage.sqlite import SqliteStore
 from tests.support import POOLER
@@ -474,14 +475,33 @@ def test_lookups_that_find_every_connection_busy_share_a_round_trip(store: Store
     def bad_statement(tx: Tx) -> None:
         tx.members.get(program_id, "nul\x00")  # PostgreSQL text holds no NUL: refused
 
-    async def together(works: list[Callable[[Tx], object]]) -> list[object]:
-        outcomes = await asyncio.gather(*(reads.lookup(w) for w in works), return_exceptions=True)
+    def named(outcomes: list[object]) -> list[object]:
         return [type(o).__name__ if isinstance(o, Exception) else o for o in outcomes]
+
+    async def together(works: list[Callable[[Tx], object]]) -> list[object]:
+        return named(
+            await asyncio.gather(*(reads.lookup(w) for w in works), return_exceptions=True)
+        )
 
     async def lookups() -> tuple[list[object], int, list[object]]:
         await reads.lookup(member("m0"))  # the pool is open
         before = getattr(reads, "round_trips", 0)
-        first = await together([member(name) for name in names] + [refuses])
+        taken, release = asyncio.Event(), asyncio.Event()
+
+        def holds(tx: Tx) -> object:
+            taken.set()
+            if not isinstance(store, SqliteStore):
+                wait_for(release.wait())  # the one connection stays taken meanwhile
+            return member("m0")(tx)
+
+        holder = asyncio.ensure_future(reads.lookup(holds))
+        await taken.wait()
+        # Every lookup below starts (and queues) before the holder is woken: asyncio runs
+        # what is scheduled in order.
+        works = [member(name) for name in names[1:]] + [refuses]
+        waiting = asyncio.gather(*(reads.lookup(w) for w in works), return_exceptions=True)
+        release.set()
+        first = [await holder, *named(await waiting)]
         trips = getattr(reads, "round_trips", 0) - before
         second = await together([member("m1"), bad_statement, member("m2"), member("m3")])
         return first, trips, second
