@@ -423,8 +423,7 @@ def test_writes_to_different_members_of_one_lane_share_their_round_trips(store: 
 
     async def together(works: list[tuple[str, Callable[[Tx], object]]]) -> list[object]:
         writes = [lanes.write(work, lane=(program_id, name)) for name, work in works]
-        outcomes = await asyncio.gather(*writes, return_exceptions=True)
-        return [type(o).__name__ if isinstance(o, Exception) else o for o in outcomes]
+        return _named(await asyncio.gather(*writes, return_exceptions=True))
 
     async def writes() -> tuple[list[object], list[object], int]:
         first = [("m0", bump("m0")), ("m1", bump("m1")), ("m0", bump("m0")), ("m2", bump("m2"))]
@@ -475,11 +474,8 @@ def test_lookups_that_find_every_connection_busy_share_a_round_trip(store: Store
     def bad_statement(tx: Tx) -> None:
         tx.members.get(program_id, "nul\x00")  # PostgreSQL text holds no NUL: refused
 
-    def named(outcomes: list[object]) -> list[object]:
-        return [type(o).__name__ if isinstance(o, Exception) else o for o in outcomes]
-
     async def together(works: list[Callable[[Tx], object]]) -> list[object]:
-        return named(
+        return _named(
             await asyncio.gather(*(reads.lookup(w) for w in works), return_exceptions=True)
         )
 
@@ -501,7 +497,7 @@ def test_lookups_that_find_every_connection_busy_share_a_round_trip(store: Store
         works = [member(name) for name in names[1:]] + [refuses]
         waiting = asyncio.gather(*(reads.lookup(w) for w in works), return_exceptions=True)
         release.set()
-        first = [await holder, *named(await waiting)]
+        first = [await holder, *_named(await waiting)]
         trips = getattr(reads, "round_trips", 0) - before
         second = await together([member("m1"), bad_statement, member("m2"), member("m3")])
         return first, trips, second
@@ -518,6 +514,11 @@ def test_lookups_that_find_every_connection_busy_share_a_round_trip(store: Store
         # The first alone on the free connection; the twelve others in four read lanes, three
         # each, one round trip per lane: five in all, against thirteen one by one.
         assert trips == 5
+
+
+def _named(outcomes: list[object]) -> list[object]:
+    """Outcomes of `asyncio.gather(..., return_exceptions=True)`, errors by their class name."""
+    return [type(o).__name__ if isinstance(o, Exception) else o for o in outcomes]
 
 
 def _entry_for_lot(tx: Tx, program_id: int, pk: int, lot: Lot) -> None:

@@ -215,18 +215,11 @@ class PostgresStore:
             return await self._run(work, "BEGIN", _Commit())
         # One of the pool's connections per lane, one transaction at a time: writes to one
         # member (one lane) that arrive meanwhile go together in the next (`_drain`).
-        loop = asyncio.get_running_loop()
-        lanes = self._lanes.get(loop)
-        if lanes is None:
-            lanes = self._lanes[loop] = [_Lane() for _ in range(self._pool_size)]
+        lanes = _lanes_of(self._lanes, self._pool_size)
         queue = lanes[hash(lane) % len(lanes)]
-        job = _Job(work, loop.create_future(), lane)
-        queue.pending.append(job)
-        if queue.drainer is None:
-            queue.drainer = loop.create_task(
-                self._drain(queue, self._write_alone, self._write_together)
-            )
-        outcome = await job.future
+        outcome = await self._in_lane(
+            queue, _Job(work, lane), self._write_alone, self._write_together
+        )
         if outcome is _ALONE:
             return await self._run(work, "BEGIN", _Commit())
         result: T = outcome
@@ -246,17 +239,11 @@ class PostgresStore:
         gate = self._gates.get(loop)
         if gate is None or not gate.locked():
             return await self._run(work, None, None)
-        lanes = self._read_lanes.get(loop)
-        if lanes is None:
-            lanes = self._read_lanes[loop] = [_Lane() for _ in range(READ_LANES)]
+        lanes = _lanes_of(self._read_lanes, READ_LANES)
         queue = min(lanes, key=lambda lane: len(lane.pending))
-        job = _Job(work, loop.create_future(), None)
-        queue.pending.append(job)
-        if queue.drainer is None:
-            queue.drainer = loop.create_task(
-                self._drain(queue, self._read_alone, self._read_together)
-            )
-        outcome = await job.future
+        outcome = await self._in_lane(
+            queue, _Job(work, None), self._read_alone, self._read_together
+        )
         if outcome is _ALONE:
             return await self._run(work, None, None)
         result: T = outcome
@@ -373,6 +360,22 @@ class PostgresStore:
                 pipe.close()
         self._reachable = True
         return result
+
+    async def _in_lane(
+        self,
+        lane: _Lane,
+        job: _Job,
+        alone: Callable[[_Job], Awaitable[None]],
+        together: Callable[[list[_Job]], Awaitable[None]],
+    ) -> Any:
+        """`job`'s outcome, once `lane`'s drainer (started if idle) has run it, or `_ALONE`:
+        run it again by yourself."""
+        lane.pending.append(job)
+        if lane.drainer is None:
+            lane.drainer = asyncio.get_running_loop().create_task(
+                self._drain(lane, alone, together)
+            )
+        return await job.future
 
     async def _drain(
         self,
@@ -538,11 +541,13 @@ class PostgresStore:
 
 @dataclass(slots=True)
 class _Job:
-    """A write waiting in its lane, and once run with others, how it went."""
+    """A write or a lookup waiting in its lane, and once run with others, how it went."""
 
     work: Callable[[Tx], Any]
-    future: asyncio.Future[Any]
-    member: Hashable  # its lane key: the one member it locks
+    member: Hashable  # a write's lane key: the one member it locks
+    future: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
     outcome: Any = None
     failure: BaseException | None = None
     alone: bool = False  # undone with others of its wave: to run again by itself
@@ -552,6 +557,15 @@ class _Job:
 class _Lane:
     pending: list[_Job] = field(default_factory=list)
     drainer: asyncio.Task[None] | None = None
+
+
+def _lanes_of(lanes: dict[asyncio.AbstractEventLoop, list[_Lane]], count: int) -> list[_Lane]:
+    """The running event loop's lanes in `lanes`, `count` of them made on first use."""
+    loop = asyncio.get_running_loop()
+    mine = lanes.get(loop)
+    if mine is None:
+        mine = lanes[loop] = [_Lane() for _ in range(count)]
+    return mine
 
 
 def _waves(batch: list[_Job]) -> list[list[_Job]]:
@@ -625,7 +639,7 @@ class _JobsView:
         self.wrote = False
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        if not self.wrote and not _reads(sql):
+        if not self.wrote and not _only_reads(sql):
             self.wrote = True
         return self._pipe.execute(sql, params)
 
@@ -637,7 +651,7 @@ class _JobsView:
         self._pipe.executemany(sql, rows)
 
 
-def _reads(sql: str) -> bool:
+def _only_reads(sql: str) -> bool:
     """Whether a statement only reads (and may lock what it reads): a plain SELECT."""
     return sql.startswith("SELECT")
 
