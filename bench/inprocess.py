@@ -5,9 +5,10 @@
 Drives the ASGI apps directly (no uvicorn, no wrk) with `--concurrency` requests in flight on
 uvloop and reads `time.process_time()` (every thread of the process: SQLite's commit thread
 included). Prints, per backend, the floor reference's route, a Tally award and a Tally balance
-read: requests/s and microseconds of CPU per request. The difference to the HTTP figures of
-`run.py` is what the server and the sockets cost. See "What limits the missed targets" in
-bench/README.md.
+read: requests/s, microseconds of CPU per request and, on PostgreSQL, round trips to the
+database per request (`PostgresStore.round_trips`, over both rounds of `_measure`). The
+difference to the HTTP figures of `run.py` is what the server and the sockets cost. See "What
+limits the missed targets" in bench/README.md.
 """
 
 from __future__ import annotations
@@ -122,14 +123,26 @@ async def _run(database: Database, *, requests: int, concurrency: int) -> list[s
         ]
         lines = []
         for name, target, method, path, body_of in cases:
+            before = _round_trips(store)
             rate, cpu = await _measure(
                 target, method, path, body_of, key, requests=requests, concurrency=concurrency
             )
-            lines.append(f"| {database.backend} | {name} | {rate:,.0f} | {cpu:,.0f} |")
+            per_request = ""
+            if before is not None:
+                per_request = f"{((_round_trips(store) or 0) - before) / (2 * requests):.2f}"
+            lines.append(
+                f"| {database.backend} | {name} | {rate:,.0f} | {cpu:,.0f} | {per_request} |"
+            )
         return lines
     finally:
         await store.aclose()
         store.close()
+
+
+def _round_trips(store: object) -> int | None:
+    """The store's round trips to its database so far, if it counts them (PostgreSQL)."""
+    trips: int | None = getattr(store, "round_trips", None)
+    return trips
 
 
 def _no_body(n: int) -> bytes:
@@ -147,8 +160,8 @@ def main() -> None:
         "sqlite": fresh_sqlite,
         "postgresql": lambda: fresh_postgres(options.pg_url),
     }
-    print("| backend | case | requests/s | CPU µs per request |")
-    print("| --- | --- | ---: | ---: |")
+    print("| backend | case | requests/s | CPU µs per request | round trips per request |")
+    print("| --- | --- | ---: | ---: | ---: |")
     for backend in options.backends.split(","):
         with fresh[backend]() as database:
             lines = uvloop.run(

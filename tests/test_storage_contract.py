@@ -6,10 +6,12 @@ import asyncio
 import random
 import sqlite3
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -451,6 +453,78 @@ def test_writes_to_different_members_of_one_lane_share_their_round_trips(store: 
         # third, then COMMIT: four round trips, against eight one after the other.
         assert (lanes.batches, lanes.batched_writes) == (2, 10)  # type: ignore[attr-defined]
         assert trips == 4
+
+
+def test_batches_of_two_servers_take_their_members_locks_in_one_order(
+    database_url: str, store: Store
+) -> None:
+    """Two servers' batches that write to the same members lock them in one order, so they
+    queue behind each other instead of deadlocking, and each commits whole. Here both batches
+    wait behind a third transaction holding both members, their writes arriving in opposite
+    orders: in arrival order, once it ends each would hold one member and wait for the other,
+    until PostgreSQL aborted one of them (after `deadlock_timeout`)."""
+    if not isinstance(store, PostgresStore):
+        pytest.skip("SQLite writes one transaction at a time")
+    program_id = _program(store)
+    for name in ("a", "b"):
+        _member(store, program_id, name)
+    servers = [PostgresStore(database_url, pool_size=1) for _ in range(2)]
+
+    def bump(name: str) -> Callable[[Tx], int]:
+        def work(tx: Tx) -> int:
+            state = tx.members.state(program_id, name, now=NOW, lock=True)
+            assert state is not None
+            pending = state.member.account.pending + 1
+            tx.members.save_account(state.member.pk, Account(pending=pending))
+            return pending
+
+        return work
+
+    async def waiting_for_locks(watcher: psycopg.AsyncConnection[Any]) -> int:
+        cursor = await watcher.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def race() -> list[int]:
+        # Nothing prepared: through PgBouncer the next statement may run in another session.
+        holder = await psycopg.AsyncConnection.connect(database_url, prepare_threshold=None)
+        watcher = await psycopg.AsyncConnection.connect(
+            database_url, autocommit=True, prepare_threshold=None
+        )
+        try:
+            await holder.execute(
+                "SELECT pk FROM members WHERE program_id = %s FOR UPDATE", (program_id,)
+            )
+            first, second = servers
+            writes = asyncio.gather(
+                *(first.write(bump(n), lane=(program_id, n)) for n in ("a", "b")),
+                *(second.write(bump(n), lane=(program_id, n)) for n in ("b", "a")),
+            )
+            deadline = time.monotonic() + 30
+            while await waiting_for_locks(watcher) < 2:  # both batches wait behind the holder
+                assert time.monotonic() < deadline, "the batches never reached the database"
+            await holder.rollback()
+            return list(await writes)
+        finally:
+            await holder.close()
+            await watcher.close()
+            await servers[1].aclose()
+
+    try:
+        outcomes = run_async(servers[0], race)
+    finally:
+        for server in servers:
+            server.close()
+    assert sorted(outcomes) == [1, 1, 2, 2]
+    pending = store.transact(
+        lambda tx: {n: tx.members.get(program_id, n).account.pending for n in "ab"}  # type: ignore[union-attr]
+    )
+    assert pending == {"a": 2, "b": 2}
+    # Each server's two writes committed in one transaction: none was aborted and run again.
+    assert [(s.batches, s.batched_writes) for s in servers] == [(1, 2), (1, 2)]
 
 
 def test_lookups_that_find_every_connection_busy_share_a_round_trip(store: Store) -> None:

@@ -570,7 +570,8 @@ def _lanes_of(lanes: dict[asyncio.AbstractEventLoop, list[_Lane]], count: int) -
 
 def _waves(batch: list[_Job]) -> list[list[_Job]]:
     """The batch in waves that run one after the other, each with at most one job per member:
-    a member's jobs keep their order, one per wave, and the jobs of a wave run side by side."""
+    a member's jobs keep their order, one per wave, and the jobs of a wave run side by side,
+    in the order of their members (`_lock_order`)."""
     waves: list[list[_Job]] = []
     seen: dict[Hashable, int] = {}
     for job in batch:
@@ -579,7 +580,17 @@ def _waves(batch: list[_Job]) -> list[list[_Job]]:
         if index == len(waves):
             waves.append([])
         waves[index].append(job)
+    for wave in waves:
+        # Every server takes a wave's row locks in one order (the first wave takes all the
+        # batch's), so batches of two servers that share members queue instead of deadlocking.
+        wave.sort(key=_lock_order)
     return waves
+
+
+def _lock_order(job: _Job) -> str:
+    """Where a job's member comes in the one order of locks: by its lane key, whatever the
+    key's type, the same in every process."""
+    return repr(job.member)
 
 
 async def _one_of_batch(pipe: Pipe, job: _Job) -> None:
