@@ -403,16 +403,6 @@ def test_writes_to_different_members_of_one_lane_share_their_round_trips(store: 
     # PostgreSQL: one lane (one connection), so that every write below meets in it.
     lanes = store if isinstance(store, SqliteStore) else PostgresStore(store.url, pool_size=1)  # type: ignore[attr-defined]
 
-    def bump(name: str) -> Callable[[Tx], int]:
-        def work(tx: Tx) -> int:
-            state = tx.members.state(program_id, name, now=NOW, lock=True)
-            assert state is not None
-            pending = state.member.account.pending + 1
-            tx.members.save_account(state.member.pk, Account(pending=pending))
-            return pending
-
-        return work
-
     def refuses_after_reading(tx: Tx) -> None:
         if tx.members.state(program_id, "ghost", now=NOW, lock=True) is None:
             raise MemberNotFound("no ghost")
@@ -427,13 +417,16 @@ def test_writes_to_different_members_of_one_lane_share_their_round_trips(store: 
         writes = [lanes.write(work, lane=(program_id, name)) for name, work in works]
         return _named(await asyncio.gather(*writes, return_exceptions=True))
 
+    def bumps(*names: str) -> list[tuple[str, Callable[[Tx], object]]]:
+        return [(name, _bump(program_id, name)) for name in names]
+
     async def writes() -> tuple[list[object], list[object], int]:
-        first = [("m0", bump("m0")), ("m1", bump("m1")), ("m0", bump("m0")), ("m2", bump("m2"))]
-        first += [("ghost", refuses_after_reading), ("m0", bump("m0")), ("m3", bump("m3"))]
+        first = [*bumps("m0", "m1", "m0", "m2"), ("ghost", refuses_after_reading)]
+        first += bumps("m0", "m3")
         before = getattr(lanes, "round_trips", 0)
         done = await together(first)
         trips = getattr(lanes, "round_trips", 0) - before
-        second = [("m1", bump("m1")), ("m4", refuses_after_writing), ("m2", bump("m2"))]
+        second = [*bumps("m1"), ("m4", refuses_after_writing), *bumps("m2")]
         return done, await together(second), trips
 
     try:
@@ -470,16 +463,6 @@ def test_batches_of_two_servers_take_their_members_locks_in_one_order(
         _member(store, program_id, name)
     servers = [PostgresStore(database_url, pool_size=1) for _ in range(2)]
 
-    def bump(name: str) -> Callable[[Tx], int]:
-        def work(tx: Tx) -> int:
-            state = tx.members.state(program_id, name, now=NOW, lock=True)
-            assert state is not None
-            pending = state.member.account.pending + 1
-            tx.members.save_account(state.member.pk, Account(pending=pending))
-            return pending
-
-        return work
-
     async def waiting_for_locks(watcher: psycopg.AsyncConnection[Any]) -> int:
         cursor = await watcher.execute(
             "SELECT count(*) FROM pg_stat_activity "
@@ -500,8 +483,8 @@ def test_batches_of_two_servers_take_their_members_locks_in_one_order(
             )
             first, second = servers
             writes = asyncio.gather(
-                *(first.write(bump(n), lane=(program_id, n)) for n in ("a", "b")),
-                *(second.write(bump(n), lane=(program_id, n)) for n in ("b", "a")),
+                *(first.write(_bump(program_id, n), lane=(program_id, n)) for n in ("a", "b")),
+                *(second.write(_bump(program_id, n), lane=(program_id, n)) for n in ("b", "a")),
             )
             deadline = time.monotonic() + 30
             while await waiting_for_locks(watcher) < 2:  # both batches wait behind the holder
@@ -588,6 +571,19 @@ def test_lookups_that_find_every_connection_busy_share_a_round_trip(store: Store
         # The first alone on the free connection; the twelve others in four read lanes, three
         # each, one round trip per lane: five in all, against thirteen one by one.
         assert trips == 5
+
+
+def _bump(program_id: int, name: str) -> Callable[[Tx], int]:
+    """A write adding one to member `name`'s pending points, answering the new count."""
+
+    def work(tx: Tx) -> int:
+        state = tx.members.state(program_id, name, now=NOW, lock=True)
+        assert state is not None
+        pending = state.member.account.pending + 1
+        tx.members.save_account(state.member.pk, Account(pending=pending))
+        return pending
+
+    return work
 
 
 def _named(outcomes: list[object]) -> list[object]:
