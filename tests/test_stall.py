@@ -7,7 +7,9 @@ figures (`measure_stall` is shared).
 
 The bounds are for a server that does the bulk's work without blocking its event loop, on this
 2-core machine shared with other runs: an idle read takes about 1 ms, so a read that waits
-250 ms waited for someone else's request.
+250 ms waited for someone else's request. On a slower day (idle reads of 2 to 4 ms, the bulk
+2.5 s instead of 1) the longest wait may grow with the machine, up to a fifth of the bulk's own
+time: a loop blocked by the bulk still fails, as its reads then wait for all of it.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def stall_of_a_bulk(
         print("\n" + "; ".join(stall.lines()), end=" ")
     assert stall.bulk_status == 200
     assert balance["balance"] == -(-ITEMS // members)
-    assert stall.max_ms < MAX_MS and stall.p99_ms < P99_MS, stall.lines()
+    longest = max(MAX_MS, stall.bulk_seconds * 1000 / 5)
+    assert stall.max_ms < longest and stall.p99_ms < P99_MS, stall.lines()
 
 
 def test_a_10000_item_bulk_award_does_not_stall_balance_reads(
