@@ -28,6 +28,7 @@ from tally.errors import (
     invalid,
 )
 from tally.http import jsontext, schemas
+from tally.http.protocol import BODY_ARRIVED
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -69,26 +70,33 @@ async def body_bytes(request: Request, *, limit: int, media: str = "application/
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The body is larger than the limit of {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
     try:
-        async with asyncio.timeout(BODY_SECONDS):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(f"The body is larger than the limit of {limit} bytes.")
-                chunks.append(chunk)
+        if request.scope.get(BODY_ARRIVED):  # the server has it all: reading cannot stall
+            body = await _body_within(request, limit)
+        else:
+            async with asyncio.timeout(BODY_SECONDS):
+                body = await _body_within(request, limit)
     except TimeoutError:
         raise RequestTimeout(
             f"The body did not arrive within {BODY_SECONDS:.0f} seconds; send it whole."
         ) from None
-    body = b"".join(chunks)
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if body and media_type != media:
         if media == "application/json":
             raise UnsupportedMediaType("Send the body as JSON with Content-Type: application/json.")
         raise UnsupportedMediaType(f"Send the body with Content-Type: {media}.")
     return body
+
+
+async def _body_within(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body is larger than the limit of {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def decode(body: bytes, kind: type[S], *, prefix: str = "") -> S:

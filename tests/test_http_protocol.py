@@ -1,10 +1,12 @@
-"""How `tally serve`'s HTTP protocol hands an answer to its socket (`tally/http/protocol.py`).
+"""`tally serve`'s HTTP protocol (`tally/http/protocol.py`): one write per answer, the mark of a
+body that has all arrived, and the deadline for a request's head.
 
 uvicorn writes an answer's head and its body in two calls; the protocol joins what one turn of
 the event loop writes into one call, one system call and one wake-up of the client per answer.
 These run uvicorn's real protocol on a real event loop; the transport under it records what
 would have gone to the socket (the one thing a test cannot see on a real socket: how many
-sends it took).
+sends it took). The head's deadline is cut to a twentieth of a second by a subclass, as a
+deployment would configure it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from tally.http.protocol import HeadersDeadlineProtocol
+from tally.http.protocol import BODY_ARRIVED, HeadersDeadlineProtocol
 
 CHUNK = 20_000
 CHUNKS = 10
@@ -58,9 +60,28 @@ class Socket:
         return b"".join(self.writes)
 
 
+class QuickDeadline(HeadersDeadlineProtocol):
+    headers_seconds = 0.05
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """`/` answers a short body in one message, `/stream` a long one in CHUNKS messages."""
+    """`/` answers a short body in one message, `/stream` a long one in CHUNKS messages, and
+    `/echo` the request's body, with whether it had all arrived when the app began (a header)
+    and once it was read."""
     if scope["type"] != "http":
+        return
+    if scope["path"] == "/echo":
+        # The head goes first, saying whether the body had arrived; the body once it is read.
+        before = b"%d" % bool(scope.get(BODY_ARRIVED))
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"x-before", before)]}
+        )
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        after = b"%d" % bool(scope.get(BODY_ARRIVED))
+        await send({"type": "http.response.body", "body": after + b" " + body})
         return
     if scope["path"] == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -82,12 +103,12 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-def connect(loop: asyncio.AbstractEventLoop) -> tuple[HeadersDeadlineProtocol, Socket]:
-    config = uvicorn.Config(app, http=HeadersDeadlineProtocol, log_level="warning")
+def connect(
+    loop: asyncio.AbstractEventLoop, kind: type[HeadersDeadlineProtocol] = HeadersDeadlineProtocol
+) -> tuple[HeadersDeadlineProtocol, Socket]:
+    config = uvicorn.Config(app, http=kind, log_level="warning", timeout_keep_alive=60)
     config.load()
-    protocol = HeadersDeadlineProtocol(
-        config=config, server_state=ServerState(), app_state={}, _loop=loop
-    )
+    protocol = kind(config=config, server_state=ServerState(), app_state={}, _loop=loop)
     sock = Socket(loop)
     protocol.connection_made(sock)  # type: ignore[arg-type]
     return protocol, sock
@@ -152,4 +173,64 @@ def test_a_long_streamed_answer_is_not_held_back(loop: asyncio.AbstractEventLoop
     assert body == b"".join(b"%d" % n * CHUNK for n in range(CHUNKS))
     # Each chunk went out in the loop turn that made it: none waited for the next one.
     assert len(sock.writes) >= CHUNKS
+    protocol.connection_lost(None)
+
+
+def post(body: bytes, *, sent: int | None = None) -> bytes:
+    head = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+    return head + body[:sent]
+
+
+def test_a_body_that_came_with_its_head_is_marked_arrived(loop: asyncio.AbstractEventLoop) -> None:
+    protocol, sock = connect(loop)
+    protocol.data_received(post(b'{"member_id": "m"}'))
+    until(loop, sock, lambda s: s.sent().endswith(b"0\r\n\r\n"))
+
+    assert b"\r\nx-before: 1\r\n" in sock.sent()
+    assert b'1 {"member_id": "m"}' in sock.sent()
+    protocol.connection_lost(None)
+
+
+def test_a_body_still_on_its_way_is_marked_only_once_it_is_all_there(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    body = b'{"member_id": "m", "points": 10}'
+    protocol, sock = connect(loop)
+    protocol.data_received(post(body, sent=5))
+    until(loop, sock, lambda s: s.writes)  # the app began, and sent its head
+    assert b"\r\nx-before: 0\r\n" in sock.sent()
+
+    protocol.data_received(body[5:])
+    until(loop, sock, lambda s: s.sent().endswith(b"0\r\n\r\n"))
+    assert b"1 " + body in sock.sent()
+    protocol.connection_lost(None)
+
+
+def test_a_head_left_unfinished_is_closed_at_its_deadline(loop: asyncio.AbstractEventLoop) -> None:
+    protocol, sock = connect(loop, QuickDeadline)
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost")
+    until(loop, sock, lambda s: s.closed)
+
+    assert sock.writes == []
+    protocol.connection_lost(None)
+
+
+def test_a_kept_alive_connections_next_head_has_its_deadline_too(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    protocol, sock = connect(loop, QuickDeadline)
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHo")
+    until(loop, sock, lambda s: s.closed)
+
+    assert sock.sent().count(b"HTTP/1.1 200 OK") == 1
+    protocol.connection_lost(None)
+
+
+def test_a_connection_that_sends_nothing_is_closed_at_the_deadline(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    protocol, sock = connect(loop, QuickDeadline)
+    until(loop, sock, lambda s: s.closed)
+
+    assert sock.writes == []
     protocol.connection_lost(None)
