@@ -4,8 +4,8 @@ request's headers and one write to the socket per answer.
 uvicorn times out an idle kept-alive connection, but not one that opens and sends half its
 headers, or sends them a byte at a time: each would hold a socket and a task for as long as
 the client likes. Here a connection must finish a request's headers within `HEADERS_SECONDS`
-of opening (or of starting that request), or it is closed. The body has its own deadline
-(`inputs.body_bytes`); what the routes do is not timed here.
+of opening (or of the read that left that request's head unfinished), or it is closed. The body
+has its own deadline (`inputs.body_bytes`); what the routes do is not timed here.
 
 uvicorn writes an answer's head and its body to the socket in two calls; `_OneWritePerTurn`
 joins them. A body that has all arrived is marked so in the scope (`BODY_ARRIVED`): reading it
