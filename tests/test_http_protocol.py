@@ -28,7 +28,7 @@ CHUNKS = 10
 class Socket:
     """A transport that records each write, as the kernel would see each send."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self) -> None:
         self.writes: list[bytes] = []
         self.closed = False
         self.changed = asyncio.Event()
@@ -109,7 +109,7 @@ def connect(
     config = uvicorn.Config(app, http=kind, log_level="warning", timeout_keep_alive=60)
     config.load()
     protocol = kind(config=config, server_state=ServerState(), app_state={}, _loop=loop)
-    sock = Socket(loop)
+    sock = Socket()
     protocol.connection_made(sock)  # type: ignore[arg-type]
     return protocol, sock
 
