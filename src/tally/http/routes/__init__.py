@@ -3,7 +3,8 @@
 One module per feature holds its handlers and its rows, in the same shape: `members`, `points`,
 `program`, `rewards` (with redemptions), `events` (the feed), `webhooks` (endpoints, deliveries),
 `keys` (the calling key), `files` (CSV imports and exports) and `operations` (`/healthz`,
-`/readyz`, `/metrics`, outside `/v1`). A row's fields are `spec.RouteSpec`.
+`/readyz`, `/metrics`, outside `/v1`). A row's fields are `spec.RouteSpec`. `BUSIEST` is the
+order the router tries them in.
 """
 
 from __future__ import annotations
@@ -32,3 +33,14 @@ ROUTES: tuple[RouteSpec, ...] = (
     *keys.ROUTES,
     *operations.ROUTES,
 )
+
+BUSIEST = ("award", "balance", "deduct", "get_member", "redeem", "history", "transfer")
+"""The operations a loyalty program calls most, which the router tries first (it tries the
+routes one by one, about 0.3 µs each; an award was the ninth); the rest in the table's order.
+No two routes match the same request, so the order changes nothing else."""
+
+
+def router_order(routes: tuple[RouteSpec, ...]) -> list[RouteSpec]:
+    """`routes`, the `BUSIEST` first."""
+    rank = {operation: n for n, operation in enumerate(BUSIEST)}
+    return sorted(routes, key=lambda route: rank.get(route.operation_id, len(rank)))
