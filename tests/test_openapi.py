@@ -391,3 +391,16 @@ def test_no_two_routes_match_one_request_so_the_router_may_try_the_busiest_first
         scope = {"type": "http", "method": spec.method, "path": path, "root_path": ""}
         full = [r.path for r in routes if r.matches(scope)[0] is Match.FULL]
         assert full == [spec.path], f"{spec.method} {path}"
+    # And for any path: a parameter matches any one segment, so two routes of one method could
+    # both match a request when their segments pair up, each pair equal or one a parameter.
+    for n, one in enumerate(ROUTES):
+        for other in ROUTES[n + 1 :]:
+            if one.method == other.method:
+                assert not _could_both_match(one.path, other.path), f"{one.path} {other.path}"
+
+
+def _could_both_match(one: str, other: str) -> bool:
+    mine, theirs = one.split("/"), other.split("/")
+    return len(mine) == len(theirs) and all(
+        a == b or a.startswith("{") or b.startswith("{") for a, b in zip(mine, theirs, strict=True)
+    )

@@ -327,10 +327,11 @@ class Readable:
 
     The socket is registered with the event loop at the first wait and stays registered until
     `stop` (the connection closing), not for one wait at a time: on uvloop a registration made
-    and undone costs about 7 µs of CPU and five system calls, and an award waits 1.6 times
-    (bench/README.md, "The socket stays with the event loop"). Something readable while nobody
-    waits (the server ending the session, a notice) unregisters it, so the loop is not woken for
-    it again; the next wait registers it anew. One waiter at a time: a pipe is one transaction's.
+    and undone costs 5 to 7 µs of CPU and seven system calls (`bench/socket_waits.py`), paid at
+    nearly every round trip (bench/README.md, "The socket stays with the event loop").
+    Something readable while nobody waits (the server ending the session, a notice) unregisters
+    it, so the loop is not woken for it again; the next wait registers it anew. One waiter at a
+    time: a pipe is one transaction's.
     """
 
     __slots__ = ("_pg", "_loop", "_fd", "_waiter")
