@@ -240,6 +240,9 @@ def test_psycopgs_own_queries_between_two_pipes_leave_the_socket_watched(databas
     """psycopg's own waits (a pool's rollback or `configure`) take the socket over and unregister
     it when done: the next pipe registers it again rather than waiting for ever."""
 
+    def select_one(pipe: Pipe) -> Any:
+        return pipe.execute("SELECT 1").fetchone()
+
     async def work(loop: WatchedLoop) -> None:
         conn = await ServerConnection.connect(database_url, autocommit=True)
         fd = conn.pgconn.socket
@@ -247,9 +250,7 @@ def test_psycopgs_own_queries_between_two_pipes_leave_the_socket_watched(databas
             pipe = Pipe(conn, Prepared(True))
             pipe.open()
             async with asyncio.timeout(10):
-                assert await run_in_greenlet(lambda p: p.execute("SELECT 1").fetchone(), pipe) == (
-                    1,
-                )
+                assert await run_in_greenlet(select_one, pipe) == (1,)
                 await pipe.sync()
             pipe.close()
             assert fd in loop.readers
