@@ -4,16 +4,13 @@
 and waits on the socket only when a result is read. These tests hold it to what psycopg's own
 cursors promised: results in order however many statements are queued, a failed statement
 raising psycopg's exception for its SQLSTATE, statements prepared only where allowed and
-still correct after a failure; its connection's socket registered with the event loop once,
-not per wait, and unregistered when the connection closes or the server ends its session; and,
-through the API, a refused request handing its connection back to the pool instead of costing
-one.
+still correct after a failure; and, through the API, a refused request handing its connection
+back to the pool instead of costing one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -23,7 +20,7 @@ import uvloop
 from psycopg import errors as pg_errors
 
 from tally.storage.bridge import run_in_greenlet
-from tally.storage.pipeline import PREPARE_AFTER, Pipe, Prepared, ServerConnection
+from tally.storage.pipeline import PREPARE_AFTER, Pipe, Prepared
 from tests.support import POOLER, Api
 
 T = TypeVar("T")
@@ -36,7 +33,7 @@ def in_pipe(url: str, work: Callable[[Pipe], T], *, prepare: bool = True) -> T:
     work; the pipe is synced and closed after it."""
 
     async def run() -> T:
-        conn = await ServerConnection.connect(url, autocommit=True)
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
         try:
             pipe = Pipe(conn, Prepared(prepare))
             pipe.open()
@@ -180,118 +177,3 @@ def test_a_cancelled_request_stops_its_statement_on_the_server(database_url: str
             "AND state = 'active'"
         ).fetchone()
     assert running == (0,)
-
-
-class WatchedLoop(asyncio.SelectorEventLoop):
-    """asyncio's own loop, keeping count of the sockets registered for reading."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.registrations = 0
-        self.readers: set[int] = set()
-
-    def add_reader(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
-        self.registrations += 1
-        self.readers.add(fd)
-        super().add_reader(fd, callback, *args)
-
-    def remove_reader(self, fd: Any) -> bool:
-        self.readers.discard(fd)
-        return super().remove_reader(fd)
-
-
-def on_watched_loop(work: Callable[[WatchedLoop], Any]) -> None:
-    with asyncio.Runner(loop_factory=WatchedLoop) as runner:
-        loop = runner.get_loop()
-        assert isinstance(loop, WatchedLoop)
-        runner.run(work(loop))
-
-
-@on_postgres
-def test_a_connection_registers_its_socket_once_for_all_its_round_trips(
-    database_url: str,
-) -> None:
-    def two_round_trips(pipe: Pipe) -> int:
-        first = pipe.execute("SELECT 1").fetchone()
-        second = pipe.execute("SELECT 2").fetchone()
-        return int(first[0] + second[0])
-
-    async def work(loop: WatchedLoop) -> None:
-        conn = await ServerConnection.connect(database_url, autocommit=True)
-        fd = conn.pgconn.socket
-        before = loop.registrations
-        for _ in range(10):
-            pipe = Pipe(conn, Prepared(True))
-            pipe.open()
-            assert await run_in_greenlet(two_round_trips, pipe) == 3
-            await pipe.sync()
-            pipe.close()
-        assert pipe.round_trips == 2
-        assert loop.registrations - before == 1
-        assert fd in loop.readers
-        await conn.close()
-        assert fd not in loop.readers  # before its number can be reused
-
-    on_watched_loop(work)
-
-
-@on_postgres
-def test_psycopgs_own_queries_between_two_pipes_leave_the_socket_watched(database_url: str) -> None:
-    """psycopg's own waits (a pool's rollback or `configure`) take the socket over and unregister
-    it when done: the next pipe registers it again rather than waiting for ever."""
-
-    def select_one(pipe: Pipe) -> Any:
-        return pipe.execute("SELECT 1").fetchone()
-
-    async def work(loop: WatchedLoop) -> None:
-        conn = await ServerConnection.connect(database_url, autocommit=True)
-        fd = conn.pgconn.socket
-        for n in range(3):
-            pipe = Pipe(conn, Prepared(True))
-            pipe.open()
-            async with asyncio.timeout(10):
-                assert await run_in_greenlet(select_one, pipe) == (1,)
-                await pipe.sync()
-            pipe.close()
-            assert fd in loop.readers
-            cursor = await conn.execute("SELECT %s::int", (n,))
-            assert await cursor.fetchone() == (n,)
-        await conn.close()
-
-    on_watched_loop(work)
-
-
-@on_postgres
-def test_a_session_the_server_ends_while_idle_is_no_longer_watched(database_url: str) -> None:
-    """A socket that turns readable with nobody waiting (here: the server ending the session of
-    a connection idle in the pool) is unregistered, not reported to the loop again and again;
-    the store still answers afterwards."""
-    from tally.storage.postgres import PostgresStore
-
-    store = PostgresStore(database_url, pool_size=2)
-
-    def one(tx: Any) -> Any:
-        return tx.members._s.one("SELECT 1")
-
-    async def work(loop: WatchedLoop) -> None:
-        assert await store.read(one) == (1,)
-        before = set(loop.readers)
-        assert before, "the pooled connection's socket is watched between requests"
-        with psycopg.connect(database_url, autocommit=True) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND backend_type = 'client backend'"
-            )
-        deadline = loop.time() + 10
-        while loop.readers & before and loop.time() < deadline:
-            await asyncio.sleep(0.01)
-        assert not loop.readers & before
-        for _ in range(3):  # the pool replaces what it finds broken
-            with contextlib.suppress(Exception):
-                await store.read(one)
-        assert await store.read(one) == (1,)
-        await store.aclose()
-
-    on_watched_loop(work)
-    store.close()

@@ -8,9 +8,7 @@ issue 15). Here a statement goes to the connection's libpq handle (`psycopg.pq`)
 psycopg's own adapters (its `Transformer`) turning parameters into bytes and rows back into
 values, and nothing waits until a result is read: then everything queued is sent with one Sync
 and the event loop is awaited once, until the answers to the Sync are in. An award is two such
-round trips: `BEGIN` with the locked member query, then the writes with `COMMIT`. The connection's
-socket is handed to the event loop at its first wait and stays there until the connection closes
-(`ServerConnection`, `Readable`), rather than being registered and unregistered for every wait.
+round trips: `BEGIN` with the locked member query, then the writes with `COMMIT`.
 
 A failed statement does not fail where it was queued but at the next round trip, as in psycopg's
 own pipeline mode: the server skips the rest up to the Sync, and the first error is raised as
@@ -26,17 +24,14 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
-from psycopg.abc import PQGen
 from psycopg.adapt import PyFormat, Transformer
 
 from tally.storage.bridge import wait_for
-
-RV = TypeVar("RV")
 
 PREPARE_AFTER = 5  # uses of one query with one set of parameter types; psycopg's default
 # Statements queued between two turns of the event loop, and answers read between two: a bulk
@@ -128,7 +123,6 @@ class Pipe:
 
     __slots__ = (
         "_conn",
-        "_readable",
         "_pg",
         "_tx",
         "_prepared",
@@ -138,9 +132,8 @@ class Pipe:
         "round_trips",
     )
 
-    def __init__(self, conn: ServerConnection, prepared: Prepared) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any], prepared: Prepared) -> None:
         self._conn = conn
-        self._readable = conn.readable
         self._pg = conn.pgconn
         self._tx = Transformer(conn)
         self._prepared = prepared
@@ -251,6 +244,8 @@ class Pipe:
         queue, self._queue = self._queue, []
         answers: list[pq.abc.PGresult | None] = []
         current: pq.abc.PGresult | None = None
+        loop = asyncio.get_running_loop()
+        fd = pg.socket
         read = 0
         while True:
             pg.consume_input()
@@ -269,7 +264,7 @@ class Pipe:
                     return
                 else:
                     current = got
-            await self._readable.wait()
+            await _readable(loop, fd)
 
     def _hand_out(
         self, queue: list[Result | bytes | None], answers: list[pq.abc.PGresult | None]
@@ -298,7 +293,6 @@ class Pipe:
             return
         loop = asyncio.get_running_loop()
         fd = pg.socket
-        self._readable.stop()  # the reader is this loop's own until the buffer is sent
         while pg.flush() != 0:
             ready: asyncio.Future[None] = loop.create_future()
             loop.add_reader(fd, _wake, ready)
@@ -322,71 +316,13 @@ class Pipe:
         return self._pg.status == pq.ConnStatus.OK
 
 
-class Readable:
-    """Waits for a connection's socket to have something to read.
-
-    The socket is registered with the event loop at the first wait and stays registered until
-    `stop` (the connection closing), not for one wait at a time: on uvloop a registration made
-    and undone costs 5 to 7 µs of CPU and seven system calls (`bench/socket_waits.py`), paid at
-    nearly every round trip (bench/README.md, "The socket stays with the event loop").
-    Something readable while nobody waits (the server ending the session, a notice) unregisters
-    it, so the loop is not woken for it again; the next wait registers it anew. One waiter at a
-    time: a pipe is one transaction's.
-    """
-
-    __slots__ = ("_pg", "_loop", "_fd", "_waiter")
-
-    def __init__(self, pg: pq.abc.PGconn) -> None:
-        self._pg = pg
-        self._loop: asyncio.AbstractEventLoop | None = None  # registered with, if any
-        self._fd = -1
-        self._waiter: asyncio.Future[None] | None = None
-
-    async def wait(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self.stop()
-            self._fd = self._pg.socket
-            loop.add_reader(self._fd, self._wake)
-            self._loop = loop
-        waiter = self._waiter = loop.create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-
-    def stop(self) -> None:
-        """Unregister the socket (before anything else waits on it or it closes)."""
-        loop, self._loop = self._loop, None
-        if loop is not None and not loop.is_closed():
-            loop.remove_reader(self._fd)
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is None:
-            self.stop()
-        elif not waiter.done():
-            waiter.set_result(None)
-
-
-class ServerConnection(psycopg.AsyncConnection[Any]):
-    """The server's pooled connections (`psycopg_pool`'s `connection_class`): a psycopg
-    connection whose socket stays registered with the event loop (`readable`) from the first
-    wait of a `Pipe` until it closes, or until psycopg itself waits on it (the pool's
-    `configure`, a rollback by the pool): its own wait takes the socket over, and would leave
-    it unregistered behind `readable`'s back."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.readable = Readable(self.pgconn)
-
-    async def wait(self, gen: PQGen[RV], *args: Any, **kwargs: Any) -> RV:
-        self.readable.stop()
-        return await super().wait(gen, *args, **kwargs)
-
-    async def close(self) -> None:
-        self.readable.stop()  # before the descriptor is closed, and its number reused
-        await super().close()
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    ready: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(fd, _wake, ready)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
 
 
 def _wake(ready: asyncio.Future[None]) -> None:

@@ -35,7 +35,7 @@ from tally.errors import Unavailable
 from tally.ports import Conflict, Tx
 from tally.storage.bridge import run_in_greenlet, run_side_by_side
 from tally.storage.migrate import apply_migrations
-from tally.storage.pipeline import PREPARE_AFTER, Pipe, Prepared, ServerConnection
+from tally.storage.pipeline import PREPARE_AFTER, Pipe, Prepared
 from tally.storage.sql import Connection, Dialect, SqlTx
 
 T = TypeVar("T")
@@ -285,7 +285,6 @@ class PostgresStore:
         if pool is None:
             pool = AsyncConnectionPool(
                 self.url,
-                connection_class=ServerConnection,
                 min_size=min(2, self._pool_size),
                 max_size=self._pool_size,
                 kwargs=_CONNECTION,
@@ -300,7 +299,7 @@ class PostgresStore:
         return pool
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[ServerConnection]:
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection. Requests beyond the pool's size queue here, on a semaphore,
         rather than in the pool: psycopg_pool starts a task for every client it makes wait
         (about a fifth of a balance read's CPU when 32 requests shared 8 connections)."""
@@ -711,7 +710,7 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-async def _abandon(conn: ServerConnection, pipe: Pipe, error: BaseException) -> None:
+async def _abandon(conn: psycopg.AsyncConnection[Any], pipe: Pipe, error: BaseException) -> None:
     """Leave a unit of work that failed with `error` (a statement refused, or the work itself
     refused: a rule, an overdraw): read what it left unread, roll its transaction back and leave
     pipeline mode, so the pool can hand the connection out again. Close the connection instead,
