@@ -43,7 +43,7 @@ from tally.http.metrics import Metrics, cause_of
 from tally.http.observability import Observability, configure_logging
 from tally.http.openapi import openapi_document
 from tally.http.outputs import encode, json_response
-from tally.http.routes import ROUTES, router_order
+from tally.http.routes import ROUTES, starlette_routes
 from tally.http.security import SecurityHeaders, cors_middleware
 from tally.http.tuning import tune_collector_for_serving
 from tally.keys import KeyCache
@@ -137,7 +137,7 @@ def create_app(
     async def openapi(request: Request) -> Response:
         return json_response(encode(document))
 
-    routes = [Route(r.path, r.handler, methods=[r.method]) for r in router_order(ROUTES)]
+    routes = starlette_routes(ROUTES)
     routes += [
         Route("/openapi.json", openapi, methods=["GET"]),
         *docs_routes(),

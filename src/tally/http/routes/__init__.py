@@ -4,10 +4,12 @@ One module per feature holds its handlers and its rows, in the same shape: `memb
 `program`, `rewards` (with redemptions), `events` (the feed), `webhooks` (endpoints, deliveries),
 `keys` (the calling key), `files` (CSV imports and exports) and `operations` (`/healthz`,
 `/readyz`, `/metrics`, outside `/v1`). A row's fields are `spec.RouteSpec`. `BUSIEST` is the
-order the router tries them in.
+order the router tries them in; `starlette_routes` builds the router's routes from the table.
 """
 
 from __future__ import annotations
+
+from starlette.routing import Route
 
 from tally.http.routes import (
     events,
@@ -40,7 +42,8 @@ routes one by one, about 0.3 µs each; an award was the ninth); the rest in the 
 No two routes match the same request, so the order changes nothing else."""
 
 
-def router_order(routes: tuple[RouteSpec, ...]) -> list[RouteSpec]:
-    """`routes`, the `BUSIEST` first."""
+def starlette_routes(routes: tuple[RouteSpec, ...]) -> list[Route]:
+    """The router's routes for `routes`, the `BUSIEST` first."""
     rank = {operation: n for n, operation in enumerate(BUSIEST)}
-    return sorted(routes, key=lambda route: rank.get(route.operation_id, len(rank)))
+    ordered = sorted(routes, key=lambda route: rank.get(route.operation_id, len(rank)))
+    return [Route(r.path, r.handler, methods=[r.method]) for r in ordered]
