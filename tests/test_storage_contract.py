@@ -448,6 +448,37 @@ def test_writes_to_different_members_of_one_lane_share_their_round_trips(store: 
         assert trips == 4
 
 
+def test_writes_to_many_members_at_once_share_a_server_s_two_write_lanes(store: Store) -> None:
+    """32 writes to 32 members at once, on a store with its default pool: on PostgreSQL they
+    go in two transactions (the two write lanes, `WRITE_LANES`), each two round trips (all its
+    members' reads, then all the writes with `COMMIT`), and every write counts once. With a lane
+    per pooled connection, as before, they took eight transactions and sixteen round trips."""
+    program_id = _program(store)
+    names = [f"m{n}" for n in range(32)]
+    for name in names:
+        _member(store, program_id, name)
+
+    async def writes() -> tuple[list[object], int]:
+        before = getattr(store, "round_trips", 0)
+        done = await asyncio.gather(
+            *(store.write(_bump(program_id, name), lane=(program_id, name)) for name in names),
+            return_exceptions=True,
+        )
+        return _named(done), getattr(store, "round_trips", 0) - before
+
+    done, trips = run_async(store, writes)
+    assert done == [1] * 32
+    pending = store.transact(
+        lambda tx: [tx.members.get(program_id, n).account.pending for n in names]  # type: ignore[union-attr]
+    )
+    assert pending == [1] * 32
+    if not isinstance(store, SqliteStore):
+        # Which lane a member takes is its key's hash: the odds that one lane got fewer than
+        # two of the 32 (and so ran alone, outside `batches`) are about one in 60 million.
+        assert (store.batches, store.batched_writes) == (2, 32)  # type: ignore[attr-defined]
+        assert trips == 4
+
+
 def test_batches_of_two_servers_take_their_members_locks_in_one_order(
     database_url: str, store: Store
 ) -> None:

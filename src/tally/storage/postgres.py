@@ -81,6 +81,14 @@ def _set_preparing(conn: psycopg.BaseConnection[Any], server_pid: tuple[int] | N
 # taken by any session looks them up on disk (pg_subtrans).
 MAX_BATCH = 32
 
+# Write lanes per process and event loop (`PostgresStore.write`), each one transaction at a time:
+# the fewer, the more writes each transaction carries, in the same two round trips (a wave,
+# `_side_by_side`), and the less CPU each costs here and in the database. Two rather than one, so
+# that a lane held up (by another server's row lock, a slow disk) leaves the other writing. On
+# the bench (64 clients, random members) 2 lanes gave award 4,500 to 4,650/s, 8 gave 3,540 to
+# 3,850/s, 1 gave 4,770/s (bench/README.md, "Two write lanes instead of eight").
+WRITE_LANES = 2
+
 # Read lanes per process and event loop (`PostgresStore.lookup`): lookups that find every
 # connection busy wait in one, and go together in its next round trip.
 READ_LANES = 4
@@ -213,9 +221,9 @@ class PostgresStore:
         # which shortens how long the member's row lock is held.
         if lane is None:
             return await self._run(work, "BEGIN", _Commit())
-        # One of the pool's connections per lane, one transaction at a time: writes to one
-        # member (one lane) that arrive meanwhile go together in the next (`_drain`).
-        lanes = _lanes_of(self._lanes, self._pool_size)
+        # A lane runs one transaction at a time, on one of the pool's connections: writes to
+        # its members that arrive meanwhile go together in the next (`_drain`).
+        lanes = _lanes_of(self._lanes, min(WRITE_LANES, self._pool_size))
         queue = lanes[hash(lane) % len(lanes)]
         outcome = await self._in_lane(
             queue, _Job(work, lane), self._write_alone, self._write_together
