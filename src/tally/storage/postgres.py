@@ -85,7 +85,7 @@ MAX_BATCH = 32
 # the fewer, the more writes each transaction carries, in the same two round trips (a wave,
 # `_side_by_side`), and the less CPU each costs here and in the database. Two rather than one, so
 # that a lane held up (by another server's row lock, a slow disk) leaves the other writing. On
-# the bench (64 clients, random members) 2 lanes gave award 4,500 to 4,650/s, 8 gave 3,540 to
+# the bench (64 clients, random members) 2 lanes gave award 4,470 to 4,650/s, 8 gave 3,540 to
 # 3,850/s, 1 gave 4,770/s (bench/README.md, "Two write lanes instead of eight").
 WRITE_LANES = 2
 
