@@ -452,7 +452,7 @@ def test_writes_to_many_members_at_once_share_a_server_s_two_write_lanes(store: 
     """32 writes to 32 members at once, on a store with its default pool: on PostgreSQL they
     go in two transactions (the two write lanes, `WRITE_LANES`), each two round trips (all its
     members' reads, then all the writes with `COMMIT`), and every write counts once. With a lane
-    per pooled connection, as before, they took eight transactions and sixteen round trips."""
+    per pooled connection, as before, they took about eight, of about four writes each."""
     program_id = _program(store)
     names = [f"m{n}" for n in range(32)]
     for name in names:
